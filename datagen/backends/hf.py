@@ -1,0 +1,86 @@
+"""transformers backend: batched ``generate`` with left padding. Runs anywhere torch runs.
+
+Sampling is seeded once per call from the first request's seed, so with temperature > 0 a
+row depends on the batch it fell into; greedy output does not.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from distill.chat import ensure_chat_template
+from distill.datagen.backends import Backend, Completion, Request, Sampling
+from distill.datagen.models import load_model_and_tokenizer
+
+
+class HFBackend(Backend):
+    name = "hf"
+
+    def __init__(self, model: str, *, device: str | None = None, dtype: str | None = None,
+                 batch_size: int = 32):
+        self.model = model
+        self.batch_size = batch_size
+        self.lm, self.tokenizer = load_model_and_tokenizer(model, device=device, dtype=dtype)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        ensure_chat_template(self.tokenizer)
+
+    @torch.inference_mode()
+    def generate(self, requests: list[Request], sampling: Sampling) -> list[list[Completion]]:
+        texts = [self.tokenizer.apply_chat_template(r.messages, add_generation_prompt=True,
+                                                    tokenize=False) for r in requests]
+        batch = self.tokenizer(texts, return_tensors="pt", padding=True,
+                               add_special_tokens=False).to(self.lm.device)
+        prompt_lens = batch["attention_mask"].sum(dim=1).tolist()
+        n = max(r.n for r in requests)
+        greedy = sampling.temperature == 0
+        if not greedy:
+            torch.manual_seed(requests[0].seed)
+        out = self.lm.generate(
+            **batch, max_new_tokens=sampling.max_tokens, do_sample=not greedy,
+            temperature=None if greedy else sampling.temperature,
+            top_p=None if greedy else sampling.top_p, top_k=None,
+            num_return_sequences=n, pad_token_id=self.tokenizer.pad_token_id,
+            stop_strings=sampling.stop or None, tokenizer=self.tokenizer,
+            return_dict_in_generate=True, output_logits=sampling.logprobs > 0,
+        )
+        width = batch["input_ids"].shape[1]
+        results = []
+        for i, req in enumerate(requests):
+            samples = []
+            for j in range(req.n):
+                k = i * n + j
+                logits = [step[k] for step in out.logits] if sampling.logprobs else None
+                samples.append(self._completion(out.sequences[k, width:], prompt_lens[i],
+                                                sampling, logits))
+            results.append(samples)
+        return results
+
+    def _completion(self, ids: torch.Tensor, prompt_tokens: int, sampling: Sampling,
+                    logits: list[torch.Tensor] | None) -> Completion:
+        eos = set(_as_list(self.lm.generation_config.eos_token_id)) | {self.tokenizer.eos_token_id}
+        ids = ids.tolist()
+        length = len(ids)
+        for pos, tok in enumerate(ids):
+            if tok in eos:
+                length = pos + 1
+                break
+        ended = length < len(ids) or (length and ids[length - 1] in eos)
+        gen = ids[:length]
+        text = self.tokenizer.decode(gen, skip_special_tokens=True)
+        finish = "stop" if ended else "length"
+        for stop in sampling.stop:
+            cut = text.find(stop)
+            if cut >= 0:
+                text, finish = text[:cut], "stop"
+        completion = Completion(text, finish, prompt_tokens, len(gen))
+        if logits is not None:
+            top = torch.stack(logits[:len(gen)]).float().log_softmax(-1).topk(sampling.logprobs)
+            completion.top_ids = top.indices.tolist()
+            completion.top_logprobs = top.values.tolist()
+        return completion
+
+
+def _as_list(x) -> list:
+    return [] if x is None else list(x) if isinstance(x, (list, tuple)) else [x]

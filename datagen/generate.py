@@ -1,0 +1,264 @@
+"""The generate job: prompt file x source rows x n samples -> a dataset folder.
+
+Rows get an ``id`` that depends only on the prompt name, the source row and the sample
+index, so the same command again skips what is on disk and generates only the rest. Each
+backend call becomes one atomic shard: a crash loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+from tqdm import tqdm
+
+from distill import io
+from distill.datagen.backends import Backend, Completion, Request, Sampling, get_backend
+from distill.datagen.models import DEFAULT_MODEL, resolve_model
+from distill.datagen.prompts import PromptFile, load_prompt
+from distill.datagen.sources import load_source
+from distill.errors import DistillError
+
+# Settings that change what a row says; a rerun must match them to reuse rows.
+ROW_KEY = ("model", "prompt_sha256", "temperature", "top_p", "max_tokens", "stop", "seed",
+           "logprobs")
+
+
+@dataclass
+class Item:
+    """One rendered prompt: the unit a backend request and a resume decision are about."""
+
+    key: str
+    source_id: str
+    fields: dict
+    messages: list[dict]
+    missing: list[int] = field(default_factory=list)
+
+
+@dataclass
+class GenerateResult:
+    out: Path
+    rows_total: int
+    rows_reused: int
+    rows_written: int
+    tokens: int
+    seconds: float
+    finish_reasons: dict[str, int]
+    duplicates_skipped: int
+
+    def summary(self) -> str:
+        rate = self.rows_written / self.seconds if self.seconds else 0.0
+        tps = self.tokens / self.seconds if self.seconds else 0.0
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.finish_reasons.items())) or "-"
+        lines = [f"{self.out}: {self.rows_total} rows ({self.rows_reused} reused, "
+                 f"{self.rows_written} generated in {self.seconds:.1f}s: "
+                 f"{rate:.2f} rows/s, {tps:.1f} tokens/s)", f"finish reasons: {reasons}"]
+        if self.duplicates_skipped:
+            lines.append(f"skipped {self.duplicates_skipped} duplicate source rows")
+        return "\n".join(lines)
+
+
+def row_schema(logprobs: bool) -> pa.Schema:
+    message = pa.struct([("role", pa.string()), ("content", pa.string())])
+    cols = [("id", pa.string()), ("source_id", pa.string()), ("sample_index", pa.int32()),
+            ("question", pa.string()), ("gold", pa.string()), ("template", pa.string()),
+            ("kind", pa.string()), ("task", pa.string()), ("messages", pa.list_(message)),
+            ("completion", pa.string()), ("finish_reason", pa.string()),
+            ("prompt_tokens", pa.int32()), ("tokens", pa.int32()), ("model", pa.string()),
+            ("backend", pa.string()), ("sampling", pa.string()), ("source", pa.string())]
+    if logprobs:
+        cols += [("top_ids", pa.list_(pa.list_(pa.int32()))),
+                 ("top_logprobs", pa.list_(pa.list_(pa.float32())))]
+    return pa.schema(cols)
+
+
+def generate(prompt: str, source: str, out: str, *, model: str | None = None,
+             backend: str | Backend = "auto", base_url: str | None = None,
+             n: int | None = None, limit: int | None = None, temperature: float | None = None,
+             top_p: float | None = None, max_tokens: int | None = None,
+             seed: int | None = None, logprobs: int = 0, fields: dict[str, str] | None = None,
+             tasks: list[str] | None = None, shuffle: bool = False, split: str = "train",
+             subset: str | None = None, batch_size: int | None = None,
+             regenerate: bool = False, backend_options: dict | None = None,
+             progress: bool = True) -> GenerateResult:
+    """Generate completions for every source row with a prompt file; see ``distill generate``."""
+    start = time.perf_counter()
+    pf = load_prompt(prompt)
+    overrides = dict(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                     seed=seed)
+    sampling = Sampling(**{**pf.sampling, **{k: v for k, v in overrides.items() if v is not None}},
+                        logprobs=logprobs)
+    rows = load_source(source, fields=fields, limit=limit, shuffle=shuffle,
+                       seed=sampling.seed, split=split, subset=subset)
+    items, duplicates = _render(pf, rows, tasks)
+    model_name = model or DEFAULT_MODEL
+    out = Path(out)
+    key = {"model": model_name, "prompt_sha256": pf.sha256,
+           **{k: v for k, v in sampling.to_dict().items() if k in ROW_KEY}}
+    _check_reuse(out, key, regenerate)
+
+    done = io.read_ids(out) if (out / io.DATA_DIR).exists() else set()
+    for item in items:
+        item.missing = [k for k in range(sampling.n) if row_id(item.key, k) not in done]
+    pending = [it for it in items if it.missing]
+    total = len(items) * sampling.n
+    reused = total - sum(len(it.missing) for it in pending)
+    _log(f"{out}: {total} rows planned; " + (
+        f"reusing {reused} already there (same prompt, model and sampling), "
+        f"generating {total - reused}" if reused else f"generating all {total}"))
+
+    manifest = _manifest(pf, source, key, sampling, total, model_name, fields)
+    out.mkdir(parents=True, exist_ok=True)
+    io.write_manifest(out, {**manifest, "status": "running"})
+    stats = {"written": 0, "tokens": 0, "reasons": {}}
+    if pending:
+        engine = backend if isinstance(backend, Backend) else get_backend(
+            backend, resolve_model(model), **_backend_options(backend, base_url, batch_size,
+                                                               backend_options))
+        try:
+            _run(engine, pf, pending, sampling, model_name, out, stats, progress)
+        finally:
+            if not isinstance(backend, Backend):
+                engine.close()
+        manifest["backend"] = engine.name
+    manifest.update(status="complete", finished=io.now(), rows=len(io.read_ids(out)))
+    io.write_manifest(out, manifest)
+    result = GenerateResult(out, total, reused, stats["written"], stats["tokens"],
+                            time.perf_counter() - start, stats["reasons"], duplicates)
+    return result
+
+
+def row_id(key: str, sample_index: int) -> str:
+    return hashlib.sha256(f"{key}\x00{sample_index}".encode()).hexdigest()[:20]
+
+
+def _render(pf: PromptFile, rows, tasks) -> tuple[list[Item], int]:
+    """Render every row up front, so a bad row stops the run before any generation."""
+    items: dict[str, Item] = {}
+    duplicates = 0
+    for row in rows:
+        source_id = str(row.fields["id"]) if "id" in row.fields else _hash(row.fields)
+        for expanded in pf.expand(row.fields, row.where, tasks):
+            task = expanded.get("task")
+            item_key = f"{pf.name}\x00{source_id}" + (f"\x00{task}" if task else "")
+            if item_key in items:
+                duplicates += 1
+                continue
+            items[item_key] = Item(item_key, source_id, expanded, pf.render(expanded, row.where))
+    return list(items.values()), duplicates
+
+
+def _run(engine: Backend, pf: PromptFile, pending: list[Item], sampling: Sampling,
+         model_name: str, out: Path, stats: dict, progress: bool):
+    writer = io.ShardWriter(out, row_schema(sampling.logprobs > 0))
+    size = engine.batch_size
+    sampling_json = json.dumps(sampling.to_dict(), sort_keys=True)
+    bar = tqdm(total=sum(len(it.missing) for it in pending), unit="row", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    try:
+        for i in range(0, len(pending), size):
+            batch = pending[i:i + size]
+            requests = [Request(it.messages, len(it.missing), _seed(sampling.seed, it))
+                        for it in batch]
+            outputs = engine.generate(requests, sampling)
+            rows = [_row(it, k, c, pf, engine, model_name, sampling_json)
+                    for it, completions in zip(batch, outputs)
+                    for k, c in zip(it.missing, completions)]
+            writer.write(rows)
+            stats["written"] += len(rows)
+            stats["tokens"] += sum(r["tokens"] for r in rows)
+            for r in rows:
+                stats["reasons"][r["finish_reason"]] = stats["reasons"].get(r["finish_reason"], 0) + 1
+            bar.update(len(rows))
+            bar.set_postfix_str(f"{stats['tokens'] / (time.perf_counter() - t0):.1f} tok/s")
+    finally:
+        bar.close()
+        writer.close()
+
+
+def _row(item: Item, k: int, c: Completion, pf: PromptFile, engine: Backend, model_name: str,
+         sampling_json: str) -> dict:
+    f = item.fields
+    gold = f.get("gold", f.get("answer"))
+    row = {
+        "id": row_id(item.key, k), "source_id": item.source_id, "sample_index": k,
+        "question": str(f.get("question") or f.get("instruction") or item.messages[-1]["content"]),
+        "gold": None if gold is None else str(gold), "template": pf.name, "kind": pf.kind,
+        "task": f.get("task"), "messages": item.messages, "completion": c.text,
+        "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens, "tokens": c.tokens,
+        "model": model_name, "backend": engine.name, "sampling": sampling_json,
+        "source": json.dumps(f, sort_keys=True, default=str),
+    }
+    if c.top_ids is not None:
+        row.update(top_ids=c.top_ids, top_logprobs=c.top_logprobs)
+    return row
+
+
+def _check_reuse(out: Path, key: dict, regenerate: bool) -> None:
+    old = io.read_manifest(out)
+    has_rows = bool(io.shard_paths(out))
+    if old is None or not has_rows:
+        if has_rows and not regenerate:
+            raise DistillError(f"{out}: holds shards but no manifest.json; "
+                               "pass --regenerate to discard them, or choose another --out")
+        if regenerate:
+            shutil.rmtree(out / io.DATA_DIR, ignore_errors=True)
+        return
+    changed = {k: (old.get("row_key", {}).get(k), v) for k, v in key.items()
+               if old.get("row_key", {}).get(k) != v}
+    if not changed:
+        return
+    what = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in changed.items())
+    if regenerate:
+        _log(f"{out}: settings changed ({what}); --regenerate: discarding "
+             f"{len(io.read_ids(out))} existing rows")
+        shutil.rmtree(out / io.DATA_DIR)
+        return
+    raise DistillError(f"{out}: its rows were made with other settings ({what}); nothing was "
+                       "reused. Pass --regenerate to discard them, or choose another --out")
+
+
+def _manifest(pf: PromptFile, source: str, key: dict, sampling: Sampling, total: int,
+              model_name: str, fields) -> dict:
+    return {
+        "kind": "generate", "created": io.now(), "model": model_name,
+        "prompt": {"name": pf.name, "path": pf.path, "sha256": pf.sha256, "kind": pf.kind,
+                   "answer_format": pf.answer_format},
+        "source": {"path": source, "fields": fields or {}},
+        "sampling": sampling.to_dict(), "row_key": key, "rows_planned": total,
+        "versions": io.package_versions(),
+    }
+
+
+def _backend_options(backend: str, base_url, batch_size, extra) -> dict:
+    options = dict(extra or {})
+    if base_url:
+        if backend != "openai":
+            raise DistillError("--base-url is for --backend openai")
+        options["base_url"] = base_url
+    elif backend == "openai" and "base_url" not in options:
+        raise DistillError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+    if batch_size:
+        options["batch_size"] = batch_size
+    return options
+
+
+def _seed(base: int, item: Item) -> int:
+    digest = hashlib.sha256(f"{base}\x00{item.key}\x00{item.missing[0]}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def _hash(fields: dict) -> str:
+    blob = json.dumps(fields, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)

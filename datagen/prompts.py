@@ -1,0 +1,136 @@
+"""Prompt files: a YAML file with a system prompt, a Jinja2 user template, optional few-shot
+examples and task grid, sampling defaults, and the answer format the template asks for."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+import yaml
+
+from distill.errors import DistillError
+
+KINDS = ("cot", "pot", "instruction")
+SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "n", "stop", "seed")
+REQUIRED = ("name", "kind", "user")
+OPTIONAL = ("description", "system", "few_shot", "tasks", "sampling", "answer_format")
+
+_env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
+
+
+@dataclass
+class PromptFile:
+    """One parsed prompt file. ``render(row)`` turns a source row into chat messages."""
+
+    name: str
+    kind: str
+    user: str
+    path: str
+    text: str
+    system: str | None = None
+    description: str = ""
+    few_shot: list[dict] = field(default_factory=list)
+    tasks: dict[str, str] = field(default_factory=dict)
+    sampling: dict = field(default_factory=dict)
+    answer_format: str | None = None
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def variables(self) -> set[str]:
+        """Template variables the user template reads from a row."""
+        from jinja2 import meta
+
+        return meta.find_undeclared_variables(_env.parse(self.user))
+
+    def render(self, row: dict, where: str = "row") -> list[dict]:
+        """Chat messages for one row; ``where`` names the row in errors (e.g. ``file:line``)."""
+        messages = [{"role": "system", "content": self.system}] if self.system else []
+        for i, shot in enumerate(self.few_shot):
+            user = self._render(self.user, shot, f"few_shot[{i}]")
+            messages += [{"role": "user", "content": user},
+                         {"role": "assistant", "content": shot["response"]}]
+        messages.append({"role": "user", "content": self._render(self.user, row, where)})
+        return messages
+
+    def expand(self, row: dict, where: str, only: list[str] | None = None) -> list[dict]:
+        """With a task grid, one row per task, carrying ``task`` and the rendered
+        ``instruction``; without one, the row itself."""
+        if not self.tasks:
+            return [row]
+        names = only or list(self.tasks)
+        unknown = [t for t in names if t not in self.tasks]
+        if unknown:
+            raise DistillError(f"{self.path}: unknown task {unknown[0]!r}; "
+                               f"this prompt file has: {', '.join(self.tasks)}")
+        return [{**row, "task": t,
+                 "instruction": self._render(self.tasks[t], row, f"{where} (task {t})")}
+                for t in names]
+
+    def _render(self, template: str, row: dict, where: str) -> str:
+        try:
+            return _env.from_string(template).render(**row).strip()
+        except jinja2.UndefinedError as e:
+            raise DistillError(f"{where}: prompt {self.name!r} ({self.path}) needs a field "
+                               f"the row lacks: {e.message}; row has: {', '.join(row)}") from None
+
+
+def builtin_dir() -> Path:
+    return Path(str(resources.files("distill.prompts")))
+
+
+def list_prompts() -> list[PromptFile]:
+    return [load_prompt(p) for p in sorted(builtin_dir().glob("*.yaml"))]
+
+
+def load_prompt(name_or_path: str | Path) -> PromptFile:
+    """Load a shipped prompt by name (``gsm8k-cot``) or any prompt file by path."""
+    path = Path(name_or_path)
+    if not path.exists():
+        shipped = builtin_dir() / f"{name_or_path}.yaml"
+        if not shipped.exists():
+            names = ", ".join(p.stem for p in sorted(builtin_dir().glob("*.yaml")))
+            raise DistillError(f"prompt file {str(name_or_path)!r} not found; "
+                               f"shipped prompts: {names}")
+        path = shipped
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise DistillError(f"{path}{line}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise DistillError(f"{path}: a prompt file must be a YAML mapping")
+    for key in REQUIRED:
+        if key not in data:
+            raise DistillError(f"{path}: missing required field {key!r}")
+    unknown = set(data) - set(REQUIRED) - set(OPTIONAL)
+    if unknown:
+        raise DistillError(f"{path}: unknown field {sorted(unknown)[0]!r}; "
+                           f"allowed: {', '.join(REQUIRED + OPTIONAL)}")
+    if data["kind"] not in KINDS:
+        raise DistillError(f"{path}: field 'kind' is {data['kind']!r}; must be one of {KINDS}")
+    sampling = data.get("sampling") or {}
+    bad = set(sampling) - set(SAMPLING_KEYS)
+    if bad:
+        raise DistillError(f"{path}: unknown sampling field {sorted(bad)[0]!r}; "
+                           f"allowed: {', '.join(SAMPLING_KEYS)}")
+    for i, shot in enumerate(data.get("few_shot") or []):
+        if not isinstance(shot, dict) or "response" not in shot:
+            raise DistillError(f"{path}: few_shot[{i}] needs a 'response' and the template's fields")
+    for key in ("user", "system"):
+        try:
+            _env.parse(data.get(key) or "")
+        except jinja2.TemplateSyntaxError as e:
+            raise DistillError(f"{path}: field {key!r}, template line {e.lineno}: {e.message}") from None
+    return PromptFile(
+        name=data["name"], kind=data["kind"], user=data["user"], path=str(path), text=text,
+        system=data.get("system"), description=data.get("description", ""),
+        few_shot=data.get("few_shot") or [], tasks=data.get("tasks") or {},
+        sampling=sampling, answer_format=data.get("answer_format"),
+    )

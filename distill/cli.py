@@ -1,0 +1,142 @@
+"""``distill <verb>``: parse arguments and call the same functions a Python user would."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from distill.errors import DistillError
+
+
+def _field(text: str) -> tuple[str, str]:
+    target, sep, name = text.partition("=")
+    if not sep or not target or not name:
+        raise argparse.ArgumentTypeError(f"--field takes TARGET=SOURCE_FIELD, got {text!r}")
+    return target, name
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="a teacher writes completions for a prompt file x source",
+                       description="Generate a dataset of teacher completions. Rerunning the "
+                       "same command resumes: rows already in --out are kept.")
+    p.add_argument("--prompt", required=True, help="shipped prompt name or path to a YAML file")
+    p.add_argument("--source", required=True,
+                   help="jsonl/json/csv/parquet/txt file, dataset folder, or hub id")
+    p.add_argument("--out", required=True, help="output dataset folder")
+    p.add_argument("--model", help="HF folder or hub id (default: embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--backend", default="auto", choices=["auto", "vllm", "openai", "hf"])
+    p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--n", type=int, help="samples per prompt (default: the prompt file's)")
+    p.add_argument("--limit", type=int, help="use only the first N source rows")
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--max-tokens", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--logprobs", type=int, default=0, help="keep top-k log-probs per token")
+    p.add_argument("--field", type=_field, action="append", default=[], metavar="VAR=FIELD",
+                   help="template variable VAR reads source field FIELD (repeatable)")
+    p.add_argument("--tasks", help="comma-separated subset of the prompt file's task grid")
+    p.add_argument("--shuffle", action="store_true", help="shuffle source rows (with --seed)")
+    p.add_argument("--split", default="train", help="split of a dataset folder or hub dataset")
+    p.add_argument("--subset", help="config name of a hub dataset")
+    p.add_argument("--batch-size", type=int, help="prompts per engine call and per shard")
+    p.add_argument("--tensor-parallel-size", type=int, help="vllm: GPUs per engine")
+    p.add_argument("--concurrency", type=int, help="openai: requests in flight")
+    p.add_argument("--regenerate", action="store_true",
+                   help="discard rows in --out made with other settings and start over")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_generate)
+
+
+def _generate(args) -> None:
+    from distill.datagen import generate
+
+    options = {}
+    if args.tensor_parallel_size:
+        options["tensor_parallel_size"] = args.tensor_parallel_size
+    if args.concurrency:
+        options["concurrency"] = args.concurrency
+    result = generate(
+        args.prompt, args.source, args.out, model=args.model, backend=args.backend,
+        base_url=args.base_url, n=args.n, limit=args.limit, temperature=args.temperature,
+        top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed, logprobs=args.logprobs,
+        fields=dict(args.field) or None, tasks=args.tasks.split(",") if args.tasks else None,
+        shuffle=args.shuffle, split=args.split, subset=args.subset, batch_size=args.batch_size,
+        regenerate=args.regenerate, backend_options=options, progress=not args.no_progress)
+    print(result.summary())
+
+
+def _add_prompts(sub) -> None:
+    p = sub.add_parser("prompts", help="list, show and render prompt files")
+    verbs = p.add_subparsers(dest="verb", required=True)
+    verbs.add_parser("list", help="the shipped prompt files").set_defaults(func=_prompts_list)
+    show = verbs.add_parser("show", help="print a prompt file")
+    show.add_argument("name")
+    show.set_defaults(func=_prompts_show)
+    render = verbs.add_parser("render", help="render a prompt for one row, as chat messages")
+    render.add_argument("name")
+    render.add_argument("--row", required=True, help='JSON object, e.g. \'{"question": "..."}\'')
+    render.add_argument("--task", help="task of the grid (instruction prompts)")
+    render.set_defaults(func=_prompts_render)
+
+
+def _prompts_list(args) -> None:
+    from distill.datagen import list_prompts
+
+    for pf in list_prompts():
+        print(f"{pf.name:<18} {pf.kind:<12} {pf.description}")
+
+
+def _prompts_show(args) -> None:
+    from distill.datagen import load_prompt
+
+    print(load_prompt(args.name).text, end="")
+
+
+def _prompts_render(args) -> None:
+    from distill.datagen import load_prompt
+
+    pf = load_prompt(args.name)
+    try:
+        row = json.loads(args.row)
+    except json.JSONDecodeError as e:
+        raise DistillError(f"--row: not valid JSON: {e.msg}") from None
+    if not isinstance(row, dict):
+        raise DistillError("--row must be a JSON object")
+    for expanded in pf.expand(row, "--row", [args.task] if args.task else None):
+        for m in pf.render(expanded, "--row"):
+            print(f"[{m['role']}]\n{m['content']}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distill", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"distill {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_generate(sub)
+    _add_prompts(sub)
+    return parser
+
+
+def _version() -> str:
+    from distill import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except DistillError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished shards are kept; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

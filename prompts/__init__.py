@@ -1,0 +1,1 @@
+"""Shipped prompt files (package data)."""
