@@ -28,12 +28,13 @@ class HFBackend(Backend):
 
     @torch.inference_mode()
     def generate(self, requests: list[Request], sampling: Sampling) -> list[list[Completion]]:
+        n = max(r.n for r in requests)
         texts = [self.tokenizer.apply_chat_template(r.messages, add_generation_prompt=True,
-                                                    tokenize=False) for r in requests]
+                                                    tokenize=False)
+                 for r in requests for _ in range(n)]
         batch = self.tokenizer(texts, return_tensors="pt", padding=True,
                                add_special_tokens=False).to(self.lm.device)
         prompt_lens = batch["attention_mask"].sum(dim=1).tolist()
-        n = max(r.n for r in requests)
         greedy = sampling.temperature == 0
         if not greedy:
             torch.manual_seed(requests[0].seed)
@@ -41,7 +42,7 @@ class HFBackend(Backend):
             **batch, max_new_tokens=sampling.max_tokens, do_sample=not greedy,
             temperature=None if greedy else sampling.temperature,
             top_p=None if greedy else sampling.top_p, top_k=None,
-            num_return_sequences=n, pad_token_id=self.tokenizer.pad_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
             stop_strings=sampling.stop or None, tokenizer=self.tokenizer,
             return_dict_in_generate=True, output_logits=sampling.logprobs > 0,
         )
@@ -52,7 +53,7 @@ class HFBackend(Backend):
             for j in range(req.n):
                 k = i * n + j
                 logits = [step[k] for step in out.logits] if sampling.logprobs else None
-                samples.append(self._completion(out.sequences[k, width:], prompt_lens[i],
+                samples.append(self._completion(out.sequences[k, width:], prompt_lens[k],
                                                 sampling, logits))
             results.append(samples)
         return results
