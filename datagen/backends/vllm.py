@@ -16,7 +16,7 @@ from distill.errors import DistillError
 class VLLMBackend(Backend):
     name = "vllm"
 
-    def __init__(self, model: str, *, tensor_parallel_size: int = 1, dtype: str = "auto",
+    def __init__(self, model: str, *, tensor_parallel_size: int = 1, dtype: str | None = None,
                  max_model_len: int | None = None, enforce_eager: bool | None = None,
                  gpu_memory_utilization: float | None = None, batch_size: int = 256,
                  seed: int = 0):
@@ -25,8 +25,11 @@ class VLLMBackend(Backend):
 
         self.model = model
         self.batch_size = batch_size
+        on_gpu = torch.cuda.is_available()
         if enforce_eager is None:  # CUDA graphs help on GPUs; on CPU they only cost start-up
-            enforce_eager = not torch.cuda.is_available()
+            enforce_eager = not on_gpu
+        if dtype is None:  # as the hf backend: float32 on CPU (vllm's "auto" would be bf16)
+            dtype = "auto" if on_gpu else "float32"
         extra = {k: v for k, v in dict(max_model_len=max_model_len,
                                        gpu_memory_utilization=gpu_memory_utilization).items()
                  if v is not None}
@@ -54,7 +57,7 @@ class VLLMBackend(Backend):
 
     @staticmethod
     def _completion(out, prompt_tokens: int, k: int) -> Completion:
-        reason = str(out.finish_reason)
+        reason = str(out.finish_reason)  # stop, length, repetition (cut: "length"), abort, error
         if reason in ("abort", "error", "None"):
             raise DistillError(f"vllm request ended with finish_reason={reason!r}")
         ids = list(out.token_ids)
