@@ -3,6 +3,7 @@ local HTTP server for retries and errors (fast, runs by default)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -244,6 +245,16 @@ def test_greedy_asks_once_for_n_samples(scripted):
     assert [c.text for c in out] == ["hello"] * 3 and state["posts"][0][0]["n"] == 1
 
 
+def test_generate_inside_a_running_event_loop(scripted):
+    """Notebooks run an event loop already; generate must still work there."""
+    url, _ = scripted
+
+    async def call():
+        return ask(url)
+
+    assert asyncio.run(call())[0][0].text == "hello"
+
+
 def test_top_ids_need_token_ids(scripted):
     url, state = scripted
     ok = completion()
@@ -270,7 +281,6 @@ def test_unreachable_server_cli(problems, tmp_path, capsys):
     assert code == 2
     errors = [line for line in capsys.readouterr().err.splitlines()
               if line.startswith("error:")]
-    assert errors == [f"error: cannot reach OpenAI-compatible server at {url}: "
-                      "connection refused"]
+    assert errors == [f"error: cannot reach OpenAI-compatible server at {url}: connection refused"]
     assert io.shard_paths(out) == []
     assert not list(Path(out).glob("data/*"))

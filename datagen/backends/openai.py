@@ -108,7 +108,8 @@ class OpenAIBackend(Backend):
                     return resp.json()
                 error = f"HTTP {resp.status_code}: {_message(resp)}"
                 if resp.status_code != 429 and resp.status_code < 500:
-                    raise DistillError(f"POST {url}: {error}")
+                    hint = " (does --base-url end in /v1?)" if resp.status_code == 404 else ""
+                    raise DistillError(f"POST {url}: {error}{hint}")
                 delay = _retry_after(resp, delay)
             if attempt < self.max_retries:
                 await asyncio.sleep(delay)
@@ -124,8 +125,7 @@ class OpenAIBackend(Backend):
         usage = data.get("usage") or {}
         out = [Completion(c["message"].get("content") or "", c.get("finish_reason") or "stop",
                           usage.get("prompt_tokens", 0), 0) for c in choices]
-        # Tokens per choice: exact from vLLM's token_ids or the logprobs; else usage's total,
-        # which covers all n choices, split in proportion to text length (an estimate).
+        # Tokens: exact from vLLM's token_ids or logprobs, else usage (all n) split by text length.
         total, chars = usage.get("completion_tokens", 0), sum(len(c.text) for c in out)
         for c, choice in zip(out, choices):
             content = (choice.get("logprobs") or {}).get("content")
