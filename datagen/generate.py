@@ -101,6 +101,8 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
     out = Path(out)
     key = {"model": model_name, "prompt_sha256": pf.sha256,
            **{k: v for k, v in sampling.to_dict().items() if k in ROW_KEY}}
+    if backend == "openai" and not model:
+        raise DistillError("--backend openai needs --model: the model name the server serves")
     _check_reuse(out, key, regenerate)
 
     done = io.read_ids(out) if (out / io.DATA_DIR).exists() else set()
@@ -119,8 +121,8 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
     stats = {"written": 0, "tokens": 0, "reasons": {}}
     if pending:
         engine = backend if isinstance(backend, Backend) else get_backend(
-            backend, resolve_model(model), **_backend_options(backend, base_url, batch_size,
-                                                               backend_options))
+            backend, model if backend == "openai" else resolve_model(model),
+            **_backend_options(backend, base_url, batch_size, backend_options))
         try:
             _run(engine, pf, pending, sampling, model_name, out, stats, progress)
         finally:

