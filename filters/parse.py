@@ -1,0 +1,46 @@
+"""Find the final answer (or, for program-of-thought rows, the program) in each completion."""
+
+from __future__ import annotations
+
+from distill.answers import extract_answer, extract_code
+from distill.filters.base import RowStage
+
+
+class Parse(RowStage):
+    """Adds ``answer`` (normalized), ``answer_raw``, ``answer_span`` ([start, end] of the raw
+    answer in the completion), ``answer_format``, ``reasoning`` (the text before the answer
+    statement) and ``code`` (the program of a "pot" row, whose answer the execute stage
+    finds). Drops rows without an answer (``drop_missing``) and, unless
+    ``allow_last_number``, rows whose only answer is the last number in the text."""
+
+    name = "parse"
+    needs = ("completion", "kind")
+
+    def __init__(self, drop_missing: bool = True, allow_last_number: bool = True):
+        super().__init__()
+        self.drop_missing = drop_missing
+        self.allow_last_number = allow_last_number
+
+    def check(self, row: dict) -> str | None:
+        text = row["completion"] or ""
+        row.update(answer=None, answer_raw=None, answer_span=None, answer_format=None,
+                   reasoning=text.strip(), code=None)
+        if row["kind"] == "pot":
+            return self._program(row, text)
+        found = extract_answer(text)
+        if found is None:
+            return "no answer" if self.drop_missing else None
+        if found.format == "last_number" and not self.allow_last_number:
+            return "only a last-number fallback" if self.drop_missing else None
+        row.update(answer=found.answer, answer_raw=found.raw, answer_span=list(found.span),
+                   answer_format=found.format, reasoning=text[:found.start].strip())
+        return None
+
+    @staticmethod
+    def _program(row: dict, text: str) -> str | None:
+        program = extract_code(text)
+        if program is None:
+            return "no code block"
+        code, (start, _) = program
+        row.update(code=code, reasoning=text[:start].rsplit("```", 1)[0].strip())
+        return None
