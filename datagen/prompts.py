@@ -13,7 +13,7 @@ import yaml
 
 from distill.errors import DistillError
 
-KINDS = ("cot", "pot", "instruction")
+KINDS = ("cot", "pot", "instruction", "judge")
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "n", "stop", "seed")
 REQUIRED = ("name", "kind", "user")
 OPTIONAL = ("description", "system", "few_shot", "tasks", "sampling", "answer_format")

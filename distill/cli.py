@@ -109,11 +109,37 @@ def _prompts_render(args) -> None:
             print(f"[{m['role']}]\n{m['content']}\n")
 
 
+def _add_filter(sub) -> None:
+    p = sub.add_parser("filter", help="filter a generated dataset: keep, drop with reasons, report",
+                       description="Run filter stages over IN_DIR; write OUT_DIR/kept, "
+                       "OUT_DIR/dropped, OUT_DIR/report.md, report.json and funnel.png.")
+    p.add_argument("in_dir")
+    p.add_argument("out_dir")
+    p.add_argument("--config", help="filter YAML file or preset (cot, pot, instruction, "
+                   "rejection-sampling); default: the preset for the input's prompt kind")
+    p.add_argument("--stages", help="comma-separated stages to run, in order, e.g. "
+                   "parse,verify,execute,vote,dedupe,quality,decontaminate")
+    p.set_defaults(func=_filter)
+
+
+def _filter(args) -> None:
+    from distill.filters.pipeline import run_filter
+
+    result = run_filter(args.in_dir, args.out_dir, config=args.config,
+                        stages=args.stages.split(",") if args.stages else None)
+    print(f"{result.rows_in} rows in, {result.kept} kept, {result.dropped} dropped "
+          f"-> {result.out}/kept, {result.out}/dropped, {result.out}/report.md")
+    for s in result.stages:
+        top = ", ".join(f"{r} ({c})" for r, c in list(s["reasons"].items())[:3])
+        print(f"  {s['stage']:<14} {s['seen']:>7} seen {s['dropped']:>7} dropped  {top}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distill", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"distill {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
+    _add_filter(sub)
     _add_prompts(sub)
     return parser
 

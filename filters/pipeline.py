@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,15 @@ def build_stages(spec: list, where: str = "stages") -> list[Stage]:
     return stages
 
 
+def _entry(entry, where: str) -> tuple[str, dict]:
+    if not isinstance(entry, dict) or len(entry) != 1:
+        raise DistillError(f"{where}: a stage is a name or a one-key mapping {{name: options}}")
+    name, options = next(iter(entry.items()))
+    if options is not None and not isinstance(options, dict):
+        raise DistillError(f"{where} ({name}): options must be a mapping")
+    return name, options or {}
+
+
 def load_config(path: str | Path) -> list:
     """The ``stages`` list of a filter YAML file (a shipped preset name or a path)."""
     p = Path(path)
@@ -71,6 +81,17 @@ def load_config(path: str | Path) -> list:
     return data["stages"]
 
 
+def pick_stages(spec: list, names: list[str]) -> list:
+    """The named stages in the given order, with their options from ``spec`` where it has
+    them (every entry of that name), else default options."""
+    picked = []
+    for name in names:
+        stage_class(name)
+        found = [e for e in spec if (e if isinstance(e, str) else next(iter(e))) == name]
+        picked += found or [name]
+    return picked
+
+
 @dataclass
 class FilterResult:
     out: Path
@@ -81,16 +102,20 @@ class FilterResult:
 
 
 def run_filter(in_dir: str | Path, out_dir: str | Path, *, config: str | Path | None = None,
-               stages: list | None = None) -> FilterResult:
+               stages: list[str] | None = None) -> FilterResult:
     """Filter the dataset at ``in_dir`` into ``out_dir/kept``, ``out_dir/dropped`` and the
-    report. ``stages`` (names or ``{name: options}``) wins over ``config``."""
+    report. ``config`` is a filter YAML file or preset name (default: the preset for the
+    input's prompt kind: cot, pot or instruction); ``stages`` picks and orders stages."""
     from distill.filters.report import write_report
 
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     if not io.shard_paths(in_dir):
         raise DistillError(f"{in_dir}: not a dataset folder (no data/part-*.parquet)")
-    spec = stages if stages is not None else load_config(config or "cot")
-    pipeline = build_stages(spec, str(config) if stages is None and config else "stages")
+    preset = ((io.read_manifest(in_dir) or {}).get("prompt") or {}).get("kind", "cot")
+    spec = load_config(config or (preset if preset in ("pot", "instruction") else "cot"))
+    if stages is not None:
+        spec = pick_stages(spec, stages)
+    pipeline = build_stages(spec, f"{config or preset}: stages")
     rows = io.read_rows(in_dir)
     kept, dropped, timings = rows, [], []
     for stage in pipeline:
@@ -98,6 +123,8 @@ def run_filter(in_dir: str | Path, out_dir: str | Path, *, config: str | Path | 
         kept, out = stage(kept)
         dropped += out
         timings.append(time.perf_counter() - start)
+        print(f"filter {stage.name}: {stage.stats.seen} seen, {stage.stats.dropped} dropped, "
+              f"{len(kept)} left ({timings[-1]:.1f}s)", file=sys.stderr, flush=True)
     summary = [{"stage": s.name, "options": s.options, **s.stats.to_dict(),
                 "seconds": round(t, 3), **s.report()} for s, t in zip(pipeline, timings)]
     lineage = {"kind": "filter", "created": io.now(), "input": str(in_dir),

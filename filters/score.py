@@ -1,0 +1,63 @@
+"""Score rows with a judge LLM through any generation backend; optionally drop low scores."""
+
+from __future__ import annotations
+
+import re
+
+from distill.datagen.backends import Request, Sampling, get_backend
+from distill.datagen.models import resolve_model
+from distill.datagen.prompts import load_prompt
+from distill.filters.base import Stage
+
+SCORE = re.compile(r"score\s*[:=]?\s*(\d+(?:\.\d+)?)|(\d+(?:\.\d+)?)\s*/\s*10", re.IGNORECASE)
+
+
+def parse_score(text: str) -> float | None:
+    """The last "Score: N" or "N/10" in a judge's reply."""
+    matches = SCORE.findall(text)
+    if not matches:
+        return None
+    a, b = matches[-1]
+    return float(a or b)
+
+
+class Score(Stage):
+    """Adds ``score`` (and the judge's reply, ``score_reply``); with ``threshold``, drops rows
+    scored below it or left unscored."""
+
+    name = "score"
+    needs = ("question", "completion")
+
+    def __init__(self, model: str | None = None, backend: str = "auto",
+                 base_url: str | None = None, prompt: str = "judge-quality",
+                 threshold: float | None = None, max_tokens: int | None = None):
+        super().__init__()
+        self.model, self.backend, self.base_url = model, backend, base_url
+        self.prompt = load_prompt(prompt)
+        self.sampling = Sampling(**{**self.prompt.sampling,
+                                    **({"max_tokens": max_tokens} if max_tokens else {}), "n": 1})
+        self.threshold = threshold
+
+    def select(self, rows: list[dict]) -> list[tuple[dict, str | None]]:
+        if not rows:
+            return []
+        options = {"base_url": self.base_url} if self.base_url else {}
+        engine = get_backend(self.backend, resolve_model(self.model), **options)
+        try:
+            replies = []
+            for i in range(0, len(rows), engine.batch_size):
+                batch = rows[i:i + engine.batch_size]
+                requests = [Request(self.prompt.render(r, f"row {r.get('id')}"), 1,
+                                    self.sampling.seed) for r in batch]
+                replies += [c[0].text for c in engine.generate(requests, self.sampling)]
+        finally:
+            engine.close()
+        return [(row, self._verdict(row, reply)) for row, reply in zip(rows, replies)]
+
+    def _verdict(self, row: dict, reply: str) -> str | None:
+        row["score"], row["score_reply"] = parse_score(reply), reply
+        if self.threshold is None:
+            return None
+        if row["score"] is None:
+            return "judge gave no score"
+        return f"score below {self.threshold:g}" if row["score"] < self.threshold else None

@@ -1,0 +1,106 @@
+"""``distill filter`` end to end: kept, dropped (with reasons), report.md/json and funnel.png."""
+
+import json
+
+import datasets
+import pytest
+
+from distill import io
+from distill.cli import main
+from distill.datagen.generate import row_schema
+from distill.errors import DistillError
+from distill.filters.pipeline import run_filter
+
+SOLUTIONS = {  # source_id -> (gold, completions the teacher wrote)
+    "p1": ("14", ["3 notebooks cost 3 * 4 = 12 dollars. With the pen: 12 + 2 = 14.\n#### 14",
+                  "3 notebooks cost 3 * 4 = 12 dollars. With the pen: 12 + 2 = 14.\n#### 14",
+                  "Each notebook is 4 dollars, so 3 * 4 = 12, and 12 + 2 = 16.\n#### 16"]),
+    "p2": ("4", ["24 eggs in cartons of 6 make 24 / 6 = 4 cartons.\nThe answer is 4.",
+                 "He fills 24 / 6 = 4 cartons, so the farmer fills four cartons in all.\n#### 4",
+                 "Let me think about the eggs and the cartons and the eggs and the"]),
+}
+
+
+@pytest.fixture
+def generated(tmp_path):
+    """A dataset folder in the exact format ``distill generate`` writes."""
+    rows = []
+    for sid, (gold, completions) in SOLUTIONS.items():
+        for k, text in enumerate(completions):
+            rows.append({"id": f"{sid}-{k}", "source_id": sid, "sample_index": k,
+                         "question": f"question {sid}", "gold": gold, "template": "gsm8k-cot",
+                         "kind": "cot", "task": None, "messages": [{"role": "user",
+                                                                     "content": "q"}],
+                         "completion": text, "prompt_tokens": 10, "tokens": len(text) // 4,
+                         "finish_reason": "length" if text.endswith("the") else "stop",
+                         "model": "teacher", "backend": "hf", "sampling": "{}",
+                         "source": "{}"})
+    folder = tmp_path / "gen"
+    io.ShardWriter(folder, row_schema(False)).write(rows)
+    io.write_manifest(folder, {"kind": "generate", "prompt": {"kind": "cot"}})
+    return folder
+
+
+def test_filter_writes_kept_dropped_and_a_funnel_report(generated, tmp_path):
+    out = tmp_path / "filtered"
+    stages = [{"parse": {}}, {"verify": {}}, {"quality": {"drop_truncated": True}},
+              {"dedupe": {"method": "exact"}}]
+    result = run_filter(generated, out, stages=["parse", "verify", "dedupe"],
+                        config=_config(tmp_path, stages))
+    kept = datasets.load_dataset("parquet", data_files=str(out / "kept/data/*.parquet"),
+                                 split="train")
+    dropped = io.read_rows(out / "dropped")
+    assert sorted(kept["id"]) == ["p1-0", "p2-0", "p2-1"]
+    reasons = {r["id"]: (r["dropped_by"], r["drop_reason"]) for r in dropped}
+    assert reasons["p1-2"] == ("verify", "wrong answer")
+    assert reasons["p1-1"][0] == "dedupe" and reasons["p2-2"][0] in {"parse", "verify"}
+    assert result.rows_in == 6 and result.kept == 3 and result.dropped == 3
+    span = kept.filter(lambda r: r["id"] == "p2-0")[0]
+    assert span["completion"][span["answer_span"][0]:span["answer_span"][1]] == "4"
+
+    report = json.loads((out / "report.json").read_text())
+    assert [s["stage"] for s in report["stages"]] == ["parse", "verify", "dedupe"]
+    assert report["rows_in"] == 6 and report["kept"] == 3
+    assert report["drop_reasons"]["verify: wrong answer"] == 1
+    assert all(s["seen"] == s["kept"] + s["dropped"] for s in report["stages"])
+    md = (out / "report.md").read_text()
+    assert "| verify | " in md and "wrong answer" in md and "funnel.png" in md
+    assert (out / "funnel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lineage = io.read_manifest(out / "kept")
+    assert lineage["input_manifest"]["kind"] == "generate" and lineage["rows"] == 3
+
+
+def _config(tmp_path, stages):
+    path = tmp_path / "filters.yaml"
+    path.write_text(json.dumps({"stages": stages}))  # JSON is YAML
+    return path
+
+
+def test_cli_filter_runs_a_preset_on_a_generated_dataset(generated, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["filter", str(generated), str(out), "--stages", "parse,verify,quality"]) == 0
+    printed = capsys.readouterr().out
+    assert "6 rows in, 4 kept, 2 dropped" in printed and "verify" in printed
+    assert io.read_manifest(out / "kept")["stages"][2]["options"]["drop_truncated"] is True
+
+
+@pytest.mark.parametrize("stages, match", [
+    (["parse", "sparkle"], "unknown filter stage 'sparkle'"),
+    ([{"quality": {"min_charz": 3}}], r"stages\[0\] \(quality\): .*min_charz"),
+    ([{"parse": {}, "verify": {}}], r"stages\[0\]: a stage is a name or a one-key mapping"),
+])
+def test_bad_filter_configs_are_named(generated, tmp_path, stages, match):
+    with pytest.raises(DistillError, match=match):
+        run_filter(generated, tmp_path / "out", config=_config(tmp_path, stages))
+
+
+def test_a_stage_missing_its_column_names_stage_and_column(tmp_path):
+    folder = tmp_path / "plain"
+    io.ShardWriter(folder, row_schema(False)).write([])  # empty shard, then a bare table
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist([{"id": "a", "completion": "#### 3"}]),
+                   folder / "data" / "part-00000.parquet")
+    with pytest.raises(DistillError, match="stage 'parse' needs the column 'kind'"):
+        run_filter(folder, tmp_path / "out", stages=["parse"])
