@@ -141,6 +141,8 @@ def write_rows(folder: Path, rows: list[dict], manifest: dict) -> None:
     import shutil
 
     shutil.rmtree(folder / io.DATA_DIR, ignore_errors=True)
+    columns = list(dict.fromkeys(k for r in rows for k in r))  # rows may differ in columns
+    rows = [{k: r.get(k) for k in columns} for r in rows]
     schema = pa.Table.from_pylist(rows).schema if rows else pa.schema([("id", pa.string())])
     writer = io.ShardWriter(folder, schema)
     for i in range(0, max(len(rows), 1), SHARD_ROWS):

@@ -104,3 +104,13 @@ def test_a_stage_missing_its_column_names_stage_and_column(tmp_path):
                    folder / "data" / "part-00000.parquet")
     with pytest.raises(DistillError, match="stage 'parse' needs the column 'kind'"):
         run_filter(folder, tmp_path / "out", stages=["parse"])
+
+
+def test_rows_with_columns_only_some_stages_add_are_all_written(tmp_path):
+    from distill.filters.pipeline import write_rows
+
+    write_rows(tmp_path / "mixed", [{"id": "cot", "code": None},
+                                    {"id": "pot", "code": "print(1)", "exec": {"returncode": 0}}],
+               {"kind": "test"})
+    rows = io.read_rows(tmp_path / "mixed")
+    assert rows[0]["exec"] is None and rows[1]["exec"] == {"returncode": 0}
