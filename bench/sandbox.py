@@ -17,7 +17,7 @@ import sys
 import time
 
 from distill.filters.execute import Execute
-from distill.filters.sandbox import run_program, sandbox_info
+from distill.sandbox import run_program, sandbox_info
 
 CODE = "print(6 * 7)"
 

@@ -11,13 +11,13 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from tqdm import tqdm
 
 from distill.filters.base import Stage
-from distill.filters.sandbox import run_program
+from distill.sandbox import run_program
 
 EXEC_FIELDS = ("stdout", "stderr", "returncode", "timed_out", "seconds")
 
 
 class Execute(Stage):
-    """Runs every row's ``code`` (``filters/sandbox.py``: own process, no network, time,
+    """Runs every row's ``code`` (``distill/sandbox.py``: own process, no network, time,
     memory, output and process limits) on ``workers`` threads, one subprocess each. Adds
     ``exec`` ({stdout, stderr, returncode, timed_out, seconds}) and, when the program
     succeeds, ``answer`` (the last non-empty stdout line, normalized as a number where it is

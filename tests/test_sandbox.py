@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.filters.sandbox import run_program, sandbox_info
+from distill.sandbox import run_program, sandbox_info
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
