@@ -25,7 +25,7 @@ from distill.sandbox import run_program, sandbox_info
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
 INFO = sandbox_info() if sys.platform.startswith("linux") else {}
-SANDBOX_PY = Path(__file__).resolve().parents[1] / "filters" / "sandbox.py"
+SANDBOX_PY = Path(__file__).resolve().parents[1] / "distill" / "sandbox.py"
 
 
 @pytest.fixture
