@@ -1,17 +1,20 @@
 """Drop exact, near (MinHash) or semantic (embedding) duplicates, keeping one row per cluster.
 
-Text is normalized by lowercasing and collapsing whitespace. Punctuation is kept, because in
-math and code it carries meaning ("-3" is not "3"). Rows whose texts match form clusters, and a
-cluster also takes in any row that matches one of its members (connected components). Each
-cluster keeps one row: the one with the highest ``keep`` column, or else the first one. Every
-dropped row gets ``duplicate_of``, the id of the row its cluster kept.
+Text is normalized by lowercasing and splitting on whitespace. Punctuation is kept, because in
+math and code it carries meaning ("-3" is not "3"). Two rows match when their texts do. A
+cluster is a connected component of matches, so it also takes in a row that matches any one of
+its members. Each cluster keeps one row: the one with the highest ``keep`` column, or else the
+first one. Every dropped row gets ``duplicate_of``, the id of the row its cluster kept.
 
-* ``exact``: the normalized texts are equal (a 128-bit BLAKE2 hash of them).
-* ``minhash``: the Jaccard similarity of the sets of word ``ngram``-grams (shingles) is at least
-  ``threshold``. rensa computes the MinHash signatures and runs the LSH that flags the rows that
-  have a candidate. Candidate pairs among the flagged rows come from the same bands, and the
-  exact Jaccard of their shingle sets confirms each one, so the estimate's noise (about ±0.035
-  at 0.8 with 128 permutations) neither adds pairs nor loses them.
+* ``exact``: the normalized texts are equal (compared by a 128-bit BLAKE2 hash).
+* ``minhash``: the Jaccard similarity of the sets of word ``ngram``-grams (shingles) is at
+  least ``threshold``. The default is 5 words: sharing one shingle means sharing a phrase, and
+  one changed word breaks at most 5. rensa computes the MinHash signatures, and its LSH flags
+  the rows that have a candidate. The flagged rows are banded the same way to find candidate
+  pairs. The exact Jaccard of the two shingle sets confirms each pair, so the estimate's noise
+  (about ±0.035 at 0.8 with 128 permutations) neither adds pairs nor loses them. The cost grows
+  with the number of candidate pairs, so text where most rows sit just under the threshold of
+  one another (heavy templates) is the slow case.
 * ``semantic``: the cosine similarity of the normalized sentence-transformers embeddings is at
   least ``threshold``. It is computed in blocks, so memory does not grow with n².
 """
@@ -21,7 +24,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import math
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache, lru_cache
 from pathlib import Path
 
@@ -31,14 +36,10 @@ from distill.errors import DistillError
 from distill.filters.base import Stage
 
 SEED = 1
+WORKERS = min(4, os.cpu_count() or 1)  # threads for shingling and signatures
 CHUNK_CHARS = 1 << 18  # texts are shingled in runs of about this many characters (cache-sized)
 _P = np.uint64(0x100000001B3)  # polynomial hashing of bytes into words and words into n-grams
-_BYTES = np.where(np.arange(256) > 32, np.arange(256), 0).astype(np.uint64)  # gaps hash as 0
 _SPACES = re.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
-
-
-def _normalize(text: str) -> str:
-    return " ".join(text.lower().split())
 
 
 def _chunks(texts: list[str]):
@@ -69,8 +70,9 @@ def _mix(h: np.ndarray) -> np.ndarray:
 
 
 def _word_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The hash of every word of the texts (lowercased, split on whitespace), flat, and each
-    text's word count. Vectorized over the UTF-8 bytes of the texts joined by NUL."""
+    """The hash of every word of the texts (lowercased, split on whitespace and control
+    characters), flat, and each text's word count. Vectorized over the UTF-8 bytes of the
+    texts joined by NUL."""
     big = " " + "\0".join(texts)
     if big.count("\0") != len(texts) - 1:  # a text contains NUL itself
         big = " " + "\0".join(t.replace("\0", " ") for t in texts)
@@ -84,8 +86,9 @@ def _word_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(0, np.uint64), np.zeros(len(texts), np.int64)
     up, down = _powers(1 << max(20, len(b).bit_length()))
     # sum of byte_j * P^-j over a word, times P^start: a polynomial hash of the word alone
-    sums = np.add.reduceat(_BYTES[b] * down[:len(b)], starts)
-    lengths = np.diff(np.searchsorted(starts, np.flatnonzero(b == 0)), prepend=0, append=len(starts))
+    sums = np.add.reduceat((b * ~gap) * down[:len(b)], starts)  # gaps count 0
+    before = np.searchsorted(starts, np.flatnonzero(b == 0))  # words before each NUL
+    lengths = np.diff(before, prepend=0, append=len(starts))
     return _mix(sums * up[starts]), lengths
 
 
@@ -95,15 +98,19 @@ def _shingles(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
     parts = []
     for start, end in _chunks(texts):
         words, lengths = _word_hashes(texts[start:end])
-        ends = np.cumsum(lengths)
+        # n - 1 zero words after each text: then every window of n words stays in its text,
+        # and a short text's one window holds all of its words
+        padded = np.zeros(len(words) + (n - 1) * len(lengths), np.uint64)
+        gaps = np.repeat(np.arange(len(lengths)) * (n - 1), lengths)
+        padded[np.arange(len(words)) + gaps] = words
+        h = padded.copy()
+        for k in range(1, n):  # polynomial hash of each window of n words
+            h[:-k] = h[:-k] * _P + padded[k:]
         counts = np.where(lengths > 0, np.maximum(lengths - n + 1, 1), 0)
+        firsts = np.cumsum(lengths + n - 1) - lengths - n + 1  # where each text starts in padded
         offsets = np.cumsum(counts)
-        pos = np.repeat(ends - lengths - offsets + counts, counts) + np.arange(offsets[-1])
-        last, h = np.repeat(ends, counts), words[pos]
-        for k in range(1, n):  # polynomial hash of up to n words, stopping at the text's end
-            more = pos + k < last
-            h = np.where(more, h * _P + words[np.where(more, pos + k, 0)], h)
-        parts.append((_mix(h), counts))
+        at = np.repeat(firsts - offsets + counts, counts) + np.arange(offsets[-1])
+        parts.append((_mix(h[at]), counts))
     flat, counts = (np.concatenate(x) for x in zip(*parts)) if parts else ([], [])
     return np.asarray(flat, np.uint64), np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
@@ -117,11 +124,46 @@ def _signatures(flat: np.ndarray, offsets: np.ndarray, num_perm: int):
 
 def _bands(threshold: float, num_perm: int) -> int:
     """The fewest bands (most rows each, fewest chance candidates) that make a pair at exactly
-    the threshold a candidate with probability >= 0.9; rensa needs them to divide num_perm."""
+    the threshold a candidate with probability >= 0.9. rensa needs them to divide num_perm."""
     for b in (b for b in range(1, num_perm + 1) if num_perm % b == 0):
         if 1 - (1 - threshold ** (num_perm // b)) ** b >= 0.9:
             return b
     return num_perm
+
+
+def _band_pairs(sig: np.ndarray, bands: int) -> np.ndarray:
+    """The (2, k) distinct pairs i < j of signature rows that are equal in some band."""
+    a, b, width = [], [], sig.shape[1] // bands
+    for band in range(bands):
+        key = np.zeros(len(sig), np.uint64)
+        for col in sig[:, band * width:(band + 1) * width].T:
+            key = key * np.uint64(0x9E3779B97F4A7C15) + col
+        order = np.argsort(key, kind="stable")
+        key, d = key[order], 1
+        while d < len(key) and (hit := key[d:] == key[:-d]).any():  # runs of equal keys
+            a.append(order[:-d][hit]), b.append(order[d:][hit])
+            d += 1
+    if not a:
+        return np.zeros((2, 0), np.int64)
+    return np.unique(np.sort(np.stack([np.concatenate(a), np.concatenate(b)]), axis=0), axis=1)
+
+
+class _Clusters:
+    """Union-find over row indices; a cluster's root is its first row."""
+
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        parent = self.parent
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(self, i: int, j: int) -> None:
+        i, j = self.find(i), self.find(j)
+        self.parent[max(i, j)] = min(i, j)
 
 
 class Dedupe(Stage):
@@ -129,131 +171,114 @@ class Dedupe(Stage):
 
     name = "dedupe"
 
-    def __init__(self, method: str = "minhash", on: str = "completion",
+    def __init__(self, method: str = "minhash", field: str = "completion",
                  threshold: float | None = None, num_perm: int = 128, ngram: int = 5,
                  keep: str | None = None, model: str | None = None, batch_size: int = 64):
         super().__init__()
         if method not in ("exact", "minhash", "semantic"):
             raise DistillError(f"dedupe: method must be exact, minhash or semantic, not {method!r}")
-        if on not in ("question", "completion", "both"):
-            raise DistillError(f"dedupe: on must be question, completion or both, not {on!r}")
-        self.threshold = threshold if threshold is not None else (0.95 if method == "semantic" else 0.8)
-        if not 0 < self.threshold <= 1:
-            raise DistillError(f"dedupe: threshold must be in (0, 1], not {self.threshold}")
-        self.method, self.on, self.num_perm, self.ngram = method, on, num_perm, ngram
+        if field not in ("question", "completion", "both"):
+            raise DistillError(f"dedupe: field must be question, completion or both, not {field!r}")
+        if threshold is None:
+            threshold = 0.95 if method == "semantic" else 0.8
+        self.threshold = threshold
+        if not 0 < self.threshold <= 1 or num_perm < 1 or ngram < 1:
+            raise DistillError("dedupe: threshold must be in (0, 1], num_perm and ngram >= 1")
+        self.method, self.field, self.num_perm, self.ngram = method, field, num_perm, ngram
         self.keep, self.model, self.batch_size = keep, model, batch_size
-        self.needs = (("question", "completion") if on == "both" else (on,)) + ((keep,) if keep else ())
+        self.needs = ("question", "completion") if field == "both" else (field,)
+        self.needs += (keep,) if keep else ()
         self.clusters = 0
 
     def _text(self, row: dict) -> str:
-        if self.on == "both":
+        if self.field == "both":
             return f"{row['question'] or ''}\n{row['completion'] or ''}"
-        return row[self.on] or ""
+        return row[self.field] or ""
 
     def select(self, rows: list[dict]) -> list[tuple[dict, str | None]]:
-        if not rows:
-            return []
-        texts = [self._text(r) for r in rows]
-        edges = {"exact": self._exact, "minhash": self._minhash, "semantic": self._semantic}
-        labels = _components(len(rows), *edges[self.method](texts))
+        texts, clusters = [self._text(r) for r in rows], _Clusters(len(rows))
+        {"exact": self._exact, "minhash": self._minhash, "semantic": self._semantic}[
+            self.method](texts, clusters)
+        labels = [clusters.find(i) for i in range(len(rows))]
         keeper: dict[int, int] = {}
         for i, label in enumerate(labels):
             best = keeper.setdefault(label, i)
             if self.keep and _better(rows[i].get(self.keep), rows[best].get(self.keep)):
                 keeper[label] = i
-        self.clusters = int(np.sum(np.bincount(labels) > 1))
-        reason = "duplicate (exact)" if self.method == "exact" else f"near-duplicate ({self.method})"
+        self.clusters = int(np.sum(np.bincount(labels) > 1)) if rows else 0
+        reason = "duplicate" if self.method == "exact" else "near-duplicate"
+        reason += f" ({self.method})"
         return [(row, None) if keeper[label] == i else
                 ({**row, "duplicate_of": rows[keeper[label]]["id"]}, reason)
                 for i, (row, label) in enumerate(zip(rows, labels))]
 
-    def _exact(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Edges from each text to the first text with the same normalized form."""
+    def _exact(self, texts: list[str], clusters: _Clusters) -> list[int]:
+        """Join texts with equal normalized forms; returns the indices of the distinct ones."""
         first: dict[bytes, int] = {}
-        same = [first.setdefault(hashlib.blake2b(_normalize(t).encode(), digest_size=16).digest(),
-                                 i) for i, t in enumerate(texts)]
-        return np.arange(len(texts)), np.array(same, dtype=np.int64)
+        for i, text in enumerate(texts):
+            key = hashlib.blake2b(" ".join(text.lower().split()).encode(), digest_size=16)
+            if (j := first.setdefault(key.digest(), i)) != i:
+                clusters.union(i, j)
+        return list(first.values())
 
-    def _minhash(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Edges between texts whose shingle sets have Jaccard >= threshold."""
+    def _minhash(self, texts: list[str], clusters: _Clusters) -> None:
+        """Join texts whose shingle sets have Jaccard >= threshold."""
         import rensa
+
+        def sign(chunk: tuple[int, int]):
+            return _signatures(*_shingles(texts[slice(*chunk)], self.ngram), self.num_perm)
 
         bands = _bands(self.threshold, self.num_perm)
         lsh, matrices = rensa.RMinHashLSH(self.threshold, self.num_perm, bands), []
-        for start, end in _chunks(texts):  # pass 1: flag the texts that have any candidate
-            matrices.append(_signatures(*_shingles(texts[start:end], self.ngram), self.num_perm))
-            lsh.insert_matrix(matrices[-1], start_key=start)
+        chunks = list(_chunks(texts))  # pass 1, all rows: flag those that have a candidate
+        with ThreadPoolExecutor(WORKERS) as pool:
+            for (start, _), matrix in zip(chunks, pool.map(sign, chunks)):
+                lsh.insert_matrix(matrix, start_key=start)
+                matrices.append(matrix)
         flagged = np.flatnonzero([f for m in matrices for f in lsh.query_duplicate_flags_matrix(m)])
-        flat, offsets = _shingles([texts[i] for i in flagged], self.ngram)  # pass 2: them only
+        flat, offsets = _shingles([texts[i] for i in flagged], self.ngram)  # pass 2: flagged
         sig = np.array(_signatures(flat, offsets, self.num_perm).to_rows(), dtype=np.uint64)
         sig, first, same = np.unique(sig.reshape(len(flagged), self.num_perm), axis=0,
                                      return_index=True, return_inverse=True)
-        a, b, rows = [], [], self.num_perm // bands
-        for band in range(bands):  # distinct signatures that share a band's values: candidates
-            key = np.zeros(len(sig), np.uint64)
-            for col in sig[:, band * rows:(band + 1) * rows].T:
-                key = key * np.uint64(0x9E3779B97F4A7C15) + col
-            order = np.argsort(key, kind="stable")
-            key, d = key[order], 1
-            while d < len(key) and (hit := key[d:] == key[:-d]).any():
-                a.append(order[:-d][hit]), b.append(order[d:][hit])
-                d += 1
-        pairs = np.unique(np.sort(np.stack([np.concatenate(a), np.concatenate(b)]), axis=0),
-                          axis=1) if a else np.zeros((2, 0), np.int64)
+        for i, j in zip(flagged.tolist(), flagged[first[same.ravel()]].tolist()):
+            clusters.union(i, j)  # equal signatures: Jaccard 1, all but surely
+        row = flagged.tolist()
 
         @cache
         def shingle_set(i: int) -> set:
             return set(flat[offsets[i]:offsets[i + 1]].tolist())
 
-        ok = [len(shingle_set(i) & shingle_set(j)) >= self.threshold * len(shingle_set(i) |
-              shingle_set(j)) for i, j in first[pairs].T.tolist()]
-        same = flagged[first[same.ravel()]]  # equal signatures: Jaccard 1 (all but surely)
-        return (np.concatenate([flagged, flagged[first[pairs[0][ok]]]]),
-                np.concatenate([same, flagged[first[pairs[1][ok]]]]))
+        for i, j in first[_band_pairs(sig, bands)].T.tolist():  # confirm by the true Jaccard
+            if clusters.find(row[i]) != clusters.find(row[j]):
+                inter = len(shingle_set(i) & shingle_set(j))
+                if inter >= self.threshold * (len(shingle_set(i)) + len(shingle_set(j)) - inter):
+                    clusters.union(row[i], row[j])
 
-    def _semantic(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Edges between texts whose embeddings have cosine >= threshold (and exact copies)."""
+    def _semantic(self, texts: list[str], clusters: _Clusters) -> None:
+        """Join texts whose embeddings have cosine >= threshold (and exact copies)."""
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError:
             raise DistillError("dedupe method 'semantic' needs sentence-transformers: "
                                "pip install sentence-transformers") from None
-        a, b = self._exact(texts)
-        reps = np.flatnonzero(a == b)  # embed each distinct text once
+        reps = np.array(self._exact(texts, clusters))  # embed each distinct text once
         model = SentenceTransformer(str(self.model or _default_model()))
         emb = model.encode([texts[i] for i in reps], batch_size=self.batch_size,
                            normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
-        edges, block = [(a, b)], 2048
+        block = 2048
         for i in range(0, len(emb), block):
             for j in range(i, len(emb), block):
                 x, y = np.nonzero(emb[i:i + block] @ emb[j:j + block].T >= self.threshold)
                 upper = x + i < y + j
-                edges.append((reps[x[upper] + i], reps[y[upper] + j]))
-        return tuple(np.concatenate(x) for x in zip(*edges))
+                for a, b in zip(reps[x[upper] + i].tolist(), reps[y[upper] + j].tolist()):
+                    clusters.union(a, b)
 
     def report(self) -> dict:
         return {"clusters": self.clusters}
 
 
-def _components(n: int, a: np.ndarray, b: np.ndarray) -> list[int]:
-    """Connected components of n nodes and the edges a[i]-b[i]: each node's label is the
-    smallest node of its component (union-find)."""
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j in zip(a.tolist(), b.tolist()):
-        i, j = find(i), find(j)
-        parent[max(i, j)] = min(i, j)
-    return [find(i) for i in range(n)]
-
-
 def _better(value, best) -> bool:
-    """Whether ``value`` beats ``best``; None and NaN lose to any number, ties keep ``best``."""
+    """Whether ``value`` beats ``best``: None and NaN lose to any number; a tie keeps ``best``."""
     if _missing(value):
         return False
     return _missing(best) or value > best

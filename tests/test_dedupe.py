@@ -8,21 +8,21 @@ from distill.filters.dedupe import Dedupe
 from distill.filters.pipeline import build_stages
 
 PARAGRAPHS = [
-    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in "
-    "May. In May she sold 48 / 2 = 24 clips. Altogether she sold 48 + 24 = 72 clips in April "
-    "and May. The answer is 72 because we add the clips from both months together and check "
-    "that the half of 48 really is 24 before adding.",
-    "Weng earns 12 dollars an hour for babysitting. Yesterday she did 50 minutes of babysitting. "
-    "Per minute she earns 12 / 60 = 0.2 dollars. For 50 minutes she earned 0.2 x 50 = 10 "
-    "dollars. So the answer is 10 dollars, which is a little less than one full hour of pay.",
-    "Betty is saving money for a new wallet which costs 100 dollars. She has only half of the "
-    "money she needs. Her parents give her 15 dollars and her grandparents twice as much. Betty "
-    "has 100 / 2 = 50 dollars, the grandparents give 15 x 2 = 30, so she still needs "
-    "100 - 50 - 30 - 15 = 5 dollars more.",
-    "To reverse a linked list in place, walk it once while keeping three pointers: the previous "
-    "node, the current node and the next node. At each step point the current node back at the "
-    "previous one, then advance all three. When the current pointer is empty the previous "
-    "pointer is the new head of the list.",
+    ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in "
+     "May. In May she sold 48 / 2 = 24 clips. Altogether she sold 48 + 24 = 72 clips in April "
+     "and May. The answer is 72 because we add the clips from both months together and check "
+     "that the half of 48 really is 24 before adding."),
+    ("Weng earns 12 dollars an hour for babysitting. Yesterday she did 50 minutes of babysitting. "
+     "Per minute she earns 12 / 60 = 0.2 dollars. For 50 minutes she earned 0.2 x 50 = 10 "
+     "dollars. So the answer is 10 dollars, which is a little less than one full hour of pay."),
+    ("Betty is saving money for a new wallet which costs 100 dollars. She has only half of the "
+     "money she needs. Her parents give her 15 dollars and her grandparents twice as much. Betty "
+     "has 100 / 2 = 50 dollars, the grandparents give 15 x 2 = 30, so she still needs "
+     "100 - 50 - 30 - 15 = 5 dollars more."),
+    ("To reverse a linked list in place, walk it once while keeping three pointers: the previous "
+     "node, the current node and the next node. At each step point the current node back at the "
+     "previous one, then advance all three. When the current pointer is empty the previous "
+     "pointer is the new head of the list."),
 ]
 
 
@@ -73,7 +73,8 @@ def test_minhash_finds_planted_near_duplicates_and_keeps_different_texts():
     base = PARAGRAPHS[0]
     near = replace_words(base, [30])  # one word changed: 5 of 64 shingles broken
     far = replace_words(base, list(range(3, 60, 6)))  # ten words changed across the text
-    assert jaccard(base, near) >= 0.8 > 0.5 > jaccard(base, far)
+    assert jaccard(base, near) >= 0.8
+    assert jaccard(base, far) < 0.5
     texts = [base, *PARAGRAPHS[1:], near, far]
     kept, dropped = Dedupe()(rows_of(texts))  # minhash, threshold 0.8
     assert ids(dropped) == ["r4"] and dropped[0]["duplicate_of"] == "r0"
@@ -118,21 +119,21 @@ def test_keep_column_must_exist():
         Dedupe(keep="quality")(rows_of(PARAGRAPHS))
 
 
-@pytest.mark.parametrize("on, kept_ids", [("completion", ["r0", "r1"]),
+@pytest.mark.parametrize("field, kept_ids", [("completion", ["r0", "r1"]),
                                           ("question", ["r0", "r2"]),
                                           ("both", ["r0", "r1", "r2"])])
-def test_on_question_or_completion(on, kept_ids):
+def test_on_question_or_completion(field, kept_ids):
     rows = [{"id": "r0", "question": PARAGRAPHS[0], "completion": PARAGRAPHS[2]},
             {"id": "r1", "question": PARAGRAPHS[0], "completion": PARAGRAPHS[3]},
             {"id": "r2", "question": PARAGRAPHS[1], "completion": PARAGRAPHS[3]}]
-    kept, _ = Dedupe(on=on)(rows)
+    kept, _ = Dedupe(field=field)(rows)
     assert ids(kept) == kept_ids
 
 
 def test_both_joins_question_and_completion():
     rows = [{"id": "a", "question": "What is 2 + 3?", "completion": "2 + 3 = 5. The answer is 5."},
             {"id": "b", "question": "what is 2 + 3?", "completion": "2 + 3 = 5.  The answer is 5."}]
-    assert ids(Dedupe(on="both", method="exact")(rows)[0]) == ["a"]
+    assert ids(Dedupe(field="both", method="exact")(rows)[0]) == ["a"]
 
 
 def test_short_and_empty_texts():
@@ -144,10 +145,10 @@ def test_short_and_empty_texts():
 
 
 def test_built_from_a_pipeline_spec_and_bad_options():
-    [stage] = build_stages([{"dedupe": {"method": "exact", "on": "question"}}])
+    [stage] = build_stages([{"dedupe": {"method": "exact", "field": "question"}}])
     assert isinstance(stage, Dedupe) and stage.method == "exact"
     assert Dedupe().threshold == 0.8 and Dedupe(method="semantic").threshold == 0.95
-    for options in ({"method": "fuzzy"}, {"on": "answer"}, {"threshold": 1.5}):
+    for options in ({"method": "fuzzy"}, {"field": "answer"}, {"threshold": 1.5}):
         with pytest.raises(DistillError):
             Dedupe(**options)
 
@@ -166,3 +167,32 @@ def test_semantic_catches_paraphrases_with_the_shipped_model():
     assert [(r["id"], r["duplicate_of"]) for r in dropped] == [("r1", "r0"), ("r6", "r5")]
     assert {r["drop_reason"] for r in dropped} == {"near-duplicate (semantic)"}
     assert stage.report() == {"clusters": 2}
+
+
+def test_hashed_shingles_match_word_ngrams():
+    texts = [PARAGRAPHS[0], replace_words(PARAGRAPHS[0], [3, 50]), PARAGRAPHS[0].upper(),
+             "Tom has\t3 apples", "", "one", "a b c d e a b c d e", PARAGRAPHS[3],
+             "Ünïcode\u00a0TEXT with\u3000wide  spaces é É", "ünïcode text with wide spaces é é"]
+    flat, offsets = dedupe._shingles(texts, 5)
+    hashed = [set(flat[offsets[i]:offsets[i + 1]].tolist()) for i in range(len(texts))]
+    for i, a in enumerate(texts):
+        want = shingles(a) or ({tuple(a.lower().split())} if a.split() else set())
+        assert len(hashed[i]) == len(want)
+        for j, b in enumerate(texts[:i]):
+            theirs = shingles(b) or ({tuple(b.lower().split())} if b.split() else set())
+            assert len(hashed[i] & hashed[j]) == len(want & theirs), (a, b)
+
+
+def test_text_with_nul_keeps_rows_aligned():
+    texts = ["alpha beta\0gamma delta epsilon zeta", "one two three four five six",
+             "ALPHA BETA\0GAMMA DELTA EPSILON ZETA"]
+    kept, dropped = Dedupe()(rows_of(texts))
+    assert ids(kept) == ["r0", "r1"] and dropped[0]["duplicate_of"] == "r0"
+
+
+def test_a_dense_cluster_of_variants_collapses_to_one_row():
+    variants = [replace_words(PARAGRAPHS[2], [i % 60]) for i in range(300)]
+    stage = Dedupe()
+    kept, dropped = stage(rows_of([*variants, *PARAGRAPHS]))
+    assert ids(kept) == ["r0", "r300", "r301", "r303"]  # r302 is PARAGRAPHS[2] itself
+    assert len(dropped) == 300 and stage.report() == {"clusters": 1}

@@ -114,3 +114,11 @@ def test_rows_with_columns_only_some_stages_add_are_all_written(tmp_path):
                {"kind": "test"})
     rows = io.read_rows(tmp_path / "mixed")
     assert rows[0]["exec"] is None and rows[1]["exec"] == {"returncode": 0}
+
+
+@pytest.mark.parametrize("preset", ["cot", "pot", "instruction", "rejection-sampling"])
+def test_every_shipped_preset_builds(preset):
+    from distill.filters.pipeline import build_stages, load_config
+
+    stages = build_stages(load_config(preset), preset)
+    assert stages and all(s.name for s in stages)
