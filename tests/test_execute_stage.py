@@ -35,7 +35,7 @@ def rows() -> list[dict]:
 def executed():
     data = rows()
     cot = copy.deepcopy(data[5])
-    stage = Execute(timeout=1, workers=2, progress=False)
+    stage = Execute(timeout=3, workers=2, progress=False)  # slack for a loaded CI machine
     kept, dropped = stage(data)
     return stage, kept, dropped, cot
 
@@ -83,7 +83,7 @@ def test_answer_is_normalized():
 
 
 def test_keep_failed_rows():
-    stage = Execute(timeout=1, workers=2, drop_failed=False, progress=False)
+    stage = Execute(timeout=3, workers=2, drop_failed=False, progress=False)
     kept, dropped = stage(rows())
     assert len(kept) == 7 and dropped == []
     by_id = {r["id"]: r for r in kept}
@@ -115,14 +115,14 @@ class Correct(RowStage):
 
 def test_pipeline_goes_on(tmp_path):
     """Execute's kept rows feed the next stage; run_filter writes both sides with ``exec``."""
-    kept, _ = Execute(timeout=1, workers=2, progress=False)(rows())
+    kept, _ = Execute(timeout=3, workers=2, progress=False)(rows())
     kept2, dropped2 = Correct()(kept)
     assert [r["id"] for r in kept2] == ["good", "blank-lines", "cot"]
     assert [r["id"] for r in dropped2] == ["text"]
 
     write_rows(tmp_path / "in", rows(), {"kind": "test"})
     config = tmp_path / "execute.yaml"
-    config.write_text("stages:\n  - execute: {timeout: 1, progress: false}\n")
+    config.write_text("stages:\n  - execute: {timeout: 3, progress: false}\n")
     result = run_filter(tmp_path / "in", tmp_path / "out", config=config)
     assert (result.rows_in, result.kept, result.dropped) == (7, 4, 3)
     summary = result.stages[0]
