@@ -116,6 +116,8 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
         f"generating {total - reused}" if reused else f"generating all {total}"))
 
     manifest = _manifest(pf, source, key, sampling, total, model_name, fields)
+    if (previous := io.read_manifest(out)) and "backend" in previous:
+        manifest["backend"] = previous["backend"]  # kept when nothing is left to generate
     out.mkdir(parents=True, exist_ok=True)
     io.write_manifest(out, {**manifest, "status": "running"})
     stats = {"written": 0, "tokens": 0, "reasons": {}}

@@ -109,3 +109,9 @@ def _first_token(hf, row):
                                             tokenize=False)
     ids = hf.tokenizer(text + row["completion"], add_special_tokens=False)["input_ids"]
     return ids[row["prompt_tokens"]]
+
+
+def test_a_rerun_with_nothing_to_do_keeps_the_manifest_backend(hf, problems, tmp_path):
+    run(hf, problems, tmp_path / "out", limit=1)
+    run(hf, problems, tmp_path / "out", limit=1)
+    assert io.read_manifest(tmp_path / "out")["backend"] == "hf"
