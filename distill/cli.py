@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from distill.errors import DistillError
 
@@ -134,13 +135,43 @@ def _filter(args) -> None:
         print(f"  {s['stage']:<14} {s['seen']:>7} seen {s['dropped']:>7} dropped  {top}")
 
 
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="run a recipe: generate, filter, publish, train, eval",
+                       description="Run the stages a recipe declares, each in its own folder "
+                       "under the run folder; a rerun skips finished stages and resumes the rest.")
+    p.add_argument("recipe", help="recipe YAML file (see recipes/)")
+    p.add_argument("--out", help="run folder (default: the recipe's 'out', else runs/NAME)")
+    p.add_argument("--from", dest="from_stage", help="rerun from this stage on")
+    p.add_argument("--until", dest="until_stage", help="stop after this stage")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> None:
+    from distill.recipe import run_recipe
+
+    summary = run_recipe(args.recipe, args.out, from_stage=args.from_stage,
+                         until_stage=args.until_stage)
+    print(Path(summary["out"], "summary.md").read_text(), end="")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="distill", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="distill", description="Distill reasoning into small models: generate, filter, "
+        "publish, train, evaluate.")
     parser.add_argument("--version", action="version", version=f"distill {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
     _add_filter(sub)
+    _add_run(sub)
     _add_prompts(sub)
+    # Each stage adds its own verbs; imported here so ``import distill`` stays light.
+    from distill.eval.cli import register as add_eval
+    from distill.filters.publish_cli import register as add_publish
+    from distill.sft.cli import register as add_train
+
+    add_publish(sub)
+    add_train(sub)
+    add_eval(sub)
     return parser
 
 

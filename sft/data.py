@@ -1,0 +1,325 @@
+"""Rows -> tokenized training examples with span masks, checked before training starts.
+
+Each row (``messages``: the chat prompt, ``completion``, optional ``answer_span``) is rendered
+with the tokenizer's chat template (ChatML when it has none), tokenized once with character
+offsets, and every token gets a span id:
+
+* 0 prompt: everything the generation prompt renders; never counted.
+* 1 reasoning: completion tokens before the final answer.
+* 2 answer: tokens overlapping ``answer_span`` and every completion token after it, the
+  end-of-turn token included (so the answer weight also teaches the model to stop).
+
+A row without an answer span is all reasoning. ``labels`` are the input ids where the span's
+weight is > 0, else -100: the ids and labels TRL itself builds for the same row in its
+prompt-completion format, with the completion mask split in two.
+
+Fail closed: a bad row (all-zero loss mask, missing-but-needed or unmappable answer span, a
+completion the template does not render verbatim) and a row truncated by ``max_length``
+before the end of its answer are counted, then dropped or stop the run, by setting; the
+numbers are printed before any training step.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from distill import io
+from distill.chat import ensure_chat_template
+from distill.errors import DistillError
+
+PROMPT, REASONING, ANSWER = 0, 1, 2
+SPAN_NAMES = ("prompt", "reasoning", "answer")
+BAD, TRUNCATED = "bad", "truncated"
+
+
+def resolve_data_dir(path: str | Path) -> Path:
+    """A dataset folder, or a ``distill filter`` output folder (its ``kept/`` is used)."""
+    path = Path(path)
+    if io.shard_paths(path):
+        return path
+    if io.shard_paths(path / "kept"):
+        return path / "kept"
+    raise DistillError(f"{path}: not a dataset folder (no data/part-*.parquet, no kept/)")
+
+
+def load_rows(path: str | Path) -> tuple[list[dict], dict | None, Path]:
+    folder = resolve_data_dir(path)
+    rows = io.read_rows(folder)
+    if not rows:
+        raise DistillError(f"{folder}: the dataset has no rows")
+    return rows, io.read_manifest(folder), folder
+
+
+@dataclass
+class Target:
+    """One training sequence to build: prompt messages, the text to learn, and where the
+    answer lies in it (character offsets), if known."""
+
+    row: int
+    messages: list[dict]
+    completion: str
+    span: tuple[int, int] | None
+
+
+@dataclass
+class DataReport:
+    rows: int = 0
+    examples: int = 0
+    max_length: int | None = None
+    dropped: Counter = field(default_factory=Counter)  # reason -> rows
+    kinds: dict = field(default_factory=dict)  # reason -> BAD | TRUNCATED
+    samples: dict = field(default_factory=dict)  # reason -> first few row ids
+    tokens: Counter = field(default_factory=Counter)  # span name -> tokens (kept examples)
+    no_span: int = 0  # rows without an answer span (all reasoning)
+    tail_truncated: int = 0  # answer kept, tokens after it cut
+    no_end_of_turn: int = 0  # examples whose labels never include the eos token
+    boundary_tokens: int = 0  # tokens straddling prompt and completion (counted as prompt)
+
+    @property
+    def dropped_rows(self) -> int:
+        return sum(self.dropped.values())
+
+    def drop(self, reason: str, kind: str, row_id) -> None:
+        self.dropped[reason] += 1
+        self.kinds[reason] = kind
+        self.samples.setdefault(reason, [])
+        if len(self.samples[reason]) < 3:
+            self.samples[reason].append(str(row_id))
+
+    def lines(self) -> list[str]:
+        t = self.tokens
+        out = [(f"{self.rows} rows -> {self.examples} training sequences; "
+               f"tokens: prompt {t['prompt']}, reasoning {t['reasoning']}, answer {t['answer']}")]
+        for reason, n in self.dropped.most_common():
+            out.append(f"  {n} rows {reason} (e.g. {', '.join(self.samples[reason])})")
+        if self.no_span:
+            out.append(f"  {self.no_span} rows have no answer span: their completion counts as "
+                       "reasoning")
+        if self.tail_truncated:
+            out.append(f"  {self.tail_truncated} sequences keep their answer but lose tokens after "
+                       f"it to max_length={self.max_length}")
+        if self.no_end_of_turn:
+            out.append(f"  {self.no_end_of_turn} sequences never train the end-of-turn token: the "
+                       "model may not learn to stop")
+        if self.boundary_tokens:
+            out.append(f"  {self.boundary_tokens} tokens straddle the prompt/completion boundary "
+                       "and count as prompt")
+        return out
+
+    def to_dict(self) -> dict:
+        return {"rows": self.rows, "examples": self.examples, "max_length": self.max_length,
+                "dropped": dict(self.dropped), "tokens": dict(self.tokens),
+                "no_answer_span": self.no_span, "tail_truncated": self.tail_truncated,
+                "no_end_of_turn": self.no_end_of_turn, "boundary_tokens": self.boundary_tokens}
+
+
+def build_examples(rows: list[dict], tokenizer, config, *, log=True) -> tuple[dict, DataReport]:
+    """Tokenize rows into ``{"input_ids", "labels", "span_ids"}`` column lists; apply the
+    fail-closed policies of ``config`` (a ``DistillSFTConfig``). A row is dropped whole: in
+    step_by_step, both of its sequences."""
+    ensure_chat_template(tokenizer)
+    if not getattr(tokenizer, "is_fast", False):
+        raise DistillError("distill train sft needs a fast tokenizer (it maps the answer span "
+                           "with the tokenizer's character offsets)")
+    report = DataReport(rows=len(rows), max_length=config.max_length)
+    failed: dict[int, tuple[str, str]] = {}  # row -> (reason, kind); the first reason wins
+    weights = np.array([0.0, *config.span_weights()])
+    built = []  # (row, ids, labels, spans)
+    for start in range(0, len(rows), 512):
+        for t, result in _encode(_targets(rows, config, report, failed, start, start + 512),
+                                 tokenizer):
+            if isinstance(result, str):
+                failed.setdefault(t.row, (result, BAD))
+                continue
+            ids, offsets, p_end, a_start, a_end = result
+            spans = _spans(offsets, p_end, a_start, a_end, config.max_length, report)
+            if isinstance(spans, tuple):
+                failed.setdefault(t.row, spans)
+                continue
+            counted = weights[spans] > 0
+            if not counted.any():
+                failed.setdefault(t.row, ("have an all-zero loss mask", BAD))
+                continue
+            built.append((t.row, ids[:len(spans)], np.where(counted, ids[:len(spans)], -100),
+                          spans))
+    for row, (reason, kind) in sorted(failed.items()):
+        report.drop(reason, kind, _row_id(rows, row))
+    columns = {"input_ids": [], "labels": [], "span_ids": []}
+    eos = tokenizer.eos_token_id
+    for row, ids, labels, spans in built:
+        if row in failed:
+            continue
+        columns["input_ids"].append(list(ids))
+        columns["labels"].append(labels.tolist())
+        columns["span_ids"].append(spans.tolist())
+        if eos is not None and eos not in labels:
+            report.no_end_of_turn += 1
+        for k, name in enumerate(SPAN_NAMES):
+            report.tokens[name] += int((spans == k).sum())
+    report.examples = len(columns["input_ids"])
+    if log:
+        for line in report.lines():
+            print(f"data: {line}", file=sys.stderr, flush=True)
+    check(report, config)
+    return columns, report
+
+
+def check(report: DataReport, config) -> None:
+    """Stop, with the numbers, on what the settings say must stop the run."""
+    bad = {r: n for r, n in report.dropped.items() if report.kinds[r] == BAD}
+    cut = {r: n for r, n in report.dropped.items() if report.kinds[r] == TRUNCATED}
+    detail = "; ".join(f"{n} rows {r} (e.g. {', '.join(report.samples[r])})"
+                       for r, n in report.dropped.most_common())
+    if bad and config.on_bad_row == "error":
+        raise DistillError(f"{sum(bad.values())} of {report.rows} rows cannot be trained as "
+                           f"asked: {detail}. Fix the data, or set on_bad_row=drop")
+    if cut and config.on_truncated == "error":
+        raise DistillError(f"{sum(cut.values())} of {report.rows} rows are truncated by "
+                           f"max_length={config.max_length} before the end of their answer: "
+                           f"{detail}. Raise max_length, or set on_truncated=drop")
+    if report.examples == 0:
+        raise DistillError(f"no trainable rows left of {report.rows}: {detail or 'empty input'}")
+    share = report.dropped_rows / report.rows
+    if share > config.max_dropped_fraction:
+        raise DistillError(f"{report.dropped_rows} of {report.rows} rows ({share:.0%}) would be "
+                           f"dropped, more than max_dropped_fraction="
+                           f"{config.max_dropped_fraction}: {detail}")
+
+
+def _row_id(rows, i):
+    return rows[i].get("id", f"row {i}")
+
+
+def _targets(rows: list[dict], config, report: DataReport, failed: dict, lo: int,
+             hi: int) -> list[Target]:
+    needs_span = config.needs_answer_span()
+    out = []
+    for i in range(lo, min(hi, len(rows))):
+        row = rows[i]
+        messages, completion = row.get("messages"), row.get("completion")
+        if not _is_chat(messages):
+            failed[i] = ("have no messages (a list of {role, content})", BAD)
+            continue
+        if not isinstance(completion, str) or not completion.strip():
+            failed[i] = ("have an empty completion", BAD)
+            continue
+        span = row.get(config.answer_span_field)
+        if span is None:
+            if needs_span:
+                failed[i] = ((f"have no {config.answer_span_field} (needed: answer and "
+                             "reasoning are weighted apart)"), BAD)
+                continue
+            report.no_span += 1
+        else:
+            try:
+                a, b = (int(x) for x in span)
+            except (TypeError, ValueError):
+                a, b = -1, -1
+            if not 0 <= a < b <= len(completion):
+                failed[i] = ((f"have an {config.answer_span_field} outside their "
+                             "completion"), BAD)
+                continue
+            span = (a, b)
+        messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+        if config.objective == "step_by_step":
+            answer = completion[span[0]:span[1]]
+            rationale = row.get("reasoning")
+            if not isinstance(rationale, str) or not rationale.strip():
+                rationale = completion[:span[0]].strip()
+            if not rationale:
+                failed[i] = ("have no rationale before their answer", BAD)
+                continue
+            out.append(Target(i, _prefixed(messages, config.label_prefix), answer,
+                              (0, len(answer))))
+            out.append(Target(i, _prefixed(messages, config.rationale_prefix), rationale, None))
+        else:
+            out.append(Target(i, messages, completion, span))
+    return out
+
+
+def _is_chat(messages) -> bool:
+    return (isinstance(messages, list) and len(messages) > 0 and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+        for m in messages))
+
+
+def _prefixed(messages: list[dict], prefix: str) -> list[dict]:
+    out = [dict(m) for m in messages]
+    for m in reversed(out):
+        if m["role"] == "user":
+            m["content"] = prefix + m["content"]
+            break
+    return out
+
+
+def _encode(targets: list[Target], tokenizer):
+    """Yield (target, (ids, offsets, prompt end, answer start, answer end)) or (target, reason)."""
+    rendered = [_render(t, tokenizer) for t in targets]
+    ok = [(t, r) for t, r in zip(targets, rendered) if isinstance(r, tuple)]
+    for t, r in zip(targets, rendered):
+        if isinstance(r, str):
+            yield t, r
+    if not ok:
+        return
+    enc = tokenizer([r[0] for _, r in ok], add_special_tokens=False, return_offsets_mapping=True)
+    for (t, (_, p_end, a_start, a_end)), ids, offsets in zip(ok, enc["input_ids"],
+                                                             enc["offset_mapping"]):
+        offsets = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+        yield t, (np.asarray(ids, dtype=np.int64), offsets, p_end, a_start, a_end)
+
+
+def _render(t: Target, tokenizer):
+    """(full text, prompt end, answer start, answer end) in characters, or a drop reason."""
+    prompt = tokenizer.apply_chat_template(t.messages, tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(
+        t.messages + [{"role": "assistant", "content": t.completion}], tokenize=False)
+    if not full.startswith(prompt):
+        return "render differently as a prompt than inside the whole conversation"
+    text, shift = t.completion, 0
+    if full.startswith(text, len(prompt)):
+        start = len(prompt)
+    else:
+        start = full.rfind(text, len(prompt))
+        if start < 0:  # templates that trim the message content
+            text = t.completion.strip()
+            shift = len(t.completion) - len(t.completion.lstrip())
+            start = full.rfind(text, len(prompt)) if text else -1
+        if start < 0:
+            return "have a completion the chat template does not render verbatim"
+    if t.span is None:
+        return full, len(prompt), None, None
+    a, b = t.span[0] - shift, t.span[1] - shift
+    if a < 0 or b > len(text):
+        return "have an answer span in whitespace the chat template trims"
+    return full, len(prompt), start + a, start + b
+
+
+def _spans(offsets: np.ndarray, p_end: int, a_start: int | None, a_end: int | None,
+           max_length: int | None, report: DataReport):
+    """Span id per token (truncated to max_length), or (reason, kind) to drop the row."""
+    starts, ends = offsets[:, 0], offsets[:, 1]
+    spans = np.full(len(offsets), REASONING, dtype=np.int64)
+    spans[starts < p_end] = PROMPT
+    report.boundary_tokens += int(((starts < p_end) & (ends > p_end)).sum())
+    if a_start is not None:
+        if ((starts < p_end) & (ends > a_start)).any():
+            return "have an answer that starts inside a prompt token", BAD
+        answer = (starts >= p_end) & (ends > a_start)
+        first = int(np.argmax(answer)) if answer.any() else -1
+        if first < 0 or starts[first] >= a_end:
+            return "have an answer span that maps to no token", BAD
+        spans[first:] = ANSWER
+        last = int(np.nonzero(starts < a_end)[0].max())  # the token holding the answer's end
+    else:
+        last = len(spans) - 1
+    if max_length is not None and len(spans) > max_length:
+        if last >= max_length:
+            return f"are cut by max_length={max_length} before the end of their answer", TRUNCATED
+        report.tail_truncated += 1
+        spans = spans[:max_length]
+    return spans

@@ -1,0 +1,219 @@
+"""The ``distill train sft`` job: data checks, then TRL training, resumable, then the student,
+its tokenizer and a training card in the output folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from distill.errors import DistillError
+from distill.sft.config import RESUME_KEY
+
+RUN_FILE = "distill_sft.json"
+
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    metrics: dict
+    resumed_from: str | None
+    data: dict
+
+    def summary(self) -> str:
+        m = self.metrics
+        parts = [f"{self.out}: trained {m.get('global_step', '?')} steps"]
+        if "train_loss" in m:
+            parts.append(f"train loss {m['train_loss']:.4f}")
+        if "eval_loss" in m:
+            parts.append(f"eval loss {m['eval_loss']:.4f}")
+        if m.get("train_tokens_per_second"):
+            parts.append(f"{m['train_tokens_per_second']:.0f} tokens/s")
+        if self.resumed_from:
+            parts.append(f"resumed from {Path(self.resumed_from).name}")
+        return ", ".join(parts) + f"\nstudent, tokenizer and training card in {self.out}"
+
+
+def train_sft(model: str | None, data: str | Path, out: str | Path, config=None, *,
+              eval_data: str | Path | None = None, **overrides) -> TrainResult:
+    """Fine-tune ``model`` (HF folder or hub id; None: the embedded SmolLM2-135M-Instruct) on the
+    dataset folder ``data``; write the student to ``out``. ``config`` is a
+    ``DistillSFTConfig`` (its ``output_dir`` is set to ``out``); ``overrides`` are config
+    fields used to build one when it is None. Rerunning with ``out`` holding checkpoints of the
+    same settings resumes from the last complete one."""
+    from accelerate import PartialState
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from distill.datagen.models import resolve_model
+    from distill.sft.card import write_card
+    from distill.sft.config import build_config
+    from distill.sft.data import build_examples, load_rows
+    from distill.sft.trainer import DistillSFTTrainer
+
+    start = time.perf_counter()
+    out = Path(out)
+    config = config or build_config(output_dir=str(out), **overrides)
+    config.output_dir = str(out)
+    model_path = resolve_model(model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+    except OSError as e:
+        raise DistillError(f"cannot load the tokenizer of {model_path!r}: "
+                           f"{str(e).splitlines()[0]}") from None
+    _check_pad_token(tokenizer)
+
+    state = PartialState()
+    rows, manifest, folder = load_rows(data)
+    columns, report = build_examples(rows, tokenizer, config, log=state.is_local_main_process)
+    train_dataset = Dataset.from_dict(columns)
+    eval_dataset, eval_report = None, None
+    if eval_data is not None:
+        eval_rows, _, _ = load_rows(eval_data)
+        eval_columns, eval_report = build_examples(eval_rows, tokenizer, config,
+                                                   log=state.is_local_main_process)
+        eval_dataset = Dataset.from_dict(eval_columns)
+
+    run = {"model": str(model_path), "data": str(folder), "data_sha256": _fingerprint(columns),
+           "settings": {k: _plain(getattr(config, k)) for k in RESUME_KEY}}
+    checkpoint = None
+    if state.is_main_process:
+        checkpoint = _resume_point(out, run, config.restart)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RUN_FILE).write_text(json.dumps({**run, "config": _config_dict(config)},
+                                               indent=2, default=str) + "\n")
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        checkpoint = _last_complete_checkpoint(out)
+    if checkpoint and state.is_main_process:
+        _log(f"resuming from {checkpoint}")
+
+    trainer = DistillSFTTrainer(
+        model=str(model_path), args=config, train_dataset=train_dataset,
+        eval_dataset=eval_dataset, processing_class=tokenizer,
+        peft_config=config.lora_config() if config.use_lora else None)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    metrics = dict(result.metrics, global_step=trainer.state.global_step)
+    tokens = getattr(trainer, "_total_train_tokens", 0)  # TRL's count, this session's steps
+    if tokens:
+        metrics["train_tokens"] = tokens
+        metrics["train_tokens_per_second"] = tokens / max(result.metrics["train_runtime"], 1e-9)
+    if eval_dataset is not None:
+        metrics.update(trainer.evaluate())
+    _save(trainer, out, config)
+    if trainer.is_world_process_zero():
+        trainer.state.save_to_json(str(out / "trainer_state.json"))
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_card(out, model=str(model if model else model_path), data=folder,
+                   manifest=manifest, config=config, report=report, eval_report=eval_report,
+                   metrics=metrics, log_history=trainer.state.log_history,
+                   seconds=time.perf_counter() - start, resumed_from=checkpoint)
+    return TrainResult(out, metrics, checkpoint, report.to_dict())
+
+
+def _save(trainer, out: Path, config) -> None:
+    """The student (merged when LoRA), its tokenizer; the adapter in out/adapter."""
+    if not config.use_lora:
+        trainer.save_model(str(out))
+        return
+    trainer.save_model(str(out / "adapter"))
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    if trainer.is_fsdp_enabled or (plugin is not None and plugin.zero_stage == 3):
+        _log("LoRA on sharded weights (FSDP, ZeRO-3): saved the adapter only; merge it with "
+             "peft's merge_and_unload on one machine")
+        return
+    if config.merge_lora and trainer.is_world_process_zero():
+        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        merged.save_pretrained(str(out))
+        trainer.processing_class.save_pretrained(str(out))
+
+
+def _check_pad_token(tokenizer) -> None:
+    """A tokenizer without a pad token gets one, said out loud. Labels are padded with -100 on
+    their own (never derived from pad ids), so a pad token equal to end-of-turn is safe."""
+    if tokenizer.pad_token is not None:
+        return
+    pick = tokenizer.unk_token or tokenizer.eos_token
+    if pick is None:
+        raise DistillError("the tokenizer has neither a pad, unk nor eos token: set one")
+    tokenizer.pad_token = pick
+    _log(f"warning: the tokenizer has no pad token; padding with {pick!r} "
+         f"(id {tokenizer.pad_token_id}); labels are padded with -100, so this token still "
+         "trains where it is part of a completion")
+
+
+def _resume_point(out: Path, run: dict, restart: bool) -> str | None:
+    """The checkpoint to resume from, after checking the run is the same; or None."""
+    checkpoints = sorted(out.glob("checkpoint-*"), key=_step) if out.is_dir() else []
+    if restart:
+        for c in checkpoints:
+            shutil.rmtree(c)
+        if checkpoints:
+            _log(f"restart: deleted {len(checkpoints)} checkpoints in {out}")
+        return None
+    for c in checkpoints:
+        if not _complete(c):  # killed while saving: trainer_state.json is written last
+            _log(f"removing incomplete {c.name} (the run was stopped while saving it)")
+            shutil.rmtree(c)
+    last = _last_complete_checkpoint(out)
+    if last is None:
+        return None
+    previous = out / RUN_FILE
+    if previous.exists():
+        old = json.loads(previous.read_text())
+        changed = [k for k in ("model", "data", "data_sha256") if old.get(k) != run[k]]
+        changed += [k for k in RESUME_KEY
+                    if old.get("settings", {}).get(k) != run["settings"][k]]
+        if changed:
+            raise DistillError(f"{out} holds checkpoints of a run with other settings "
+                               f"({', '.join(changed)} changed); rerun with --restart to start "
+                               "over, or pick another --out")
+    return last
+
+
+def _last_complete_checkpoint(out: Path) -> str | None:
+    done = [c for c in out.glob("checkpoint-*") if _complete(c)] if out.is_dir() else []
+    return str(max(done, key=_step)) if done else None
+
+
+def _complete(checkpoint: Path) -> bool:
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _step(path: Path) -> int:
+    try:
+        return int(path.name.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def _fingerprint(columns: dict) -> str:
+    import numpy as np
+
+    h = hashlib.sha256()
+    for name in ("input_ids", "labels", "span_ids"):
+        for seq in columns[name]:
+            h.update(np.asarray(seq, dtype=np.int64).tobytes())
+            h.update(b"|")
+    return h.hexdigest()
+
+
+def _plain(value):
+    return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
+
+
+def _config_dict(config) -> dict:
+    return {k: _plain(v) for k, v in config.to_dict().items()}
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
