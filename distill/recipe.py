@@ -1,0 +1,197 @@
+"""``distill run RECIPE.yaml``: the stages a recipe declares, each in its own folder of the
+run folder: generate -> filter -> publish -> train -> eval (the student and its untrained
+baseline), then ``summary.md`` / ``summary.json``.
+
+A stage is skipped on a rerun when it finished with the same settings as now (its own
+settings and those of the stages before it); an unfinished stage resumes, since every stage
+resumes by itself (generate keeps its rows, train its checkpoints, eval its generations).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from distill import io
+from distill.errors import DistillError
+
+STAGES = ("generate", "filter", "publish", "train", "eval")
+STATE = "state.json"
+
+
+def load_recipe(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise DistillError(f"recipe {path} not found")
+    try:
+        recipe = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise DistillError(f"{path}{f':{mark.line + 1}' if mark else ''}: invalid YAML") from None
+    if not isinstance(recipe, dict):
+        raise DistillError(f"{path}: a recipe is a YAML mapping")
+    unknown = set(recipe) - set(STAGES) - {"name", "out", "teacher", "student"}
+    if unknown:
+        raise DistillError(f"{path}: unknown recipe field {min(unknown)!r}; allowed: "
+                           f"name, out, teacher, student, {', '.join(STAGES)}")
+    return recipe
+
+
+def run_recipe(path: str | Path, out: str | Path | None = None, *, from_stage: str | None = None,
+               until_stage: str | None = None) -> dict:
+    """Run (or resume) a recipe; returns the run summary."""
+    recipe = load_recipe(path)
+    out = Path(out or recipe.get("out") or Path("runs") / Path(path).stem)
+    declared = [s for s in STAGES if s in recipe]
+    for flag, stage in (("--from", from_stage), ("--until", until_stage)):
+        if stage is not None and stage not in declared:
+            raise DistillError(f"{flag} {stage}: the recipe's stages are {', '.join(declared)}")
+    out.mkdir(parents=True, exist_ok=True)
+    state = json.loads((out / STATE).read_text()) if (out / STATE).exists() else {}
+    upstream, forced = "", False
+    for stage in declared:
+        forced = forced or stage == from_stage
+        settings = {"stage": recipe[stage], "teacher": recipe.get("teacher"),
+                    "student": recipe.get("student"), "upstream": upstream}
+        fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str)
+                                     .encode()).hexdigest()[:16]
+        upstream = fingerprint
+        done = state.get(stage, {})
+        if not forced and done.get("fingerprint") == fingerprint and done.get("status") == "done":
+            _log(f"[{stage}] finished before with these settings: skipped")
+        else:
+            _log(f"[{stage}] running into {out / stage}")
+            start = time.perf_counter()
+            state[stage] = {"fingerprint": fingerprint, "status": "running"}
+            _save_state(out, state)
+            result = RUNNERS[stage](recipe, out)
+            state[stage] = {"fingerprint": fingerprint, "status": "done", "result": result,
+                            "seconds": round(time.perf_counter() - start, 1)}
+            _save_state(out, state)
+        if stage == until_stage:
+            break
+    summary = _summary(recipe, out, state)
+    _log(f"summary: {out / 'summary.md'}")
+    return summary
+
+
+def _generate(recipe: dict, out: Path) -> dict:
+    from distill.datagen import generate
+    from distill.tasks import load_task
+
+    cfg = dict(recipe["generate"])
+    source = cfg.pop("source", None)
+    if "task" in cfg:  # problems from a task loader, written as the stage's source file
+        task, split = cfg.pop("task"), cfg.pop("split", "train")
+        start = cfg.pop("offset", 0)
+        limit = cfg.pop("limit", None)
+        rows = load_task(task, split=split)[start:None if limit is None else start + limit]
+        source = out / "problems.jsonl"
+        source.write_text("".join(json.dumps({**r, "gold": r["answer"]}) + "\n" for r in rows))
+    if source is None:
+        raise DistillError("recipe generate: give a source (a file) or a task (e.g. gsm8k)")
+    teacher = recipe.get("teacher") or {}
+    result = generate(cfg.pop("prompt", "gsm8k-cot"), str(source), str(out / "generate"),
+                      model=teacher.get("model"), backend=teacher.get("backend", "auto"),
+                      base_url=teacher.get("base_url"), **cfg)
+    return {"rows": result.rows_total, "generated": result.rows_written,
+            "tokens": result.tokens, "finish_reasons": result.finish_reasons}
+
+
+def _filter(recipe: dict, out: Path) -> dict:
+    from distill.filters.pipeline import run_filter
+
+    cfg = recipe["filter"] or {}
+    config = cfg.get("config")
+    if "stages" in cfg:  # inline stages: written next to the output, for the record
+        config = out / "filter.yaml"
+        config.write_text(yaml.safe_dump({"stages": cfg["stages"]}, sort_keys=False))
+    result = run_filter(out / "generate", out / "filter", config=config)
+    return {"rows_in": result.rows_in, "kept": result.kept, "dropped": result.dropped}
+
+
+def _publish(recipe: dict, out: Path) -> dict:
+    from distill.filters.publish import publish
+
+    publish(out / "filter", out / "publish", **(recipe["publish"] or {}))
+    return {"folder": str(out / "publish")}
+
+
+def _train(recipe: dict, out: Path) -> dict:
+    from distill.sft.train import train_sft
+
+    cfg = dict(recipe["train"] or {})
+    method = cfg.pop("method", "sft")
+    if method != "sft":
+        raise DistillError(f"recipe train: method {method!r} is not available yet; use sft")
+    student = (recipe.get("student") or {}).get("model")
+    result = train_sft(student, out / "filter" / "kept", out / "train", **cfg)
+    return {k: result.metrics.get(k) for k in ("train_loss", "global_step", "train_runtime")}
+
+
+def _eval(recipe: dict, out: Path) -> dict:
+    from distill.eval.compare import compare
+    from distill.eval.run import evaluate
+
+    cfg = dict(recipe["eval"] or {})
+    task = cfg.pop("task", "gsm8k")
+    baseline = cfg.pop("baseline", True)
+    student = (recipe.get("student") or {}).get("model")
+    runs = {}
+    if baseline:
+        runs["baseline"] = evaluate(student, task, out / "eval" / "baseline", **cfg)
+    runs["student"] = evaluate(str(out / "train"), task, out / "eval" / "student", **cfg)
+    result = compare([r.out for r in runs.values()], out / "eval" / "compare")
+    return {"runs": {name: {k: r.metrics.get(k) for k in ("accuracy", "accuracy_ci", "items",
+                                                          "format_compliance", "mean_tokens")}
+                     for name, r in runs.items()},
+            "versus_baseline": {k: result["runs"][-1].get(k) for k in (
+                "difference", "difference_ci", "retention", "retention_ci")} if baseline else None,
+            "plots": result["plots"]}
+
+
+RUNNERS = {"generate": _generate, "filter": _filter, "publish": _publish, "train": _train,
+           "eval": _eval}
+
+
+def _summary(recipe: dict, out: Path, state: dict) -> dict:
+    summary = {"recipe": recipe.get("name"), "out": str(out), "created": io.now(),
+               "stages": {s: state[s] for s in STAGES if s in state}}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    lines = [f"# Run summary: {recipe.get('name') or out.name}", ""]
+    reports = {"generate": "generate/manifest.json", "filter": "filter/report.md",
+               "publish": "publish/README.md", "train": "train/README.md",
+               "eval": "eval/compare/compare.md"}
+    for stage, info in summary["stages"].items():
+        numbers = json.dumps(info.get("result"), default=str)
+        lines.append(f"- **{stage}** ({info['status']}, {info.get('seconds', '-')} s): "
+                     f"[{reports[stage]}]({reports[stage]}) `{numbers[:300]}`")
+    ev = (state.get("eval") or {}).get("result")
+    if ev:
+        lines += ["", "| model | accuracy | 95% CI | items |", "|---|---:|---|---:|"]
+        for name, m in ev["runs"].items():
+            lo, hi = m["accuracy_ci"]
+            lines.append(f"| {name} | {m['accuracy']:.3f} | {lo:.3f}-{hi:.3f} | {m['items']} |")
+        if ev.get("versus_baseline"):
+            v = ev["versus_baseline"]
+            lo, hi = v["difference_ci"]
+            lines += ["", f"Student - baseline: {v['difference']:+.3f} (95% CI {lo:+.3f} to "
+                          f"{hi:+.3f}, paired bootstrap)."]
+        lines += ["", "![accuracy](eval/compare/accuracy.png)"]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    return summary
+
+
+def _save_state(out: Path, state: dict) -> None:
+    tmp = out / (STATE + ".tmp")
+    tmp.write_text(json.dumps(state, indent=2, default=str) + "\n")
+    tmp.replace(out / STATE)
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

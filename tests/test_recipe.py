@@ -1,0 +1,79 @@
+"""``distill run``: a recipe through every stage on the tiny model, skipping what is done."""
+
+import json
+
+import pytest
+import yaml
+
+from distill.cli import main
+from distill.errors import DistillError
+from distill.recipe import run_recipe
+
+from conftest import REPO
+
+
+def recipe(tmp_path, tiny_model, **changes):
+    spec = {
+        "name": "tiny", "teacher": {"model": tiny_model, "backend": "hf"},
+        "student": {"model": tiny_model},
+        "generate": {"task": "gsm8k", "split": "train", "limit": 4, "n": 2, "max_tokens": 16,
+                     "temperature": 0.7, "progress": False},
+        "filter": {"stages": [{"quality": {"min_chars": 1, "drop_truncated": False,
+                                           "min_unique_word_ratio": None,
+                                           "max_repeated_ngram_share": None}}]},
+        "publish": {"test_size": 0.25},
+        "train": {"max_steps": 2, "per_device_train_batch_size": 2, "save_steps": 1,
+                  "report_to": "none", "max_length": 256, "on_bad_row": "drop",
+                  "max_dropped_fraction": 1.0},
+        "eval": {"task": "gsm8k", "limit": 3, "backend": "hf", "max_tokens": 8,
+                 "progress": False},
+        **changes,
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_recipe_runs_every_stage_then_skips_them(tiny_model, tmp_path, capsys):
+    path, out = recipe(tmp_path, tiny_model), tmp_path / "run"
+    summary = run_recipe(path, out)
+    assert list(summary["stages"]) == ["generate", "filter", "publish", "train", "eval"]
+    assert summary["stages"]["generate"]["result"]["rows"] == 8
+    assert (out / "filter" / "report.md").exists() and (out / "publish" / "README.md").exists()
+    assert (out / "train" / "config.json").exists()
+    ev = summary["stages"]["eval"]["result"]
+    assert set(ev["runs"]) == {"baseline", "student"} and ev["runs"]["student"]["items"] == 3
+    assert "difference_ci" in ev["versus_baseline"]
+    md = (out / "summary.md").read_text()
+    assert "| student |" in md and "eval/compare/compare.md" in md
+    assert json.loads((out / "summary.json").read_text())["recipe"] == "tiny"
+
+    capsys.readouterr()
+    assert main(["run", str(path), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("finished before with these settings: skipped") == 5
+
+    # a changed eval reruns eval only; --from train reruns train and eval
+    run_recipe(recipe(tmp_path, tiny_model, eval={"task": "gsm8k", "limit": 2, "backend": "hf",
+                                                  "max_tokens": 8, "progress": False}), out)
+    err = capsys.readouterr().err
+    assert err.count("skipped") == 4 and "[eval] running" in err
+    run_recipe(path, out, from_stage="train", until_stage="train")
+    err = capsys.readouterr().err
+    assert "[train] running" in err and "[eval]" not in err and err.count("skipped") == 3
+
+
+def test_bad_recipes_are_named(tmp_path, tiny_model):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("generate: {task: gsm8k}\nevaluate: {}\n")
+    with pytest.raises(DistillError, match="unknown recipe field 'evaluate'"):
+        run_recipe(bad, tmp_path / "run")
+    with pytest.raises(DistillError, match="--from sft: the recipe's stages are"):
+        run_recipe(recipe(tmp_path, tiny_model), tmp_path / "run", from_stage="sft")
+
+
+@pytest.mark.slow
+def test_cpu_quickstart_recipe(tmp_path):
+    summary = run_recipe(REPO / "recipes" / "cpu-quickstart.yaml", tmp_path / "run")
+    assert summary["stages"]["eval"]["status"] == "done"
+    assert (tmp_path / "run" / "eval" / "compare" / "accuracy.png").exists()
