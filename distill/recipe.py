@@ -80,19 +80,31 @@ def run_recipe(path: str | Path, out: str | Path | None = None, *, from_stage: s
     return summary
 
 
+def _task_file(cfg: dict, path: Path, default_split: str) -> Path:
+    """Write a slice of a task (``task``, ``split``, ``shuffle``, ``shuffle_seed``, ``offset``,
+    ``limit``, popped from ``cfg``) to a jsonl file. The same slicing on both sides keeps
+    training problems and held-out eval items apart."""
+    import random
+
+    from distill.tasks import load_task
+
+    rows = load_task(cfg.pop("task"), split=cfg.pop("split", default_split))
+    if cfg.pop("shuffle", False):
+        random.Random(cfg.pop("shuffle_seed", 0)).shuffle(rows)
+    start, limit = cfg.pop("offset", 0), cfg.pop("limit", None)
+    rows = rows[start:None if limit is None else start + limit]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({**r, "gold": r["answer"]}) + "\n" for r in rows))
+    return path
+
+
 def _generate(recipe: dict, out: Path) -> dict:
     from distill.datagen import generate
-    from distill.tasks import load_task
 
     cfg = dict(recipe["generate"])
     source = cfg.pop("source", None)
     if "task" in cfg:  # problems from a task loader, written as the stage's source file
-        task, split = cfg.pop("task"), cfg.pop("split", "train")
-        start = cfg.pop("offset", 0)
-        limit = cfg.pop("limit", None)
-        rows = load_task(task, split=split)[start:None if limit is None else start + limit]
-        source = out / "problems.jsonl"
-        source.write_text("".join(json.dumps({**r, "gold": r["answer"]}) + "\n" for r in rows))
+        source = _task_file(cfg, out / "problems.jsonl", default_split="train")
     if source is None:
         raise DistillError("recipe generate: give a source (a file) or a task (e.g. gsm8k)")
     teacher = recipe.get("teacher") or {}
@@ -140,6 +152,9 @@ def _eval(recipe: dict, out: Path) -> dict:
 
     cfg = dict(recipe["eval"] or {})
     task = cfg.pop("task", "gsm8k")
+    if {"offset", "shuffle"} & set(cfg):  # a slice of the task, e.g. held-out items
+        cfg["task"] = task
+        task = str(_task_file(cfg, out / "eval" / "items.jsonl", default_split="test"))
     baseline = cfg.pop("baseline", True)
     student = (recipe.get("student") or {}).get("model")
     runs = {}

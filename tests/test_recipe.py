@@ -77,3 +77,18 @@ def test_cpu_quickstart_recipe(tmp_path):
     summary = run_recipe(REPO / "recipes" / "cpu-quickstart.yaml", tmp_path / "run")
     assert summary["stages"]["eval"]["status"] == "done"
     assert (tmp_path / "run" / "eval" / "compare" / "accuracy.png").exists()
+
+
+def test_training_problems_and_held_out_items_come_from_one_shuffled_order(tmp_path):
+    from distill.recipe import _task_file
+
+    common = {"task": "mawps", "split": "test", "shuffle": True, "shuffle_seed": 0}
+    train = {**common, "offset": 0, "limit": 50, "n": 4}
+    held_out = {**common, "offset": 50, "limit": 50}
+    a = _task_file(train, tmp_path / "a.jsonl", "train").read_text().splitlines()
+    b = _task_file(held_out, tmp_path / "b.jsonl", "test").read_text().splitlines()
+    ids = lambda lines: {json.loads(x)["id"] for x in lines}  # noqa: E731
+    assert len(ids(a)) == len(ids(b)) == 50 and not ids(a) & ids(b)
+    assert train == {"n": 4}  # slicing options are consumed, the rest goes to the stage
+    again = _task_file({**common, "offset": 0, "limit": 50}, tmp_path / "c.jsonl", "train")
+    assert again.read_text().splitlines() == a
