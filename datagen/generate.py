@@ -12,6 +12,7 @@ import json
 import shutil
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,14 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from distill import io
-from distill.datagen.backends import Backend, Completion, Request, Sampling, get_backend
+from distill.datagen.backends import (
+    Backend,
+    Completion,
+    Request,
+    Sampling,
+    backend_options_for,
+    get_backend,
+)
 from distill.datagen.models import DEFAULT_MODEL, resolve_model
 from distill.datagen.prompts import PromptFile, load_prompt
 from distill.datagen.sources import load_source
@@ -120,11 +128,11 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
         manifest["backend"] = previous["backend"]  # kept when nothing is left to generate
     out.mkdir(parents=True, exist_ok=True)
     io.write_manifest(out, {**manifest, "status": "running"})
-    stats = {"written": 0, "tokens": 0, "reasons": {}}
+    stats = {"written": 0, "tokens": 0, "reasons": Counter()}
     if pending:
         engine = backend if isinstance(backend, Backend) else get_backend(
             backend, model if backend == "openai" else resolve_model(model),
-            **_backend_options(backend, base_url, batch_size, backend_options))
+            **backend_options_for(backend, base_url, batch_size, backend_options))
         try:
             _run(engine, pf, pending, sampling, model_name, out, stats, progress)
         finally:
@@ -134,7 +142,7 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
     manifest.update(status="complete", finished=io.now(), rows=len(io.read_ids(out)))
     io.write_manifest(out, manifest)
     result = GenerateResult(out, total, reused, stats["written"], stats["tokens"],
-                            time.perf_counter() - start, stats["reasons"], duplicates)
+                            time.perf_counter() - start, dict(stats["reasons"]), duplicates)
     return result
 
 
@@ -178,8 +186,7 @@ def _run(engine: Backend, pf: PromptFile, pending: list[Item], sampling: Samplin
             writer.write(rows)
             stats["written"] += len(rows)
             stats["tokens"] += sum(r["tokens"] for r in rows)
-            for r in rows:
-                stats["reasons"][r["finish_reason"]] = stats["reasons"].get(r["finish_reason"], 0) + 1
+            stats["reasons"].update(r["finish_reason"] for r in rows)
             bar.update(len(rows))
             bar.set_postfix_str(f"{stats['tokens'] / (time.perf_counter() - t0):.1f} tok/s")
     finally:
@@ -239,19 +246,6 @@ def _manifest(pf: PromptFile, source: str, key: dict, sampling: Sampling, total:
         "sampling": sampling.to_dict(), "row_key": key, "rows_planned": total,
         "versions": io.package_versions(),
     }
-
-
-def _backend_options(backend: str, base_url, batch_size, extra) -> dict:
-    options = dict(extra or {})
-    if base_url:
-        if backend != "openai":
-            raise DistillError("--base-url is for --backend openai")
-        options["base_url"] = base_url
-    elif backend == "openai" and "base_url" not in options:
-        raise DistillError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
-    if batch_size:
-        options["batch_size"] = batch_size
-    return options
 
 
 def _seed(base: int, item: Item) -> int:

@@ -122,12 +122,14 @@ def load_prompt(name_or_path: str | Path) -> PromptFile:
                            f"allowed: {', '.join(SAMPLING_KEYS)}")
     for i, shot in enumerate(data.get("few_shot") or []):
         if not isinstance(shot, dict) or "response" not in shot:
-            raise DistillError(f"{path}: few_shot[{i}] needs a 'response' and the template's fields")
+            raise DistillError(f"{path}: few_shot[{i}] needs a 'response' and the template's "
+                               "fields")
     for key in ("user", "system"):
         try:
             _env.parse(data.get(key) or "")
         except jinja2.TemplateSyntaxError as e:
-            raise DistillError(f"{path}: field {key!r}, template line {e.lineno}: {e.message}") from None
+            raise DistillError(f"{path}: field {key!r}, template line {e.lineno}: "
+                               f"{e.message}") from None
     return PromptFile(
         name=data["name"], kind=data["kind"], user=data["user"], path=str(path), text=text,
         system=data.get("system"), description=data.get("description", ""),

@@ -21,7 +21,7 @@ import pyarrow as pa
 from distill import io
 from distill.answers import extract_gold, is_correct
 from distill.datagen import generate, load_prompt
-from distill.datagen.backends import Backend, get_backend
+from distill.datagen.backends import Backend, backend_options_for, get_backend
 from distill.datagen.models import DEFAULT_MODEL, resolve_model
 from distill.errors import DistillError
 from distill.eval import metrics as M
@@ -90,7 +90,7 @@ def evaluate(model: str | None, task: str, out: str | Path, *, prompt: str | Non
     passes = [(GREEDY, 1, 0.0)] + ([(SAMPLES, n, sample_t)] if n > 1 else [])
     todo = [p for p in passes if regenerate or not _complete(out / "generations" / p[0],
                                                              len(rows) * p[1])]
-    options = _options(backend, base_url, batch_size, backend_options)
+    options = backend_options_for(backend, base_url, batch_size, backend_options)
     engine = backend if isinstance(backend, Backend) or not todo else get_backend(
         backend, model_path, **options)  # one engine for both passes
     speed = {}
@@ -268,19 +268,6 @@ def _complete(folder: Path, expected: int) -> bool:
 def _engine_params(engine) -> int | None:
     lm = getattr(engine, "lm", None)
     return int(sum(p.numel() for p in lm.parameters())) if lm is not None else None
-
-
-def _options(backend: str, base_url, batch_size, extra) -> dict:
-    options = dict(extra or {})
-    if base_url:
-        if backend != "openai":
-            raise DistillError("--base-url is for --backend openai")
-        options["base_url"] = base_url
-    elif backend == "openai":
-        raise DistillError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
-    if batch_size:
-        options["batch_size"] = batch_size
-    return options
 
 
 def _read_json(path: Path) -> dict | None:

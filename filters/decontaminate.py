@@ -15,9 +15,8 @@ import re
 import unicodedata
 from pathlib import Path
 
-from distill.filters.base import RowStage
-
 from distill.errors import DistillError
+from distill.filters.base import RowStage
 
 _APOSTROPHES = re.compile(r"[\u0027\u2018\u2019\u02bc`]")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")

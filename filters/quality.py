@@ -25,10 +25,9 @@ from __future__ import annotations
 
 from collections import Counter
 
+from distill.errors import DistillError
 from distill.filters.base import RowStage
 from distill.filters.decontaminate import normalize_words
-
-from distill.errors import DistillError
 
 
 def unique_word_ratio(words: list[str], window: int = 50) -> float:

@@ -17,9 +17,8 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 
-from distill.filters.base import Stage
-
 from distill.errors import DistillError
+from distill.filters.base import Stage
 
 
 def _problem_key(row: dict) -> tuple:

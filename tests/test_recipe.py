@@ -4,12 +4,11 @@ import json
 
 import pytest
 import yaml
+from conftest import REPO
 
 from distill.cli import main
 from distill.errors import DistillError
 from distill.recipe import run_recipe
-
-from conftest import REPO
 
 
 def recipe(tmp_path, tiny_model, **changes):

@@ -1,10 +1,10 @@
 """vote, pass_rate and agreement on planted samples of real GSM8K problems."""
 
 import pytest
-from distill.filters.pipeline import build_stages
-from distill.filters.vote import Agreement, PassRate, Vote
 
 from distill.errors import DistillError
+from distill.filters.pipeline import build_stages
+from distill.filters.vote import Agreement, PassRate, Vote
 from distill.tasks import load_task
 
 PROBLEMS = load_task("gsm8k", "test", hub=False)[:6]

@@ -20,9 +20,9 @@ CORPUS = [
 
 def build_tiny_model(folder: Path) -> Path:
     """Write a tiny Llama + tokenizer (with a ChatML chat template) to ``folder``."""
+    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-    import torch
 
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     tok = Tokenizer(models.BPE(unk_token=None))

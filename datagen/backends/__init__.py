@@ -81,3 +81,20 @@ def get_backend(name: str, model: str, **options) -> Backend:
         return OpenAIBackend(model, **options)
     from distill.errors import DistillError
     raise DistillError(f"unknown backend {name!r}; choose auto, vllm, openai or hf")
+
+
+def backend_options_for(backend: str, base_url: str | None, batch_size: int | None,
+                        extra: dict | None) -> dict:
+    """Constructor options for a backend from the common flags, checking they fit it."""
+    from distill.errors import DistillError
+
+    options = dict(extra or {})
+    if base_url:
+        if backend != "openai":
+            raise DistillError("--base-url is for --backend openai")
+        options["base_url"] = base_url
+    elif backend == "openai" and "base_url" not in options:
+        raise DistillError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+    if batch_size:
+        options["batch_size"] = batch_size
+    return options
