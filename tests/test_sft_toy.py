@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+from tiny import build_tiny_model
 
 from distill import io
-from distill.chat import CHATML
 
 
 def addition(a: int, b: int) -> dict:
@@ -54,37 +54,10 @@ def write_dataset(folder: Path, rows: list[dict], manifest: dict | None = None) 
 
 def build_toy_model(folder: Path, *, hidden: int = 128, layers: int = 2) -> Path:
     """A random Llama + a BPE tokenizer that splits digits, trained on the toy task's text."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False)])
-    tok.decoder = decoders.ByteLevel()
     corpus = [addition(a, b)["completion"] for a in range(10, 100, 7) for b in range(10, 100, 3)]
     corpus += ["system user assistant", "[label] [rationale]"] * 20
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=120, special_tokens=special,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
-                                        pad_token="<|endoftext|>", bos_token=None)
-    tokenizer.chat_template = CHATML
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden,
-                         intermediate_size=hidden * 2, num_hidden_layers=layers,
-                         num_attention_heads=4, num_key_value_heads=4,
-                         max_position_embeddings=256, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
-                         tie_word_embeddings=True)
-    model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return build_tiny_model(folder, corpus=corpus, vocab_size=120, hidden=hidden,
+                            layers=layers, heads=4, split_digits=True, max_positions=256)
 
 
 def greedy(model_dir: Path, rows: list[dict], max_new_tokens: int = 48) -> list[str]:

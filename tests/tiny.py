@@ -18,30 +18,39 @@ CORPUS = [
 ] * 20
 
 
-def build_tiny_model(folder: Path) -> Path:
-    """Write a tiny Llama + tokenizer (with a ChatML chat template) to ``folder``."""
+def build_tiny_model(folder: Path, *, corpus: list[str] = CORPUS, vocab_size: int = 400,
+                     hidden: int = 64, layers: int = 2, heads: int = 2,
+                     split_digits: bool = False, max_positions: int = 1024) -> Path:
+    """Write a random Llama + a BPE tokenizer trained on ``corpus`` (with a ChatML chat
+    template) to ``folder``. ``split_digits`` makes every digit its own token."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), byte_level]) if split_digits \
+        else byte_level
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(
-        vocab_size=400, special_tokens=special,
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=special,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
                                         pad_token="<|endoftext|>", bos_token=None)
     tokenizer.chat_template = CHATML
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                         max_position_embeddings=1024, eos_token_id=tokenizer.eos_token_id,
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden,
+                         intermediate_size=hidden * 2, num_hidden_layers=layers,
+                         num_attention_heads=heads, num_key_value_heads=heads,
+                         max_position_embeddings=max_positions,
+                         eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
                          tie_word_embeddings=True)
     model = LlamaForCausalLM(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
