@@ -30,8 +30,8 @@ from distill.datagen.backends import (
 )
 from distill.datagen.models import DEFAULT_MODEL, resolve_model
 from distill.datagen.prompts import PromptFile, load_prompt
-from distill.datagen.sources import load_source
 from distill.errors import DistillError
+from distill.sources import load_source
 
 # Settings that change what a row says; a rerun must match them to reuse rows.
 ROW_KEY = ("model", "prompt_sha256", "temperature", "top_p", "max_tokens", "stop", "seed",

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from tqdm import tqdm
 
+from distill.answers import normalize_number
 from distill.filters.base import Stage
 from distill.sandbox import run_program
 
@@ -87,8 +88,5 @@ class Execute(Stage):
 
 
 def _normalize(line: str) -> str:
-    try:
-        from distill.answers import normalize_number
-    except ImportError:  # pragma: no cover - answers.py is written separately
-        return line
+    """The printed answer, normalized when it is a number, else as printed."""
     return normalize_number(line) or line

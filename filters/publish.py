@@ -230,9 +230,9 @@ def publish(in_dir: str | Path, to: str | Path, *, test_size: float | None = Non
     if src.report_dir and (src.report_dir / "funnel.png").exists():
         shutil.copyfile(src.report_dir / "funnel.png", tmp / "funnel.png")
     elif fun:
-        from distill.filters.report import _chart
+        from distill.filters.report import funnel_chart
 
-        _chart(tmp / "funnel.png", fun["rows_in"], fun["stages"])
+        funnel_chart(tmp / "funnel.png", fun["rows_in"], fun["stages"])
     has_funnel = (tmp / "funnel.png").exists()
     split_rows = {s: [rows[i] for i in idx] for s, idx in by_split.items()}
     _length_plot(tmp / "lengths.png", split_rows)

@@ -15,7 +15,7 @@ def write_report(out_dir: Path, rows_in: int, stages: list[dict], dropped: list[
                                            for r in dropped).most_common())}
     report["drop_reasons"] = {f"{k[0]}: {k[1]}": v for k, v in report["drop_reasons"].items()}
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    _chart(out_dir / "funnel.png", rows_in, stages)
+    funnel_chart(out_dir / "funnel.png", rows_in, stages)
     (out_dir / "report.md").write_text(_markdown(report, dropped))
 
 
@@ -49,7 +49,8 @@ def _markdown(report: dict, dropped: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _chart(path: Path, rows_in: int, stages: list[dict]) -> None:
+def funnel_chart(path: Path, rows_in: int, stages: list[dict]) -> None:
+    """A horizontal bar per stage: the rows left after it."""
     import matplotlib
 
     matplotlib.use("Agg")
