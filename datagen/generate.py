@@ -93,11 +93,12 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
              seed: int | None = None, logprobs: int = 0, fields: dict[str, str] | None = None,
              tasks: list[str] | None = None, shuffle: bool = False, split: str = "train",
              subset: str | None = None, batch_size: int | None = None,
-             regenerate: bool = False, backend_options: dict | None = None,
-             progress: bool = True) -> GenerateResult:
-    """Generate completions for every source row with a prompt file; see ``distill generate``."""
+             shots: int | None = None, regenerate: bool = False,
+             backend_options: dict | None = None, progress: bool = True) -> GenerateResult:
+    """Generate completions for every source row with a prompt file; see ``distill generate``.
+    ``shots`` keeps only the prompt file's first few-shot exemplars."""
     start = time.perf_counter()
-    pf = load_prompt(prompt)
+    pf = load_prompt(prompt).with_shots(shots)
     overrides = dict(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                      seed=seed)
     sampling = Sampling(**{**pf.sampling, **{k: v for k, v in overrides.items() if v is not None}},
@@ -108,7 +109,7 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
     model_name = model or DEFAULT_MODEL
     out = Path(out)
     key = {"model": model_name, "prompt_sha256": pf.sha256,
-           **{k: v for k, v in sampling.to_dict().items() if k in ROW_KEY}}
+           **{k: v for k, v in sampling.to_dict().items() if k in ROW_KEY}, "shots": shots}
     if backend == "openai" and not model:
         raise DistillError("--backend openai needs --model: the model name the server serves")
     _check_reuse(out, key, regenerate)

@@ -4,7 +4,7 @@ examples and task grid, sampling defaults, and the answer format the template as
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -40,6 +40,15 @@ class PromptFile:
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def with_shots(self, shots: int | None) -> PromptFile:
+        """This prompt with only its first ``shots`` few-shot exemplars (None: all of them)."""
+        if shots is None:
+            return self
+        if not 0 <= shots <= len(self.few_shot):
+            raise DistillError(f"{self.path}: shots must be in [0, {len(self.few_shot)}] (its "
+                               f"few-shot exemplars), got {shots}")
+        return replace(self, few_shot=self.few_shot[:shots])
 
     def variables(self) -> set[str]:
         """Template variables the user template reads from a row."""

@@ -38,6 +38,8 @@ def _add_generate(sub) -> None:
     p.add_argument("--field", type=_field, action="append", default=[], metavar="VAR=FIELD",
                    help="template variable VAR reads source field FIELD (repeatable)")
     p.add_argument("--tasks", help="comma-separated subset of the prompt file's task grid")
+    p.add_argument("--shots", type=int,
+                   help="use only the prompt file's first N few-shot exemplars (default: all)")
     p.add_argument("--shuffle", action="store_true", help="shuffle source rows (with --seed)")
     p.add_argument("--split", default="train", help="split of a dataset folder or hub dataset")
     p.add_argument("--subset", help="config name of a hub dataset")
@@ -64,7 +66,7 @@ def _generate(args) -> None:
         top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed, logprobs=args.logprobs,
         fields=dict(args.field) or None, tasks=args.tasks.split(",") if args.tasks else None,
         shuffle=args.shuffle, split=args.split, subset=args.subset, batch_size=args.batch_size,
-        regenerate=args.regenerate, backend_options=options, progress=not args.no_progress)
+        shots=args.shots, regenerate=args.regenerate, backend_options=options, progress=not args.no_progress)
     print(result.summary())
 
 

@@ -156,16 +156,22 @@ def _eval(recipe: dict, out: Path) -> dict:
         cfg["task"] = task
         task = str(_task_file(cfg, out / "eval" / "items.jsonl", default_split="test"))
     baseline = cfg.pop("baseline", True)
+    teacher = cfg.pop("teacher", None)  # settings that differ for the teacher, e.g. {shots: 8}
     student = (recipe.get("student") or {}).get("model")
     runs = {}
     if baseline:
         runs["baseline"] = evaluate(student, task, out / "eval" / "baseline", **cfg)
     runs["student"] = evaluate(str(out / "train"), task, out / "eval" / "student", **cfg)
+    if teacher is not None:
+        runs["teacher"] = evaluate((recipe.get("teacher") or {}).get("model"), task,
+                                   out / "eval" / "teacher", **{**cfg, **teacher})
     result = compare([r.out for r in runs.values()], out / "eval" / "compare")
+    versus = result["runs"][list(runs).index("student")]
     return {"runs": {name: {k: r.metrics.get(k) for k in ("accuracy", "accuracy_ci", "items",
-                                                          "format_compliance", "mean_tokens")}
+                                                          "format_compliance", "mean_tokens",
+                                                          "shots")}
                      for name, r in runs.items()},
-            "versus_baseline": {k: result["runs"][-1].get(k) for k in (
+            "versus_baseline": {k: versus.get(k) for k in (
                 "difference", "difference_ci", "retention", "retention_ci")} if baseline else None,
             "plots": result["plots"]}
 

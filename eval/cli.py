@@ -24,6 +24,8 @@ def register(sub) -> None:
     p.add_argument("--out", help="output folder")
     p.add_argument("--prompt", help="prompt file name or path: gsm8k-cot (default), "
                    "gsm8k-cot-8shot, gsm8k-pot (programs run in the sandbox), ...")
+    p.add_argument("--shots", type=int,
+                   help="use only the prompt file's first N few-shot exemplars (default: all)")
     p.add_argument("--n", type=int, default=1,
                    help="samples per item for pass@k and maj@k (default 1: greedy only)")
     p.add_argument("--limit", type=int, help="evaluate only the first N items")
@@ -69,7 +71,7 @@ def _eval(args) -> None:
                       limit=args.limit, backend=args.backend, base_url=args.base_url,
                       max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed,
                       split=args.split, batch_size=args.batch_size, params=args.params,
-                      regenerate=args.regenerate, progress=not args.no_progress)
+                      shots=args.shots, regenerate=args.regenerate, progress=not args.no_progress)
     print(result.summary())
 
 

@@ -41,7 +41,7 @@ class EvalResult:
         m = self.metrics
         lo, hi = m["accuracy_ci"]
         lines = [(f"{self.out}: {m['task']} ({m['items']} items), {m['model']}, prompt "
-                  f"{m['prompt']}"),
+                  f"{m['prompt']} ({m.get('shots', 0)}-shot)"),
                  (f"accuracy {m['accuracy']:.3f} [95% CI {lo:.3f}-{hi:.3f}]  format "
                   f"{m['format_compliance']:.3f}  tokens/answer {m['mean_tokens']:.1f}")]
         if m.get("pass@k"):
@@ -55,7 +55,7 @@ def evaluate(model: str | None, task: str, out: str | Path, *, prompt: str | Non
              base_url: str | None = None, max_tokens: int | None = None,
              temperature: float | None = None, seed: int = 0, split: str = "test",
              batch_size: int | None = None, params: int | None = None,
-             exec_timeout: float = 5.0, regenerate: bool = False,
+             exec_timeout: float = 5.0, shots: int | None = None, regenerate: bool = False,
              backend_options: dict | None = None, progress: bool = True) -> EvalResult:
     """Evaluate ``model`` (an HF folder, hub id, ``distill train`` output folder, a served
     model name with ``backend="openai"``, or None for the embedded default) on ``task`` (a
@@ -69,7 +69,7 @@ def evaluate(model: str | None, task: str, out: str | Path, *, prompt: str | Non
         rows = rows[:limit]
     if not rows:
         raise DistillError(f"{task}: no items to evaluate")
-    pf = load_prompt(prompt or DEFAULT_PROMPTS["cot"])
+    pf = load_prompt(prompt or DEFAULT_PROMPTS["cot"]).with_shots(shots)
     if pf.kind not in ("cot", "pot"):
         raise DistillError(f"prompt {pf.name!r} is a {pf.kind!r} prompt; eval needs a cot or "
                            "pot prompt (e.g. gsm8k-cot, gsm8k-cot-8shot, gsm8k-pot)")
@@ -98,7 +98,8 @@ def evaluate(model: str | None, task: str, out: str | Path, *, prompt: str | Non
         for name, k, t in passes:
             res = generate(str(pf.path), str(items_path), str(out / "generations" / name),
                            model=gen_model, backend=engine, n=k, temperature=t,
-                           max_tokens=max_tokens, seed=seed, regenerate=regenerate,
+                           max_tokens=max_tokens, seed=seed, shots=shots,
+                           regenerate=regenerate,
                            backend_options=options, progress=progress)
             if res.rows_written:
                 speed[name] = {"tokens": res.tokens, "seconds": round(res.seconds, 3),
@@ -115,7 +116,8 @@ def evaluate(model: str | None, task: str, out: str | Path, *, prompt: str | Non
     old = _read_json(out / "metrics.json") or {}
     backend_name = engine.name if isinstance(engine, Backend) else old.get("backend", backend)
     metrics = {
-        "task": str(task), "split": split, "prompt": pf.name, "kind": pf.kind,
+        "task": str(task), "split": split, "prompt": pf.name, "shots": len(pf.few_shot),
+        "kind": pf.kind,
         "model": str(model or (backend.model if isinstance(backend, Backend) else DEFAULT_MODEL)),
         "model_path": str(model_path) if model_path else None, "backend": backend_name,
         "params": params if params is not None else _engine_params(engine) or (

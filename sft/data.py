@@ -226,6 +226,8 @@ def _targets(rows: list[dict], config, report: DataReport, failed: dict, lo: int
                 continue
             span = (a, b)
         messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+        if config.drop_few_shot:
+            messages = _without_few_shot(messages)
         if config.objective == "step_by_step":
             answer = completion[span[0]:span[1]]
             rationale = row.get("reasoning")
@@ -246,6 +248,12 @@ def _is_chat(messages) -> bool:
     return (isinstance(messages, list) and len(messages) > 0 and all(
         isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
         for m in messages))
+
+
+def _without_few_shot(messages: list[dict]) -> list[dict]:
+    """The leading system message (if any) and the last message: the prior turns go."""
+    system = messages[:1] if messages[0]["role"] == "system" and len(messages) > 1 else []
+    return system + messages[-1:]
 
 
 def _prefixed(messages: list[dict], prefix: str) -> list[dict]:

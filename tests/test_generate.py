@@ -115,3 +115,13 @@ def test_a_rerun_with_nothing_to_do_keeps_the_manifest_backend(hf, problems, tmp
     run(hf, problems, tmp_path / "out", limit=1)
     run(hf, problems, tmp_path / "out", limit=1)
     assert io.read_manifest(tmp_path / "out")["backend"] == "hf"
+
+
+def test_shots_trims_exemplars_and_a_rerun_with_other_shots_is_refused(hf, problems, tmp_path):
+    out = tmp_path / "out"
+    generate("gsm8k-cot-8shot", str(problems), str(out), model="tiny", backend=hf,
+             temperature=0, max_tokens=4, shots=1, limit=2, progress=False)
+    assert [len(m) for m in load(out)["messages"]] == [4, 4]  # system, 1 exemplar pair, user
+    with pytest.raises(DistillError, match="shots: 1 then, None now"):
+        generate("gsm8k-cot-8shot", str(problems), str(out), model="tiny", backend=hf,
+                 temperature=0, max_tokens=4, limit=2, progress=False)

@@ -23,6 +23,16 @@ def test_eight_shot_prompt_has_eight_worked_examples_as_turns():
     assert all("####" in m["content"] for m in messages if m["role"] == "assistant")
 
 
+def test_shots_keeps_the_first_exemplars_and_rejects_too_many():
+    pf = load_prompt("gsm8k-cot-8shot")
+    two = pf.with_shots(2).render({"question": "Q?"})
+    assert [m["role"] for m in two] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert two[2]["content"] == pf.few_shot[0]["response"]
+    assert [m["role"] for m in pf.with_shots(0).render({"question": "Q?"})] == ["system", "user"]
+    with pytest.raises(DistillError, match=r"shots must be in \[0, 8\]"):
+        pf.with_shots(9)
+
+
 def test_instruction_grid_expands_topic_into_one_row_per_task():
     pf = load_prompt("instruction")
     rows = pf.expand({"topic": "tides"}, "topics.txt:1")

@@ -52,11 +52,17 @@ def test_recipe_runs_every_stage_then_skips_them(tiny_model, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("finished before with these settings: skipped") == 5
 
-    # a changed eval reruns eval only; --from train reruns train and eval
-    run_recipe(recipe(tmp_path, tiny_model, eval={"task": "gsm8k", "limit": 2, "backend": "hf",
-                                                  "max_tokens": 8, "progress": False}), out)
+    # a changed eval reruns eval only, here adding the teacher with its own settings;
+    # --from train reruns train and eval
+    changed = {"task": "gsm8k", "limit": 2, "backend": "hf", "max_tokens": 8, "progress": False,
+               "teacher": {"prompt": "gsm8k-cot-8shot", "shots": 1}}
+    summary = run_recipe(recipe(tmp_path, tiny_model, eval=changed), out)
     err = capsys.readouterr().err
     assert err.count("skipped") == 4 and "[eval] running" in err
+    ev = summary["stages"]["eval"]["result"]
+    assert {n: r["shots"] for n, r in ev["runs"].items()} == {"baseline": 0, "student": 0,
+                                                              "teacher": 1}
+    assert "difference_ci" in ev["versus_baseline"] and "| teacher |" in (out / "summary.md").read_text()
     run_recipe(path, out, from_stage="train", until_stage="train")
     err = capsys.readouterr().err
     assert "[train] running" in err and "[eval]" not in err and err.count("skipped") == 3

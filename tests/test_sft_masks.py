@@ -112,6 +112,20 @@ def test_step_by_step_builds_label_and_rationale(smollm2):
     assert set(cols["span_ids"][1]) == {PROMPT, REASONING}  # the rationale all reasoning
 
 
+def test_drop_few_shot_trains_on_the_zero_shot_prompt(tiny):
+    from distill.datagen.prompts import load_prompt
+
+    pf = load_prompt("gsm8k-cot-8shot")
+    eight = {**row(), "messages": pf.render({"question": QUESTION})}
+    zero = {**row(), "messages": pf.with_shots(0).render({"question": QUESTION})}
+
+    def ids(r, **kw):
+        return build_examples([r], tiny, config(**kw), log=False)[0]["input_ids"][0]
+
+    assert ids(eight, drop_few_shot=True) == ids(zero)
+    assert len(ids(eight, max_length=8192)) > 3 * len(ids(zero))
+
+
 # fail closed ---------------------------------------------------------------------------
 
 def test_truncated_before_answer_is_dropped_with_numbers(tiny, capsys):
