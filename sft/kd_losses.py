@@ -1,0 +1,341 @@
+"""Logit-distillation losses, chunked over tokens (Liger-Kernel's approach, in plain torch).
+
+``kd_loss`` takes the student's final hidden states at the N counted positions and its LM head,
+and a teacher: online (``DenseTeacher``: hidden states and head, logits made chunk by chunk)
+or offline (``SparseTeacher``: top-k log-probs from a cache). Per position t it computes
+
+    loss = sum_t w_t * (alpha * kd_t + (1 - alpha) * ce_t) / normalizer
+
+where ``ce_t`` is the hard-label cross-entropy at temperature 1 and ``kd_t = T^2 * D(p_T, q_T)``
+a divergence between the temperature-softened teacher p and student q (Hinton's T^2 keeps the
+gradient scale independent of T). The divergences (``LOSSES``):
+
+* ``forward_kl``: KL(p || q), Hinton's soft-target loss up to the teacher-entropy constant.
+* ``reverse_kl``: KL(q || p), mode-seeking (MiniLLM).
+* ``jsd``: generalized Jensen-Shannon of GKD, ``beta * KL(p || m) + (1 - beta) * KL(q || m)``
+  with ``m = beta * p + (1 - beta) * q``; beta = 0 is forward KL, beta = 1 reverse KL. This is
+  TRL's ``GKDTrainer.generalized_jsd_loss`` times T^2 (equal at T = 1).
+* ``bidirectional``: ``(1 - beta) * KL(p || q) + beta * KL(q || p)``.
+* ``tvd``: total variation, ``0.5 * sum |p - q|`` (times T^2 like the others).
+* ``topk``: forward KL against the teacher renormalized over its top k tokens.
+
+Support. With a dense teacher both distributions live on the shared vocabulary, the first
+``min(V_s, V_t)`` ids (checkpoints of one tokenizer family differ only by padding rows, e.g.
+151,936 vs 152,064); CE always uses all student logits. A top-k teacher (``SparseTeacher``,
+or a dense one with ``top_k``) is ``softmax(logprobs / T)`` over its k ids. ``forward_kl`` and
+``topk`` then compare it with the student's full-vocabulary log-softmax at those ids; the other
+divergences compare it with the student renormalized over the same k ids. A dense teacher with
+``top_k`` gives the same loss as the ``SparseTeacher`` cached from its top-k log-probs.
+
+Entropy-selective KD (``entropy_threshold``): kd_t counts only where the entropy (nats) of the
+teacher distribution in use (at T, after any top-k) exceeds the threshold; CE counts everywhere.
+
+Memory: an autograd Function walks the tokens in chunks of ``chunk_size``; per chunk it makes
+the logits, the loss, and the gradients for the chunk's hidden states and (accumulated) the
+head, so no (N, V) tensor exists and backward only scales the stored gradients. Computation is
+in float32 (float64 inputs stay float64); gradients come back in the inputs' dtypes. A term
+whose weight is 0 (alpha = 0 or 1) is not computed and reads 0 in ``KDLossOutput``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from distill.errors import DistillError
+
+LOSSES = ("forward_kl", "reverse_kl", "jsd", "bidirectional", "tvd", "topk")
+
+
+@dataclass
+class DenseTeacher:
+    """Online teacher: final hidden states (N, H_t) at the counted positions and the LM head
+    weight (V_t, H_t); only its first min(V_s, V_t) rows are used."""
+
+    hidden: Tensor
+    head: Tensor
+
+
+@dataclass
+class SparseTeacher:
+    """Offline teacher: its top-k log-probs at temperature 1 per position, ids (N, k) and values
+    (N, k). ``vocab_size``: the shared vocabulary the student is normalized over for
+    ``forward_kl``/``topk`` (default: all student logits; set it to min(V_s, V_t) to match a
+    dense teacher exactly when the student's vocabulary is the larger)."""
+
+    indices: Tensor
+    logprobs: Tensor
+    vocab_size: int | None = None
+
+
+@dataclass
+class KDLossOutput:
+    loss: Tensor  # differentiable scalar
+    kd: Tensor  # detached: sum_t w_t * kd_t / normalizer
+    ce: Tensor  # detached: sum_t w_t * ce_t / normalizer
+
+
+@dataclass(frozen=True)
+class _Spec:
+    loss: str
+    temperature: float
+    alpha: float
+    beta: float
+    top_k: int | None
+    entropy_threshold: float | None
+    vocab: int  # student logits that take part in KD
+    chunk_size: int
+
+
+def check_kd_options(loss: str = "forward_kl", temperature: float = 1.0, alpha: float = 0.5,
+                     beta: float = 0.5, top_k: int | None = None, chunk_size: int = 1024) -> None:
+    """Raise DistillError naming the first bad option."""
+    if loss not in LOSSES:
+        raise DistillError(f"kd loss {loss!r} is not one of {', '.join(LOSSES)}")
+    if not temperature > 0:
+        raise DistillError(f"kd temperature must be > 0, got {temperature}")
+    if not 0 <= alpha <= 1:
+        raise DistillError(f"kd alpha must be in [0, 1], got {alpha}")
+    if not 0 <= beta <= 1:
+        raise DistillError(f"kd beta must be in [0, 1], got {beta}")
+    if top_k is not None and top_k < 1:
+        raise DistillError(f"kd top_k must be >= 1, got {top_k}")
+    if chunk_size < 1:
+        raise DistillError(f"kd chunk_size must be >= 1, got {chunk_size}")
+
+
+def kd_loss(student_hidden: Tensor, student_head: Tensor, teacher: DenseTeacher | SparseTeacher,
+            labels: Tensor, weights: Tensor | None = None, *, loss: str = "forward_kl",
+            temperature: float = 1.0, alpha: float = 0.5, beta: float = 0.5,
+            top_k: int | None = None, entropy_threshold: float | None = None,
+            normalizer: float | Tensor | None = None, chunk_size: int = 1024) -> KDLossOutput:
+    """The weighted mix of KD and CE over N positions (see the module docstring).
+
+    ``student_hidden`` (N, H_s) is already aligned with ``labels`` (N,): row t predicts
+    ``labels[t]``. ``weights`` (N,) default 1; rows of weight 0 are skipped. ``normalizer``
+    defaults to the number of positions of weight > 0."""
+    check_kd_options(loss, temperature, alpha, beta, top_k, chunk_size)
+    dense = isinstance(teacher, DenseTeacher)
+    if loss == "topk" and dense and top_k is None:
+        raise DistillError("kd loss 'topk' with an online teacher needs top_k")
+    n, v_s = labels.shape[0], student_head.shape[0]
+    _check_shapes(student_hidden, student_head, teacher, labels, weights)
+    if dense:
+        vocab = min(v_s, teacher.head.shape[0])
+    else:
+        vocab = teacher.vocab_size or v_s
+        if vocab > v_s:
+            raise ValueError(f"SparseTeacher.vocab_size {vocab} > student vocabulary {v_s}")
+        if teacher.indices.numel() and int(teacher.indices.max()) >= vocab:
+            raise ValueError(f"SparseTeacher.indices hold ids >= the vocabulary ({vocab})")
+        if top_k is not None and top_k > teacher.indices.shape[1]:
+            raise DistillError(f"kd top_k {top_k} > the {teacher.indices.shape[1]} cached "
+                               "teacher log-probs per position")
+    w = (torch.ones(n, device=labels.device) if weights is None else weights.to(
+        device=labels.device, dtype=torch.promote_types(weights.dtype, torch.float32)))
+    norm = float((w > 0).sum() if normalizer is None else normalizer)
+    keep = (w != 0).nonzero().squeeze(1)
+    if keep.numel() == 0:
+        zero = student_hidden[:0].float().sum() + student_head[:0].float().sum()
+        return KDLossOutput(zero, zero.detach(), zero.detach())
+    if not norm > 0:
+        raise ValueError(f"kd normalizer must be > 0, got {norm}")
+    if keep.numel() < n:
+        student_hidden, labels, w = student_hidden[keep], labels[keep], w[keep]
+        teacher = (DenseTeacher(teacher.hidden[keep], teacher.head) if dense else
+                   SparseTeacher(teacher.indices[keep], teacher.logprobs[keep], vocab))
+    spec = _Spec(loss, float(temperature), float(alpha), float(beta), top_k, entropy_threshold,
+                 vocab, chunk_size)
+    first, second = ((teacher.hidden, teacher.head[:vocab]) if dense
+                     else (teacher.indices.long(), teacher.logprobs))
+    total, kd, ce = _ChunkedKD.apply(student_hidden, student_head, first, second, labels.long(),
+                                     w, norm, spec, dense)
+    return KDLossOutput(total, kd, ce)
+
+
+def _check_shapes(hidden, head, teacher, labels, weights) -> None:
+    n = labels.shape[0]
+    if hidden.dim() != 2 or hidden.shape[0] != n or head.dim() != 2 \
+            or head.shape[1] != hidden.shape[1]:
+        raise ValueError(f"student hidden {tuple(hidden.shape)} and head {tuple(head.shape)} "
+                         f"do not fit {n} labels")
+    if weights is not None and weights.shape != labels.shape:
+        raise ValueError(f"weights {tuple(weights.shape)} != labels {tuple(labels.shape)}")
+    if isinstance(teacher, DenseTeacher):
+        h, w = teacher.hidden, teacher.head
+        if h.dim() != 2 or h.shape[0] != n or w.dim() != 2 or w.shape[1] != h.shape[1]:
+            raise ValueError(f"teacher hidden {tuple(h.shape)} and head {tuple(w.shape)} "
+                             f"do not fit {n} labels")
+    elif teacher.indices.shape != teacher.logprobs.shape or teacher.indices.dim() != 2 \
+            or teacher.indices.shape[0] != n:
+        raise ValueError(f"teacher indices {tuple(teacher.indices.shape)} and logprobs "
+                         f"{tuple(teacher.logprobs.shape)} are not both ({n}, k)")
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= head.shape[0]):
+        raise ValueError(f"labels must be ids in [0, {head.shape[0]})")
+
+
+class _ChunkedKD(torch.autograd.Function):
+    """Loss and gradients chunk by chunk in forward; backward scales the stored gradients."""
+
+    @staticmethod
+    def forward(ctx, hidden, head, first, second, labels, weights, norm: float, spec: _Spec,
+                dense: bool):
+        dtype = torch.promote_types(torch.promote_types(hidden.dtype, head.dtype), torch.float32)
+        need_hidden, need_head = ctx.needs_input_grad[:2]
+        with torch.autocast(hidden.device.type, enabled=False):
+            head_c = head.to(dtype)
+            teacher_head = second.to(dtype) if dense and spec.alpha > 0 else None
+            grad_hidden = hidden.new_empty(hidden.shape, dtype=dtype) if need_hidden else None
+            grad_head = head.new_zeros(head.shape, dtype=dtype) if need_head else None
+            kd_sum = ce_sum = hidden.new_zeros((), dtype=dtype)
+            for i in range(0, hidden.shape[0], spec.chunk_size):
+                rows = slice(i, i + spec.chunk_size)
+                h = hidden[rows].to(dtype)
+                logits = h @ head_c.T
+                teacher = None
+                if spec.alpha > 0:
+                    teacher = (first[rows].to(dtype) @ teacher_head.T if dense
+                               else (first[rows], second[rows].to(dtype)))
+                kd_t, ce_t = _chunk(logits, teacher, labels[rows], spec)
+                w = weights[rows].to(dtype) / norm
+                kd_sum = kd_sum + w @ kd_t
+                ce_sum = ce_sum + w @ ce_t
+                grad = logits.mul_(w[:, None])
+                if need_hidden:
+                    torch.mm(grad, head_c, out=grad_hidden[rows])
+                if need_head:
+                    grad_head.addmm_(grad.T, h)
+        ctx.save_for_backward(grad_hidden, grad_head)
+        ctx.dtypes = hidden.dtype, head.dtype
+        kd, ce = kd_sum.detach(), ce_sum.detach()
+        ctx.mark_non_differentiable(kd, ce)
+        return spec.alpha * kd_sum + (1 - spec.alpha) * ce_sum, kd, ce
+
+    @staticmethod
+    def backward(ctx, grad_loss, _kd, _ce):
+        grad_hidden, grad_head = ctx.saved_tensors
+        out = [None if g is None else (g * grad_loss).to(d)
+               for g, d in zip((grad_hidden, grad_head), ctx.dtypes)]
+        return out[0], out[1], None, None, None, None, None, None, None
+
+
+def _chunk(logits: Tensor, teacher, labels: Tensor, spec: _Spec) -> tuple[Tensor, Tensor]:
+    """Per-token kd_t and ce_t of one chunk; overwrites ``logits`` with the gradient of
+    ``alpha * kd_t + (1 - alpha) * ce_t`` with respect to them."""
+    zeros = logits.new_zeros(logits.shape[0])
+    kd_t, kd_grad = zeros, None
+    if spec.alpha > 0:
+        value, kd_grad, support, mask = _divergence(logits, teacher, spec)
+        coef = spec.alpha * spec.temperature * (1.0 if mask is None else mask.to(value.dtype))
+        kd_t = spec.temperature ** 2 * (value if mask is None else value * mask)
+    ce_t = zeros
+    if spec.alpha < 1:
+        lse = logits.logsumexp(1)
+        ce_t = lse - logits.gather(1, labels[:, None]).squeeze(1)
+        probs = logits.sub_(lse[:, None]).exp_()
+        probs.scatter_add_(1, labels[:, None], probs.new_full((len(labels), 1), -1.0))
+        probs.mul_(1 - spec.alpha)
+    else:
+        logits.zero_()
+    if kd_grad is not None:
+        kd_grad.mul_(coef if isinstance(coef, float) else coef[:, None])
+        if support is None:
+            logits[:, :kd_grad.shape[1]].add_(kd_grad)
+        else:
+            logits.scatter_add_(1, support, kd_grad)
+    return kd_t, ce_t
+
+
+def _divergence(logits: Tensor, teacher, spec: _Spec):
+    """D(p_T, q_T) per token, its gradient with respect to logits / T (on the shared vocabulary,
+    or on ``support`` ids when that is not None), the support, and the entropy mask."""
+    t = spec.temperature
+    z = logits[:, :spec.vocab]
+    support = None
+    if isinstance(teacher, Tensor):  # dense teacher logits, (n, vocab), ours to overwrite
+        if t != 1:
+            teacher.div_(t)
+        if spec.top_k:
+            top, support = teacher.topk(spec.top_k, dim=1)
+            log_p = top.log_softmax(1)
+        else:
+            log_p = teacher.sub_(teacher.logsumexp(1, keepdim=True))
+    else:
+        support, cached = teacher
+        if spec.top_k and spec.top_k < cached.shape[1]:
+            cached, order = cached.topk(spec.top_k, dim=1)
+            support = support.gather(1, order)
+        log_p = (cached / t).log_softmax(1)
+    mask = None
+    if spec.entropy_threshold is not None:
+        mask = -_rowdot(log_p.exp(), log_p) > spec.entropy_threshold
+    if support is not None and spec.loss not in ("forward_kl", "topk"):
+        log_q = (z.gather(1, support) / t).log_softmax(1)  # student renormalized on the support
+        value, grad = _DIVERGENCES[spec.loss](log_q, log_p, spec.beta)
+        return value, grad, support, mask
+    log_q = (z / t if t != 1 else z).log_softmax(1)
+    if support is None:
+        value, grad = _DIVERGENCES[spec.loss](log_q, log_p, spec.beta)
+        return value, grad, None, mask
+    p = log_p.exp()  # forward KL against the renormalized top k, student over the vocabulary
+    value = _rowdot(p, log_p - log_q.gather(1, support))
+    grad = log_q.exp_().scatter_add_(1, support, -p)
+    return value, grad, None, mask
+
+
+def _rowdot(a: Tensor, b: Tensor) -> Tensor:
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
+
+
+# Divergences between q = exp(log_q) and p = exp(log_p), normalized on the same support. Each
+# returns D per row and dD/dz where q = softmax(z), and may overwrite its inputs.
+
+def _forward_kl(log_q: Tensor, log_p: Tensor, beta: float):
+    p = log_p.exp()
+    value = _rowdot(p, log_p.sub_(log_q))
+    return value, log_q.exp_().sub_(p)
+
+
+def _reverse_kl(log_q: Tensor, log_p: Tensor, beta: float):
+    q = log_q.exp()
+    ratio = log_q.sub_(log_p)
+    value = _rowdot(q, ratio)
+    return value, ratio.sub_(value[:, None]).mul_(q)
+
+
+def _jsd(log_q: Tensor, log_p: Tensor, beta: float):
+    if beta == 0:
+        return _forward_kl(log_q, log_p, beta)
+    if beta == 1:
+        return _reverse_kl(log_q, log_p, beta)
+    log_m = torch.logaddexp(log_q + math.log1p(-beta), log_p + math.log(beta))
+    kl_p = _rowdot(log_p.exp(), log_p - log_m)
+    q = log_q.exp()
+    ratio = log_q.sub_(log_m)
+    kl_q = _rowdot(q, ratio)
+    # dD/dq = (1 - beta) * (log q - log m): the mixture's own terms cancel
+    return beta * kl_p + (1 - beta) * kl_q, ratio.sub_(kl_q[:, None]).mul_(q).mul_(1 - beta)
+
+
+def _bidirectional(log_q: Tensor, log_p: Tensor, beta: float):
+    p, q = log_p.exp(), log_q.exp()
+    ratio = log_q.sub_(log_p)
+    forward, reverse = -_rowdot(p, ratio), _rowdot(q, ratio)
+    grad = ratio.sub_(reverse[:, None]).mul_(q).mul_(beta)
+    grad.add_(q, alpha=1 - beta).sub_(p, alpha=1 - beta)
+    return (1 - beta) * forward + beta * reverse, grad
+
+
+def _tvd(log_q: Tensor, log_p: Tensor, beta: float):
+    q = log_q.exp_()
+    diff = log_p.exp_().neg_().add_(q)  # q - p
+    value = 0.5 * diff.abs().sum(1)
+    sign = diff.sign_().mul_(0.5)  # dD/dq (0 where p == q)
+    return value, sign.sub_(_rowdot(q, sign)[:, None]).mul_(q)
+
+
+_DIVERGENCES = {"forward_kl": _forward_kl, "reverse_kl": _reverse_kl, "jsd": _jsd,
+                "bidirectional": _bidirectional, "tvd": _tvd}
