@@ -1,0 +1,82 @@
+"""Self-distillation: the student's exponential moving average as its own teacher.
+
+``EMATeacher`` keeps a frozen copy of the student and, after each optimizer step,
+``p_ema <- d * p_ema + (1 - d) * p_student`` for every parameter (buffers are copied).
+``EMACallback`` does that update from a transformers ``Trainer``. ``deep_supervision_loss``
+lets the student's intermediate blocks predict tokens too (through its final norm and LM
+head) and matches them to the EMA teacher's final distribution.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from transformers import TrainerCallback
+
+from distill.errors import DistillError
+from distill.sft.feature_losses import masked_mean
+
+
+class EMATeacher:
+    def __init__(self, student: torch.nn.Module, decay: float = 0.999):
+        if not 0.0 <= decay <= 1.0:
+            raise DistillError(f"EMA decay must be in [0, 1], got {decay}")
+        self.decay = decay
+        self.model = copy.deepcopy(student).eval()
+        self.model.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, student: torch.nn.Module) -> None:
+        """One EMA step toward ``student`` (same architecture as the copy)."""
+        params = dict(student.named_parameters())
+        for name, p in self.model.named_parameters():
+            p.mul_(self.decay).add_(params[name].detach().to(p.dtype), alpha=1 - self.decay)
+        buffers = dict(student.named_buffers())
+        for name, b in self.model.named_buffers():
+            b.copy_(buffers[name])
+
+    def __call__(self, *args, **kwargs):
+        with torch.no_grad():
+            return self.model(*args, **kwargs)
+
+
+class EMACallback(TrainerCallback):
+    """Updates an ``EMATeacher`` after every optimizer step of a ``Trainer``."""
+
+    def __init__(self, ema: EMATeacher):
+        self.ema = ema
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.ema.update(_unwrap(model))
+
+
+def _unwrap(model):
+    while hasattr(model, "module"):  # DDP and friends
+        model = model.module
+    return model
+
+
+def layer_logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    """Logits a causal LM would give if ``hidden`` (an intermediate block's output) were its
+    last block's: its final norm, then its LM head."""
+    return model.get_output_embeddings()(model.get_decoder().norm(hidden))
+
+
+def deep_supervision_loss(student, student_hidden, teacher_logits: torch.Tensor, layers,
+                          mask=None, temperature: float = 1.0) -> torch.Tensor:
+    """Mean over student ``layers`` (block indices) of KL(teacher || block's logits) at
+    ``temperature``, averaged over the tokens of ``mask``; the teacher's (e.g. the EMA
+    copy's) final logits are the target. ``student_hidden`` are its ``hidden_states``."""
+    last = len(student_hidden) - 2  # the last block's output is the model's own prediction
+    if not layers or not all(0 <= layer < last for layer in layers):
+        raise DistillError(f"deep supervision layers must be intermediate blocks, 0-{last - 1}; "
+                           f"got {list(layers)}")
+    target = (teacher_logits.detach().float() / temperature).log_softmax(-1)
+    losses = []
+    for layer in layers:
+        logp = (layer_logits(student, student_hidden[layer + 1]).float()
+                / temperature).log_softmax(-1)
+        kl = (target.exp() * (target - logp)).sum(-1)
+        losses.append(masked_mean(kl, mask))
+    return torch.stack(losses).mean() * temperature ** 2
