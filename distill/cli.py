@@ -66,7 +66,8 @@ def _generate(args) -> None:
         top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed, logprobs=args.logprobs,
         fields=dict(args.field) or None, tasks=args.tasks.split(",") if args.tasks else None,
         shuffle=args.shuffle, split=args.split, subset=args.subset, batch_size=args.batch_size,
-        shots=args.shots, regenerate=args.regenerate, backend_options=options, progress=not args.no_progress)
+        shots=args.shots, regenerate=args.regenerate, backend_options=options,
+        progress=not args.no_progress)
     print(result.summary())
 
 
@@ -170,9 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     from distill.eval.cli import register as add_eval
     from distill.filters.publish_cli import register as add_publish
     from distill.sft.cli import register as add_train
+    from distill.sft.student_cli import register as add_student
 
     add_publish(sub)
     add_train(sub)
+    add_student(sub)
     add_eval(sub)
     return parser
 
