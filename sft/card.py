@@ -10,12 +10,13 @@ from distill import io
 
 def write_card(out: Path, *, model: str, data: Path, manifest: dict | None, config, report,
                eval_report, metrics: dict, log_history: list[dict], seconds: float,
-               resumed_from: str | None) -> Path:
+               resumed_from: str | None, command: str = "distill train sft",
+               objective: list[str] = ()) -> Path:
     out = Path(out)
     plotted = plot_losses(log_history, out / "loss.png")
     rw, aw = config.span_weights()
     lines = [f"# {out.name}", "",
-             f"A student fine-tuned by `distill train sft` from `{model}` on `{data}`.", "",
+             f"A student fine-tuned by `{command}` from `{model}` on `{data}`.", "",
              "```python",
              "from transformers import AutoModelForCausalLM, AutoTokenizer",
              f'model = AutoModelForCausalLM.from_pretrained("{out}")',
@@ -30,7 +31,8 @@ def write_card(out: Path, *, model: str, data: Path, manifest: dict | None, conf
     lines += ["## Objective", "",
               (f"- objective: `{config.objective}`, loss normalization: "
               f"`{config.normalization()}`"),
-              f"- weights: reasoning {rw:g}, answer {aw:g} (prompt tokens never count)", ""]
+              f"- weights: reasoning {rw:g}, answer {aw:g} (prompt tokens never count)",
+              *objective, ""]
     lines += ["## Data", "", *lineage(manifest, str(data)), "", "Checks before training:", ""]
     lines += [f"- {line.strip()}" for line in report.lines()]
     if eval_report is not None:
@@ -90,9 +92,7 @@ def lineage(manifest: dict | None, where: str) -> list[str]:
 
 
 def key_arguments(config) -> dict:
-    from distill.sft.config import RESUME_KEY
-
-    keys = (*RESUME_KEY, "gradient_checkpointing", "on_truncated", "on_bad_row",
+    keys = (*config.resume_keys, "gradient_checkpointing", "on_truncated", "on_bad_row",
             "max_dropped_fraction")
     return {k: getattr(config, k) for k in keys}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import ClassVar
 
 from trl import SFTConfig
 
@@ -30,6 +31,9 @@ class DistillSFTConfig(SFTConfig):
     objective, fail-closed data checks, LoRA and resume. Differences from ``SFTConfig``'s
     defaults: ``bf16`` is on only where the hardware has it (not on CPU), and ``max_length``
     truncation is done (and counted) by distill before TRL sees the data."""
+
+    # Fields a resumed run must match; subclasses (kd, gkd) add theirs.
+    resume_keys: ClassVar[tuple[str, ...]] = RESUME_KEY
 
     # Loss
     reasoning_weight: float = field(default=1.0, metadata={
@@ -135,8 +139,9 @@ def bf16_available() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
-def load_recipe(path: str | Path | None) -> dict:
-    """A recipe YAML: config fields plus the inputs ``model``, ``data``, ``eval_data``, ``out``."""
+def load_recipe(path: str | Path | None, config_class=None) -> dict:
+    """A recipe YAML: config fields (of ``config_class``, default ``DistillSFTConfig``) plus the
+    inputs ``model``, ``data``, ``eval_data``, ``out``."""
     if path is None:
         return {}
     import yaml
@@ -150,19 +155,20 @@ def load_recipe(path: str | Path | None) -> dict:
         raise DistillError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(recipe, dict):
         raise DistillError(f"{path}: a recipe is a mapping of config fields")
-    known = {f.name for f in fields(DistillSFTConfig)} | set(INPUT_KEYS)
+    known = {f.name for f in fields(config_class or DistillSFTConfig)} | set(INPUT_KEYS)
     unknown = sorted(set(recipe) - known)
     if unknown:
         raise DistillError(f"{path}: unknown keys {', '.join(unknown)} (not SFTConfig fields)")
     return recipe
 
 
-def build_config(recipe: dict | None = None, args: list[str] | None = None,
-                 **overrides) -> DistillSFTConfig:
-    """Defaults < recipe fields < ``overrides`` < ``--name value`` args (any config field)."""
+def build_config(recipe: dict | None = None, args: list[str] | None = None, *,
+                 config_class=None, **overrides) -> DistillSFTConfig:
+    """Defaults < recipe fields < ``overrides`` < ``--name value`` args (any field of
+    ``config_class``, default ``DistillSFTConfig``)."""
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(DistillSFTConfig)
+    parser = HfArgumentParser(config_class or DistillSFTConfig)
     values = {k: v for k, v in (recipe or {}).items() if k not in INPUT_KEYS}
     values.update({k: v for k, v in overrides.items() if v is not None})
     parser.set_defaults(**values)
@@ -173,11 +179,11 @@ def build_config(recipe: dict | None = None, args: list[str] | None = None,
         raise DistillError("invalid training argument (see the message above)") from None
     if rest:
         raise DistillError(f"unknown training arguments: {' '.join(rest)} "
-                           "(see distill train sft --help-config)")
+                           "(see --help-config)")
     return config
 
 
-def config_help() -> str:
+def config_help(config_class=None) -> str:
     from transformers import HfArgumentParser
 
-    return HfArgumentParser(DistillSFTConfig).format_help()
+    return HfArgumentParser(config_class or DistillSFTConfig).format_help()

@@ -79,6 +79,7 @@ class DataReport:
     tail_truncated: int = 0  # answer kept, tokens after it cut
     no_end_of_turn: int = 0  # examples whose labels never include the eos token
     boundary_tokens: int = 0  # tokens straddling prompt and completion (counted as prompt)
+    example_rows: list = field(default_factory=list)  # row index of each kept example
 
     @property
     def dropped_rows(self) -> int:
@@ -157,6 +158,7 @@ def build_examples(rows: list[dict], tokenizer, config, *, log=True) -> tuple[di
         columns["input_ids"].append(list(ids))
         columns["labels"].append(labels.tolist())
         columns["span_ids"].append(spans.tolist())
+        report.example_rows.append(row)
         if eos is not None and eos not in labels:
             report.no_end_of_turn += 1
         for k, name in enumerate(SPAN_NAMES):

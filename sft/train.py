@@ -12,10 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distill.errors import DistillError
-from distill.sft.config import RESUME_KEY
 
 RUN_FILE = "distill_sft.json"
-
 
 
 @dataclass
@@ -46,19 +44,66 @@ def train_sft(model: str | None, data: str | Path, out: str | Path, config=None,
     ``DistillSFTConfig`` (its ``output_dir`` is set to ``out``); ``overrides`` are config
     fields used to build one when it is None. Rerunning with ``out`` holding checkpoints of the
     same settings resumes from the last complete one."""
+    from distill.sft.config import build_config
+    from distill.sft.trainer import DistillSFTTrainer
+
+    config = config or build_config(output_dir=str(out), **overrides)
+    return fit(model, data, out, config, Method(DistillSFTTrainer), eval_data=eval_data)
+
+
+@dataclass
+class Examples:
+    """A dataset folder's rows, their training sequences (``build_examples`` columns) and the
+    report of the checks."""
+
+    rows: list[dict]
+    columns: dict
+    report: object
+
+
+class Method:
+    """What one training method (sft, kd, gkd) adds to the shared job; ``sft`` adds nothing.
+    Subclasses override the hooks; ``fit`` calls them in this order."""
+
+    name = "sft"
+
+    def __init__(self, trainer_class):
+        self.trainer_class = trainer_class
+
+    def prepare(self, tokenizer, model_path: str) -> None:
+        """Check the inputs before any data is tokenized."""
+
+    def datasets(self, train: Examples, eval: Examples | None):
+        """(train, eval) ``datasets.Dataset`` the trainer gets."""
+        from datasets import Dataset
+
+        return (Dataset.from_dict(train.columns),
+                None if eval is None else Dataset.from_dict(eval.columns))
+
+    def run_inputs(self) -> dict:
+        """Inputs besides model and data that a resumed run must match."""
+        return {}
+
+    def trainer_kwargs(self) -> dict:
+        return {}
+
+    def card_lines(self) -> list[str]:
+        return []
+
+
+def fit(model: str | None, data: str | Path, out: str | Path, config, method: Method, *,
+        eval_data: str | Path | None = None) -> TrainResult:
+    """The job every method shares: load and check the data, resume, train with
+    ``method.trainer_class``, save the student and its card in ``out``."""
     from accelerate import PartialState
-    from datasets import Dataset
     from transformers import AutoTokenizer
 
     from distill.datagen.models import resolve_model
     from distill.sft.card import write_card
-    from distill.sft.config import build_config
     from distill.sft.data import build_examples, load_rows
-    from distill.sft.trainer import DistillSFTTrainer
 
     start = time.perf_counter()
     out = Path(out)
-    config = config or build_config(output_dir=str(out), **overrides)
     config.output_dir = str(out)
     model_path = resolve_model(model)
     try:
@@ -67,20 +112,23 @@ def train_sft(model: str | None, data: str | Path, out: str | Path, config=None,
         raise DistillError(f"cannot load the tokenizer of {model_path!r}: "
                            f"{str(e).splitlines()[0]}") from None
     _check_pad_token(tokenizer)
+    method.prepare(tokenizer, str(model_path))
 
     state = PartialState()
     rows, manifest, folder = load_rows(data)
     columns, report = build_examples(rows, tokenizer, config, log=state.is_local_main_process)
-    train_dataset = Dataset.from_dict(columns)
-    eval_dataset, eval_report = None, None
+    train = Examples(rows, columns, report)
+    evaluation, eval_report = None, None
     if eval_data is not None:
         eval_rows, _, _ = load_rows(eval_data)
         eval_columns, eval_report = build_examples(eval_rows, tokenizer, config,
                                                    log=state.is_local_main_process)
-        eval_dataset = Dataset.from_dict(eval_columns)
+        evaluation = Examples(eval_rows, eval_columns, eval_report)
+    train_dataset, eval_dataset = method.datasets(train, evaluation)
 
     run = {"model": str(model_path), "data": str(folder), "data_sha256": _fingerprint(columns),
-           "settings": {k: _plain(getattr(config, k)) for k in RESUME_KEY}}
+           **method.run_inputs(),
+           "settings": {k: _plain(getattr(config, k)) for k in config.resume_keys}}
     checkpoint = None
     if state.is_main_process:
         checkpoint = _resume_point(out, run, config.restart)
@@ -93,10 +141,11 @@ def train_sft(model: str | None, data: str | Path, out: str | Path, config=None,
     if checkpoint and state.is_main_process:
         _log(f"resuming from {checkpoint}")
 
-    trainer = DistillSFTTrainer(
+    trainer = method.trainer_class(
         model=str(model_path), args=config, train_dataset=train_dataset,
         eval_dataset=eval_dataset, processing_class=tokenizer,
-        peft_config=config.lora_config() if config.use_lora else None)
+        peft_config=config.lora_config() if config.use_lora else None,
+        **method.trainer_kwargs())
     result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = dict(result.metrics, global_step=trainer.state.global_step)
     tokens = getattr(trainer, "_total_train_tokens", 0)  # TRL's count, this session's steps
@@ -112,7 +161,8 @@ def train_sft(model: str | None, data: str | Path, out: str | Path, config=None,
         write_card(out, model=str(model if model else model_path), data=folder,
                    manifest=manifest, config=config, report=report, eval_report=eval_report,
                    metrics=metrics, log_history=trainer.state.log_history,
-                   seconds=time.perf_counter() - start, resumed_from=checkpoint)
+                   seconds=time.perf_counter() - start, resumed_from=checkpoint,
+                   command=f"distill train {method.name}", objective=method.card_lines())
     return TrainResult(out, metrics, checkpoint, report.to_dict())
 
 
@@ -166,8 +216,8 @@ def _resume_point(out: Path, run: dict, restart: bool) -> str | None:
     previous = out / RUN_FILE
     if previous.exists():
         old = json.loads(previous.read_text())
-        changed = [k for k in ("model", "data", "data_sha256") if old.get(k) != run[k]]
-        changed += [k for k in RESUME_KEY
+        changed = [k for k in run if k != "settings" and old.get(k) != run[k]]
+        changed += [k for k in run["settings"]
                     if old.get("settings", {}).get(k) != run["settings"][k]]
         if changed:
             raise DistillError(f"{out} holds checkpoints of a run with other settings "
