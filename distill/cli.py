@@ -171,10 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     from distill.eval.cli import register as add_eval
     from distill.filters.publish_cli import register as add_publish
     from distill.sft.cli import register as add_train
+    from distill.sft.logits_cli import register as add_logits
     from distill.sft.student_cli import register as add_student
 
     add_publish(sub)
     add_train(sub)
+    add_logits(sub)
     add_student(sub)
     add_eval(sub)
     return parser

@@ -49,6 +49,8 @@ class DistillSFTTrainer(SFTTrainer):
     ``distill.sft.losses``); ``args`` is a ``DistillSFTConfig``."""
 
     _tag_names: ClassVar[list[str]] = ["trl", "sft", "distill"]
+    # Columns besides input_ids and labels that reach the collator (kept, packed along).
+    extra_columns: ClassVar[tuple[str, ...]] = (SPAN_COLUMN,)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -79,8 +81,8 @@ class DistillSFTTrainer(SFTTrainer):
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        if SPAN_COLUMN not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, SPAN_COLUMN]
+        missing = [c for c in self.extra_columns if c not in self._signature_columns]
+        self._signature_columns = [*self._signature_columns, *missing]
 
     def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func,
                          dataset_name):
@@ -88,9 +90,10 @@ class DistillSFTTrainer(SFTTrainer):
         if not packing or SPAN_COLUMN not in columns:
             return super()._prepare_dataset(dataset, processing_class, args, packing,
                                             formatting_func, dataset_name)
-        # TRL packs input_ids and labels only; pack span_ids along (rows are already
-        # truncated to max_length, so BFD never cuts one).
-        dataset = dataset.select_columns(["input_ids", "labels", SPAN_COLUMN])
+        # TRL packs input_ids and labels only; pack span_ids (and the extra columns) along
+        # (rows are already truncated to max_length, so BFD never cuts one).
+        extra = [c for c in self.extra_columns if c in columns]
+        dataset = dataset.select_columns(["input_ids", "labels", *extra])
         if args.shuffle_dataset:
             dataset = dataset.shuffle(seed=args.seed)
         dataset = pack_dataset(dataset, args.max_length, args.packing_strategy,

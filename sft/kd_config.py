@@ -1,0 +1,103 @@
+"""``DistillKDConfig``: ``DistillSFTConfig`` plus the teacher and the logit-distillation loss.
+
+The same recipes, masks and span weights as ``distill train sft``; the per-token loss becomes
+``alpha * kd_t + (1 - alpha) * ce_t`` (see ``distill.sft.kd_losses``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from distill.errors import DistillError
+from distill.sft.config import RESUME_KEY, DistillSFTConfig
+from distill.sft.kd_losses import LOSSES, check_kd_options
+from distill.sft.kd_schedules import ALPHA_SCHEDULES, TEMPERATURE_SCHEDULES, check_schedule
+
+TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
+KD_KEYS = ("teacher", "offline_logits", "loss", "temperature", "temperature_end",
+           "temperature_schedule", "alpha", "alpha_end", "alpha_schedule", "schedule_warmup_steps",
+           "beta", "top_k", "entropy_threshold", "teacher_dtype")
+
+
+@dataclass
+class DistillKDConfig(DistillSFTConfig):
+    r"""Config of ``distill train kd``: every ``DistillSFTConfig`` field, plus the teacher
+    (online: a model run next to the student; offline: a ``distill logits capture`` folder)
+    and the loss."""
+
+    resume_keys: ClassVar[tuple[str, ...]] = RESUME_KEY + KD_KEYS
+
+    teacher: str | None = field(default=None, metadata={
+        "help": "Teacher model (HF folder or hub id), run frozen next to the student. It must "
+        "use the student's tokenizer; padded vocabulary sizes may differ."})
+    offline_logits: str | None = field(default=None, metadata={
+        "help": "Folder written by `distill logits capture` for this dataset: train from the "
+        "teacher's cached top-k log-probs instead of running the teacher."})
+    loss: str = field(default="forward_kl", metadata={
+        "help": "Divergence between teacher and student token distributions.",
+        "choices": list(LOSSES)})
+    temperature: float = field(default=1.0, metadata={
+        "help": "Softmax temperature of both distributions in the KD term (the term is scaled "
+        "by T^2); the CE term always uses T=1."})
+    temperature_end: float | None = field(default=None, metadata={
+        "help": "Final temperature of a temperature schedule (default: temperature)."})
+    temperature_schedule: str = field(default="constant", metadata={
+        "help": "How the temperature moves from temperature to temperature_end over training.",
+        "choices": list(TEMPERATURE_SCHEDULES)})
+    alpha: float = field(default=0.5, metadata={
+        "help": "Share of the KD term: loss = alpha * kd + (1 - alpha) * ce (1: pure KD)."})
+    alpha_end: float | None = field(default=None, metadata={
+        "help": "Final alpha of an alpha schedule (default: alpha)."})
+    alpha_schedule: str = field(default="constant", metadata={
+        "help": "How alpha moves from alpha to alpha_end over training.",
+        "choices": list(ALPHA_SCHEDULES)})
+    schedule_warmup_steps: int = field(default=0, metadata={
+        "help": "Steps of the 'warmup' and 'warmup_decay' schedules' first phase."})
+    beta: float = field(default=0.5, metadata={
+        "help": "jsd: mixture weight of the teacher (0: forward KL, 1: reverse KL); "
+        "bidirectional: weight of the reverse KL."})
+    top_k: int | None = field(default=None, metadata={
+        "help": "Use only the teacher's k most likely tokens per position (needed by loss "
+        "'topk' with an online teacher; with offline logits, at most the cached k)."})
+    entropy_threshold: float | None = field(default=None, metadata={
+        "help": "Count the KD term only where the teacher's entropy (nats) exceeds this."})
+    kd_chunk_size: int = field(default=1024, metadata={
+        "help": "Tokens per chunk of the KD loss: lower it if the (chunk, vocab) logits do not "
+        "fit in memory."})
+    teacher_dtype: str = field(default="auto", metadata={
+        "help": "dtype the online teacher is loaded in ('auto': its checkpoint's).",
+        "choices": list(TEACHER_DTYPES)})
+    teacher_device: str | None = field(default=None, metadata={
+        "help": "Device of the online teacher, e.g. 'cuda:1' (default: the student's)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if (self.teacher is None) == (self.offline_logits is None):
+            raise DistillError("distill train kd needs exactly one teacher: --teacher MODEL "
+                               "(online) or --offline-logits DIR (from distill logits capture)")
+        check_kd_options(self.loss, self.temperature, self.alpha, self.beta, self.top_k,
+                         self.kd_chunk_size)
+        check_kd_options(temperature=self.temperature_end or self.temperature,
+                         alpha=self.alpha if self.alpha_end is None else self.alpha_end)
+        check_schedule(self.temperature_schedule, TEMPERATURE_SCHEDULES, "temperature_schedule")
+        check_schedule(self.alpha_schedule, ALPHA_SCHEDULES, "alpha_schedule")
+        if self.teacher_dtype not in TEACHER_DTYPES:
+            raise DistillError(f"teacher_dtype must be one of {', '.join(TEACHER_DTYPES)}")
+        if self.loss == "topk" and self.teacher is not None and self.top_k is None:
+            raise DistillError("loss 'topk' with an online teacher needs --top_k K")
+        if self.schedule_warmup_steps < 0:
+            raise DistillError("schedule_warmup_steps must be >= 0")
+        if self.loss_type != "nll" or self.label_smoothing_factor > 0:
+            raise DistillError("distill train kd has its own loss: leave loss_type at 'nll' and "
+                               "label_smoothing_factor at 0")
+
+    def schedule(self, step: int, total_steps: int) -> tuple[float, float]:
+        """(temperature, alpha) at optimizer step ``step`` of ``total_steps``."""
+        from distill.sft.kd_schedules import schedule_value
+
+        t_end = self.temperature if self.temperature_end is None else self.temperature_end
+        a_end = self.alpha if self.alpha_end is None else self.alpha_end
+        warmup = self.schedule_warmup_steps
+        return (schedule_value(self.temperature_schedule, self.temperature, t_end, step,
+                               total_steps, warmup),
+                schedule_value(self.alpha_schedule, self.alpha, a_end, step, total_steps, warmup))

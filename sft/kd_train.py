@@ -1,0 +1,137 @@
+"""The ``distill train kd`` job: ``distill train sft``'s job (data checks, resume, student and
+card) with a teacher: online (a model loaded next to the student) or offline (a ``distill
+logits capture`` folder joined to the training sequences)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from distill.errors import DistillError
+from distill.sft.train import Examples, Method, TrainResult, fit
+
+
+def train_kd(model: str | None, data: str | Path, out: str | Path, config=None, *,
+             eval_data: str | Path | None = None, **overrides) -> TrainResult:
+    """Distill into the student ``model`` on the dataset folder ``data``; write it to ``out``.
+    ``config`` is a ``DistillKDConfig`` (``teacher`` or ``offline_logits`` set); ``overrides``
+    are its fields, used to build one when it is None. Resumes like ``train_sft``."""
+    from distill.sft.config import build_config
+    from distill.sft.kd_config import DistillKDConfig
+
+    config = config or build_config(config_class=DistillKDConfig, output_dir=str(out),
+                                    **overrides)
+    return fit(model, data, out, config, KDMethod(config), eval_data=eval_data)
+
+
+class KDMethod(Method):
+    name = "kd"
+
+    def __init__(self, config):
+        from distill.sft.kd_trainer import DistillKDTrainer
+
+        super().__init__(DistillKDTrainer)
+        self.config = config
+        self.capture = None  # manifest of the offline logits
+        self.teacher_tokenizer = None
+
+    def prepare(self, tokenizer, model_path: str) -> None:
+        from transformers import AutoConfig
+
+        from distill.sft.teacher import (
+            check_same_tokenizer,
+            load_tokenizer,
+            shared_vocab,
+            vocab_rows,
+        )
+
+        self.tokenizer = tokenizer
+        student_rows = vocab_rows(AutoConfig.from_pretrained(model_path))
+        if self.config.offline_logits is not None:
+            from distill.sft.logits import read_capture
+
+            self.capture = read_capture(self.config.offline_logits)
+            k = self.capture["top_k"]
+            if self.config.top_k is not None and self.config.top_k > k:
+                raise DistillError(f"top_k {self.config.top_k} > the {k} log-probs per token "
+                                   f"cached in {self.config.offline_logits}")
+            if self.capture["vocab_size"] > student_rows:
+                raise DistillError(f"{self.config.offline_logits}: captured over "
+                                   f"{self.capture['vocab_size']} ids, more than the student's "
+                                   f"{student_rows} vocabulary rows")
+            return
+        teacher = self.config.teacher
+        self.teacher_tokenizer = load_tokenizer(teacher, "teacher")
+        check_same_tokenizer(tokenizer, self.teacher_tokenizer, model_path, teacher)
+        shared_vocab(student_rows, vocab_rows(AutoConfig.from_pretrained(teacher)), tokenizer,
+                     teacher)
+
+    def datasets(self, train: Examples, eval: Examples | None):
+        if self.capture is None:
+            return super().datasets(train, eval)
+        if eval is not None:
+            raise DistillError("eval_data needs the teacher, and offline logits cover the "
+                               "training data only: train with --teacher to evaluate the KD "
+                               "loss, or evaluate the student with distill eval")
+        from datasets import Dataset
+        from datasets.table import InMemoryTable
+
+        from distill.sft.kd_trainer import TOPK_IDS, TOPK_LOGPROBS
+        from distill.sft.logits import load_topk
+
+        ids, logprobs, _ = load_topk(self.config.offline_logits, self.tokenizer, train.columns,
+                                     train.rows, train.report)
+        table = pa_table(train.columns).append_column(TOPK_IDS, ids).append_column(
+            TOPK_LOGPROBS, logprobs)
+        return Dataset(InMemoryTable(table)), None
+
+    def run_inputs(self) -> dict:
+        if self.capture is None:
+            return {}
+        return {"logits_sha256": self.capture["data_sha256"], "logits_teacher":
+                self.capture["teacher"], "logits_top_k": self.capture["top_k"]}
+
+    def trainer_kwargs(self) -> dict:
+        if self.capture is not None:
+            return {"vocab_size": self.capture["vocab_size"]}
+        from accelerate import PartialState
+
+        from distill.sft.teacher import check_plain_head, load_teacher
+
+        c = self.config
+        teacher = load_teacher(c.teacher, c.teacher_dtype, c.teacher_device or
+                               PartialState().device)
+        check_plain_head(teacher, "teacher")
+        return {"teacher": teacher}
+
+    def card_lines(self) -> list[str]:
+        c = self.config
+        if self.capture is not None:
+            source = (f"offline: top-{self.capture['top_k']} log-probs of "
+                      f"`{self.capture['teacher']}` from `{c.offline_logits}`")
+        else:
+            source = f"online: `{c.teacher}` ({c.teacher_dtype})"
+        lines = [f"- teacher: {source}",
+                 f"- KD loss: `{c.loss}`, loss = alpha * kd + (1 - alpha) * ce per token",
+                 _schedule_line("temperature", c.temperature, c.temperature_end,
+                                c.temperature_schedule),
+                 _schedule_line("alpha", c.alpha, c.alpha_end, c.alpha_schedule)]
+        if c.loss in ("jsd", "bidirectional"):
+            lines.append(f"- beta: {c.beta:g}")
+        if c.top_k is not None:
+            lines.append(f"- teacher top-k: {c.top_k}")
+        if c.entropy_threshold is not None:
+            lines.append(f"- KD only where the teacher's entropy > {c.entropy_threshold:g} nats")
+        return lines
+
+
+def pa_table(columns: dict):
+    """The ``build_examples`` columns as an Arrow table."""
+    import pyarrow as pa
+
+    return pa.table({k: pa.array(v, type=pa.list_(pa.int64())) for k, v in columns.items()})
+
+
+def _schedule_line(name: str, start: float, end: float | None, kind: str) -> str:
+    if kind == "constant" or end is None:
+        return f"- {name}: {start:g}"
+    return f"- {name}: {start:g} -> {end:g} ({kind})"
