@@ -135,15 +135,30 @@ def _publish(recipe: dict, out: Path) -> dict:
 
 
 def _train(recipe: dict, out: Path) -> dict:
-    from distill.sft.train import train_sft
-
     cfg = dict(recipe["train"] or {})
     method = cfg.pop("method", "sft")
-    if method != "sft":
-        raise DistillError(f"recipe train: method {method!r} is not available yet; use sft")
+    if method == "sft":
+        from distill.sft.train import train_sft as train
+    elif method == "kd":  # the recipe's teacher, unless the train section names one
+        from distill.sft.kd_train import train_kd as train
+
+        if "offline_logits" not in cfg:
+            cfg.setdefault("teacher", _teacher_model(recipe))
+    elif method == "gkd":
+        from distill.sft.gkd import train_gkd as train
+
+        cfg.setdefault("teacher_model_name_or_path", _teacher_model(recipe))
+    else:
+        raise DistillError(f"recipe train: method {method!r} is not one of sft, kd, gkd")
     student = (recipe.get("student") or {}).get("model")
-    result = train_sft(student, out / "filter" / "kept", out / "train", **cfg)
+    result = train(student, out / "filter" / "kept", out / "train", **cfg)
     return {k: result.metrics.get(k) for k in ("train_loss", "global_step", "train_runtime")}
+
+
+def _teacher_model(recipe: dict) -> str:
+    from distill.datagen.models import resolve_model
+
+    return resolve_model((recipe.get("teacher") or {}).get("model"))
 
 
 def _eval(recipe: dict, out: Path) -> dict:

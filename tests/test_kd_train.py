@@ -165,3 +165,18 @@ def test_cli_trains_online_and_offline(pair, tmp_path, capsys):
     assert main(["train", "kd", *common, "--out", str(tmp_path / "x"), *flags]) == 2
     assert "exactly one teacher" in capsys.readouterr().err
 
+
+
+def test_recipe_train_stage_distills_from_the_recipes_teacher(pair, tmp_path):
+    import shutil
+
+    from distill.recipe import RUNNERS
+
+    data, _, student, teacher = pair
+    shutil.copytree(data, tmp_path / "filter" / "kept")
+    recipe = {"teacher": {"model": str(teacher)}, "student": {"model": str(student)},
+              "train": {"method": "kd", "loss": "reverse_kl", "max_steps": 2, **KD_ARGS}}
+    assert RUNNERS["train"](recipe, tmp_path)["global_step"] == 2
+    assert f"online: `{teacher}`" in (tmp_path / "train" / "README.md").read_text()
+    with pytest.raises(DistillError, match="method 'dpo' is not one of sft, kd, gkd"):
+        RUNNERS["train"]({**recipe, "train": {"method": "dpo"}}, tmp_path)
