@@ -94,10 +94,18 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
              tasks: list[str] | None = None, shuffle: bool = False, split: str = "train",
              subset: str | None = None, batch_size: int | None = None,
              shots: int | None = None, regenerate: bool = False,
-             backend_options: dict | None = None, progress: bool = True) -> GenerateResult:
+             backend_options: dict | None = None, progress: bool = True,
+             executor: str = "local", ray_address: str | None = None,
+             ray_workers: int | None = None) -> GenerateResult:
     """Generate completions for every source row with a prompt file; see ``distill generate``.
-    ``shots`` keeps only the prompt file's first few-shot exemplars."""
+    ``shots`` keeps only the prompt file's first few-shot exemplars. ``executor="ray"`` runs
+    the engines as a Ray Data actor pool (``ray_workers`` of them) on the cluster at
+    ``ray_address``; the rows, shards, manifest and resume are the local path's."""
     start = time.perf_counter()
+    if executor not in ("local", "ray"):
+        raise DistillError(f"executor must be local or ray, not {executor!r}")
+    if executor == "ray" and isinstance(backend, Backend):
+        raise DistillError("executor ray builds one engine per worker: pass a backend name")
     pf = load_prompt(prompt).with_shots(shots)
     overrides = dict(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                      seed=seed)
@@ -129,22 +137,93 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
         manifest["backend"] = previous["backend"]  # kept when nothing is left to generate
     out.mkdir(parents=True, exist_ok=True)
     io.write_manifest(out, {**manifest, "status": "running"})
-    stats = {"written": 0, "tokens": 0, "reasons": Counter()}
-    if pending:
-        engine = backend if isinstance(backend, Backend) else get_backend(
-            backend, model if backend == "openai" else resolve_model(model),
-            **backend_options_for(backend, base_url, batch_size, backend_options))
-        try:
-            _run(engine, pf, pending, sampling, model_name, out, stats, progress)
-        finally:
-            if not isinstance(backend, Backend):
-                engine.close()
-        manifest["backend"] = engine.name
+    plan = Plan(pf, sampling, model_name, pending)
+    sink = Sink(out, row_schema(sampling.logprobs > 0), total - reused, progress)
+    try:
+        if pending and isinstance(backend, Backend):
+            _run(backend, plan, sink)
+            manifest["backend"] = backend.name
+        elif pending:
+            options = backend_options_for(backend, base_url, batch_size, backend_options)
+            manifest["backend"] = _run_engines(plan, sink, backend, model, options, executor,
+                                               ray_address, ray_workers)
+    finally:
+        sink.close()
     manifest.update(status="complete", finished=io.now(), rows=len(io.read_ids(out)))
     io.write_manifest(out, manifest)
-    result = GenerateResult(out, total, reused, stats["written"], stats["tokens"],
-                            time.perf_counter() - start, dict(stats["reasons"]), duplicates)
-    return result
+    return GenerateResult(out, total, reused, sink.written, sink.tokens,
+                          time.perf_counter() - start, dict(sink.reasons), duplicates)
+
+
+@dataclass
+class Plan:
+    """The rendered items that still miss rows, and how their requests and rows are made."""
+
+    pf: PromptFile
+    sampling: Sampling
+    model_name: str
+    pending: list[Item]
+
+    def batches(self, size: int) -> list[list[Item]]:
+        return [self.pending[i:i + size] for i in range(0, len(self.pending), size)]
+
+    def requests(self, batch: list[Item]) -> list[Request]:
+        return [Request(it.messages, len(it.missing), _seed(self.sampling.seed, it))
+                for it in batch]
+
+    def rows(self, batch: list[Item], outputs: list[list[Completion]], backend: str) -> list[dict]:
+        sampling_json = json.dumps(self.sampling.to_dict(), sort_keys=True)
+        return [_row(it, k, c, self.pf, backend, self.model_name, sampling_json)
+                for it, completions in zip(batch, outputs)
+                for k, c in zip(it.missing, completions)]
+
+
+class Sink:
+    """Writes each batch of finished rows as one atomic shard; counts rows, tokens and
+    finish reasons, with a progress bar."""
+
+    def __init__(self, out: Path, schema: pa.Schema, total: int, progress: bool):
+        self.out, self.schema, self.writer = out, schema, None
+        self.written, self.tokens, self.reasons = 0, 0, Counter()
+        self.bar = tqdm(total=total, unit="row", disable=not progress or not total,
+                        file=sys.stderr,
+                        dynamic_ncols=True)
+        self.start = time.perf_counter()
+
+    def write(self, rows: list[dict]) -> None:
+        if self.writer is None:
+            self.writer = io.ShardWriter(self.out, self.schema)
+        self.writer.write(rows)
+        self.written += len(rows)
+        self.tokens += sum(r["tokens"] for r in rows)
+        self.reasons.update(r["finish_reason"] for r in rows)
+        self.bar.update(len(rows))
+        self.bar.set_postfix_str(f"{self.tokens / (time.perf_counter() - self.start):.1f} tok/s")
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def make_engine(backend: str, model: str | None, options: dict) -> Backend:
+    """The backend ``backend`` for ``model`` (None: the embedded default teacher)."""
+    return get_backend(backend, model if backend == "openai" else resolve_model(model), **options)
+
+
+def _run_engines(plan: Plan, sink: Sink, backend: str, model: str | None, options: dict,
+                 executor: str, ray_address: str | None, ray_workers: int | None) -> str:
+    """Generate the plan's rows with engines built here or on Ray; the backend's name."""
+    if executor == "ray":
+        from distill.datagen.ray_generate import run_on_ray
+
+        return run_on_ray(plan, sink, backend, model, options, ray_address, ray_workers)
+    engine = make_engine(backend, model, options)
+    try:
+        _run(engine, plan, sink)
+    finally:
+        engine.close()
+    return engine.name
 
 
 def row_id(key: str, sample_index: int) -> str:
@@ -167,35 +246,13 @@ def _render(pf: PromptFile, rows, tasks) -> tuple[list[Item], int]:
     return list(items.values()), duplicates
 
 
-def _run(engine: Backend, pf: PromptFile, pending: list[Item], sampling: Sampling,
-         model_name: str, out: Path, stats: dict, progress: bool):
-    writer = io.ShardWriter(out, row_schema(sampling.logprobs > 0))
-    size = engine.batch_size
-    sampling_json = json.dumps(sampling.to_dict(), sort_keys=True)
-    bar = tqdm(total=sum(len(it.missing) for it in pending), unit="row", disable=not progress,
-               file=sys.stderr, dynamic_ncols=True)
-    t0 = time.perf_counter()
-    try:
-        for i in range(0, len(pending), size):
-            batch = pending[i:i + size]
-            requests = [Request(it.messages, len(it.missing), _seed(sampling.seed, it))
-                        for it in batch]
-            outputs = engine.generate(requests, sampling)
-            rows = [_row(it, k, c, pf, engine, model_name, sampling_json)
-                    for it, completions in zip(batch, outputs)
-                    for k, c in zip(it.missing, completions)]
-            writer.write(rows)
-            stats["written"] += len(rows)
-            stats["tokens"] += sum(r["tokens"] for r in rows)
-            stats["reasons"].update(r["finish_reason"] for r in rows)
-            bar.update(len(rows))
-            bar.set_postfix_str(f"{stats['tokens'] / (time.perf_counter() - t0):.1f} tok/s")
-    finally:
-        bar.close()
-        writer.close()
+def _run(engine: Backend, plan: Plan, sink: Sink) -> None:
+    for batch in plan.batches(engine.batch_size):
+        outputs = engine.generate(plan.requests(batch), plan.sampling)
+        sink.write(plan.rows(batch, outputs, engine.name))
 
 
-def _row(item: Item, k: int, c: Completion, pf: PromptFile, engine: Backend, model_name: str,
+def _row(item: Item, k: int, c: Completion, pf: PromptFile, backend: str, model_name: str,
          sampling_json: str) -> dict:
     f = item.fields
     gold = f.get("gold", f.get("answer"))
@@ -205,7 +262,7 @@ def _row(item: Item, k: int, c: Completion, pf: PromptFile, engine: Backend, mod
         "gold": None if gold is None else str(gold), "template": pf.name, "kind": pf.kind,
         "task": f.get("task"), "messages": item.messages, "completion": c.text,
         "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens, "tokens": c.tokens,
-        "model": model_name, "backend": engine.name, "sampling": sampling_json,
+        "model": model_name, "backend": backend, "sampling": sampling_json,
         "source": json.dumps(f, sort_keys=True, default=str),
     }
     if c.top_ids is not None:

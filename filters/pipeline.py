@@ -101,13 +101,30 @@ class FilterResult:
     stages: list[dict]
 
 
+@dataclass
+class Filtered:
+    """What running the stages gave: rows in, kept and dropped rows (in the local order), and
+    per stage its seconds and its report's extra entries."""
+
+    rows_in: int
+    kept: list[dict]
+    dropped: list[dict]
+    seconds: list[float]
+    reports: list[dict]
+
+
 def run_filter(in_dir: str | Path, out_dir: str | Path, *, config: str | Path | None = None,
-               stages: list[str] | None = None) -> FilterResult:
+               stages: list[str] | None = None, executor: str = "local",
+               ray_address: str | None = None, ray_workers: int | None = None) -> FilterResult:
     """Filter the dataset at ``in_dir`` into ``out_dir/kept``, ``out_dir/dropped`` and the
     report. ``config`` is a filter YAML file or preset name (default: the preset for the
-    input's prompt kind: cot, pot or instruction); ``stages`` picks and orders stages."""
+    input's prompt kind: cot, pot or instruction); ``stages`` picks and orders stages.
+    ``executor="ray"`` runs them as Ray Data pipelines on ``ray_workers`` workers of the
+    cluster at ``ray_address`` (``filters/ray_filter.py``), keeping and dropping the same rows."""
     from distill.filters.report import write_report
 
+    if executor not in ("local", "ray"):
+        raise DistillError(f"executor must be local or ray, not {executor!r}")
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     if not io.shard_paths(in_dir):
         raise DistillError(f"{in_dir}: not a dataset folder (no data/part-*.parquet)")
@@ -116,24 +133,37 @@ def run_filter(in_dir: str | Path, out_dir: str | Path, *, config: str | Path | 
     if stages is not None:
         spec = pick_stages(spec, stages)
     pipeline = build_stages(spec, f"{config or preset}: stages")
-    rows = io.read_rows(in_dir)
+    if executor == "ray":
+        from distill.filters.ray_filter import filter_on_ray
+
+        run = filter_on_ray(in_dir, spec, pipeline, ray_address, ray_workers)
+    else:
+        run = _filter_here(io.read_rows(in_dir), pipeline)
+    summary = [{"stage": s.name, "options": s.options, **s.stats.to_dict(),
+                "seconds": round(t, 3), **r} for s, t, r in zip(pipeline, run.seconds, run.reports)]
+    lineage = {"kind": "filter", "created": io.now(), "input": str(in_dir),
+               "input_manifest": io.read_manifest(in_dir), "stages": summary,
+               "versions": io.package_versions()}
+    write_rows(out_dir / "kept", run.kept, {**lineage, "rows": len(run.kept)})
+    write_rows(out_dir / "dropped", run.dropped, {**lineage, "rows": len(run.dropped)})
+    write_report(out_dir, run.rows_in, summary, run.dropped)
+    return FilterResult(out_dir, run.rows_in, len(run.kept), len(run.dropped), summary)
+
+
+def _filter_here(rows: list[dict], pipeline: list[Stage]) -> Filtered:
     kept, dropped, timings = rows, [], []
     for stage in pipeline:
         start = time.perf_counter()
         kept, out = stage(kept)
         dropped += out
         timings.append(time.perf_counter() - start)
-        print(f"filter {stage.name}: {stage.stats.seen} seen, {stage.stats.dropped} dropped, "
-              f"{len(kept)} left ({timings[-1]:.1f}s)", file=sys.stderr, flush=True)
-    summary = [{"stage": s.name, "options": s.options, **s.stats.to_dict(),
-                "seconds": round(t, 3), **s.report()} for s, t in zip(pipeline, timings)]
-    lineage = {"kind": "filter", "created": io.now(), "input": str(in_dir),
-               "input_manifest": io.read_manifest(in_dir), "stages": summary,
-               "versions": io.package_versions()}
-    write_rows(out_dir / "kept", kept, {**lineage, "rows": len(kept)})
-    write_rows(out_dir / "dropped", dropped, {**lineage, "rows": len(dropped)})
-    write_report(out_dir, len(rows), summary, dropped)
-    return FilterResult(out_dir, len(rows), len(kept), len(dropped), summary)
+        log_stage(stage, len(kept), timings[-1])
+    return Filtered(len(rows), kept, dropped, timings, [s.report() for s in pipeline])
+
+
+def log_stage(stage: Stage, left: int, seconds: float) -> None:
+    print(f"filter {stage.name}: {stage.stats.seen} seen, {stage.stats.dropped} dropped, "
+          f"{left} left ({seconds:.1f}s)", file=sys.stderr, flush=True)
 
 
 def write_rows(folder: Path, rows: list[dict], manifest: dict) -> None:
