@@ -49,7 +49,16 @@ def _add_generate(sub) -> None:
     p.add_argument("--regenerate", action="store_true",
                    help="discard rows in --out made with other settings and start over")
     p.add_argument("--no-progress", action="store_true")
+    _add_executor(p, "engines (default: one per GPU or tensor-parallel group, else per CPU)")
     p.set_defaults(func=_generate)
+
+
+def _add_executor(p, workers: str) -> None:
+    p.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="ray: run on a Ray cluster (pip install 'distill[ray]'); same output")
+    p.add_argument("--ray-address", help="Ray cluster, e.g. HEAD_IP:6379 or auto (default: "
+                   "RAY_ADDRESS, else the cluster `ray start` began here, else a new local one)")
+    p.add_argument("--ray-workers", type=int, help=f"ray: {workers}")
 
 
 def _generate(args) -> None:
@@ -67,7 +76,8 @@ def _generate(args) -> None:
         fields=dict(args.field) or None, tasks=args.tasks.split(",") if args.tasks else None,
         shuffle=args.shuffle, split=args.split, subset=args.subset, batch_size=args.batch_size,
         shots=args.shots, regenerate=args.regenerate, backend_options=options,
-        progress=not args.no_progress)
+        progress=not args.no_progress, executor=args.executor, ray_address=args.ray_address,
+        ray_workers=args.ray_workers)
     print(result.summary())
 
 
@@ -123,6 +133,7 @@ def _add_filter(sub) -> None:
                    "rejection-sampling); default: the preset for the input's prompt kind")
     p.add_argument("--stages", help="comma-separated stages to run, in order, e.g. "
                    "parse,verify,execute,vote,dedupe,quality,decontaminate")
+    _add_executor(p, "CPUs used at a time (default: all of the cluster's)")
     p.set_defaults(func=_filter)
 
 
@@ -130,7 +141,9 @@ def _filter(args) -> None:
     from distill.filters.pipeline import run_filter
 
     result = run_filter(args.in_dir, args.out_dir, config=args.config,
-                        stages=args.stages.split(",") if args.stages else None)
+                        stages=args.stages.split(",") if args.stages else None,
+                        executor=args.executor, ray_address=args.ray_address,
+                        ray_workers=args.ray_workers)
     print(f"{result.rows_in} rows in, {result.kept} kept, {result.dropped} dropped "
           f"-> {result.out}/kept, {result.out}/dropped, {result.out}/report.md")
     for s in result.stages:

