@@ -110,7 +110,7 @@ def plot_losses(log_history: list[dict], path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(7, 4))
     if steps:
         ax.plot([h["step"] for h in steps], [h["loss"] for h in steps], label="train loss")
-        for key in ("reasoning_nll", "answer_nll"):
+        for key in ("reasoning_nll", "answer_nll", "kd", "ce"):
             pts = [(h["step"], h[key]) for h in steps if key in h]
             if pts:
                 ax.plot(*zip(*pts), label=key.replace("_", " "), alpha=0.7, linestyle="--")
