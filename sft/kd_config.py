@@ -77,7 +77,8 @@ class DistillKDConfig(DistillSFTConfig):
                                "(online) or --offline-logits DIR (from distill logits capture)")
         check_kd_options(self.loss, self.temperature, self.alpha, self.beta, self.top_k,
                          self.kd_chunk_size)
-        check_kd_options(temperature=self.temperature_end or self.temperature,
+        check_kd_options(temperature=self.temperature if self.temperature_end is None
+                         else self.temperature_end,
                          alpha=self.alpha if self.alpha_end is None else self.alpha_end)
         check_schedule(self.temperature_schedule, TEMPERATURE_SCHEDULES, "temperature_schedule")
         check_schedule(self.alpha_schedule, ALPHA_SCHEDULES, "alpha_schedule")

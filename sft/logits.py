@@ -247,8 +247,11 @@ def _prepare_folder(out: Path, manifest: dict, restart: bool) -> None:
         shutil.rmtree(out / io.DATA_DIR, ignore_errors=True)
         old = None
     if old is not None:
-        keys = ("kind", "teacher", "top_k", "vocab_size", "tokenizer", "data_sha256")
+        keys = ("kind", "teacher", "top_k", "vocab_size", "data_sha256")
         changed = [k for k in keys if old.get(k) != manifest[k]]
+        if (old.get("tokenizer") or {}).get("vocab_sha256") != \
+                manifest["tokenizer"]["vocab_sha256"]:
+            changed.append("tokenizer")
         if changed:
             raise DistillError(f"{out} holds another capture ({', '.join(changed)} differ); "
                                "rerun with --restart to replace it, or pick another --out")

@@ -180,3 +180,16 @@ def test_recipe_train_stage_distills_from_the_recipes_teacher(pair, tmp_path):
     assert f"online: `{teacher}`" in (tmp_path / "train" / "README.md").read_text()
     with pytest.raises(DistillError, match="method 'dpo' is not one of sft, kd, gkd"):
         RUNNERS["train"]({**recipe, "train": {"method": "dpo"}}, tmp_path)
+
+
+def test_rerun_resumes_and_refuses_other_kd_settings(pair, tmp_path):
+    from distill.sft.kd_train import train_kd
+
+    data, _, student, teacher = pair
+    args = {**KD_ARGS, "max_steps": 2, "save_strategy": "steps", "save_steps": 1}
+    out = tmp_path / "kd"
+    train_kd(str(student), data, out, teacher=str(teacher), temperature=2.0, **args)
+    again = train_kd(str(student), data, out, teacher=str(teacher), temperature=2.0, **args)
+    assert again.resumed_from is not None and again.resumed_from.endswith("checkpoint-2")
+    with pytest.raises(DistillError, match="other settings \\(temperature changed\\)"):
+        train_kd(str(student), data, out, teacher=str(teacher), temperature=1.0, **args)
