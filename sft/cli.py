@@ -53,6 +53,12 @@ def register(sub) -> None:
     k.add_argument("--temperature", type=float, help="softmax temperature of the KD term (1)")
     k.add_argument("--alpha", type=float, help="share of the KD term; 1 - alpha is CE (0.5)")
     k.add_argument("--top-k", type=int, help="use the teacher's k most likely tokens only")
+    k.add_argument("--feature-layers", help="hidden-state transfer pairs STUDENT:TEACHER, e.g. "
+                   "'0:3,1:7' (default with --feature-weight: uniform)")
+    k.add_argument("--feature-weight", type=float, help="weight of the hidden-state term (0)")
+    k.add_argument("--attention-layers", help="attention transfer pairs STUDENT:TEACHER "
+                   "(default with --attention-weight: uniform); runs eager attention")
+    k.add_argument("--attention-weight", type=float, help="weight of the attention term (0)")
     k.set_defaults(func=_train_kd)
     g = verbs.add_parser(
         "gkd", allow_abbrev=False, help="generalized KD (TRL GKDTrainer): the student learns "
@@ -98,7 +104,9 @@ def _train_sft(args) -> None:
 
 def _train_kd(args) -> None:
     _train(args, "kd", teacher=args.teacher, offline_logits=args.offline_logits, loss=args.loss,
-           temperature=args.temperature, alpha=args.alpha, top_k=args.top_k)
+           temperature=args.temperature, alpha=args.alpha, top_k=args.top_k,
+           feature_layers=args.feature_layers, feature_weight=args.feature_weight,
+           attention_layers=args.attention_layers, attention_weight=args.attention_weight)
 
 
 def _train_gkd(args) -> None:

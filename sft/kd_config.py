@@ -16,7 +16,9 @@ from distill.sft.kd_schedules import ALPHA_SCHEDULES, TEMPERATURE_SCHEDULES, che
 TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
 KD_KEYS = ("teacher", "offline_logits", "loss", "temperature", "temperature_end",
            "temperature_schedule", "alpha", "alpha_end", "alpha_schedule", "schedule_warmup_steps",
-           "beta", "top_k", "entropy_threshold", "teacher_dtype")
+           "beta", "top_k", "entropy_threshold", "teacher_dtype", "feature_layers",
+           "feature_weight", "feature_loss", "feature_projector", "attention_layers",
+           "attention_weight", "attention_loss")
 
 
 @dataclass
@@ -69,6 +71,26 @@ class DistillKDConfig(DistillSFTConfig):
         "choices": list(TEACHER_DTYPES)})
     teacher_device: str | None = field(default=None, metadata={
         "help": "Device of the online teacher, e.g. 'cuda:1' (default: the student's)."})
+    # Feature and attention transfer (online teacher; see distill.sft.kd_transfer)
+    feature_weight: float = field(default=0.0, metadata={
+        "help": "Weight of the hidden-state (FitNets) term added to the loss; 0: off."})
+    feature_layers: str | None = field(default=None, metadata={
+        "help": "Student block -> teacher block pairs for the feature term, e.g. '0:3,1:7' "
+        "(default 'uniform': every student block, to teacher blocks spread first to last)."})
+    feature_loss: str = field(default="mse", metadata={
+        "help": "Per-token distance of the feature term.", "choices": ["mse", "cosine"]})
+    feature_projector: str = field(default="linear", metadata={
+        "help": "Learned map from the student's hidden size to the teacher's (none when equal).",
+        "choices": ["linear", "mlp"]})
+    attention_weight: float = field(default=0.0, metadata={
+        "help": "Weight of the attention-map term added to the loss; 0: off. Runs both models "
+        "with eager attention."})
+    attention_layers: str | None = field(default=None, metadata={
+        "help": "Student block -> teacher block pairs for the attention term (default "
+        "'uniform')."})
+    attention_loss: str = field(default="kl", metadata={
+        "help": "'kl': KL(teacher row || student row) per query; 'mse' over the maps.",
+        "choices": ["kl", "mse"]})
 
     def __post_init__(self):
         super().__post_init__()
@@ -77,6 +99,9 @@ class DistillKDConfig(DistillSFTConfig):
                                "(online) or --offline-logits DIR (from distill logits capture)")
         check_kd_options(self.loss, self.temperature, self.alpha, self.beta, self.top_k,
                          self.kd_chunk_size)
+        from distill.sft.kd_transfer import check_transfer_options
+
+        check_transfer_options(self)
         check_kd_options(temperature=self.temperature if self.temperature_end is None
                          else self.temperature_end,
                          alpha=self.alpha if self.alpha_end is None else self.alpha_end)

@@ -28,8 +28,9 @@ class KDMethod(Method):
 
     def __init__(self, config):
         from distill.sft.kd_trainer import DistillKDTrainer
+        from distill.sft.kd_transfer import TransferKDTrainer, uses_transfer
 
-        super().__init__(DistillKDTrainer)
+        super().__init__(TransferKDTrainer if uses_transfer(config) else DistillKDTrainer)
         self.config = config
         self.capture = None  # manifest of the offline logits
         self.teacher_tokenizer = None
@@ -121,7 +122,9 @@ class KDMethod(Method):
             lines.append(f"- teacher top-k: {c.top_k}")
         if c.entropy_threshold is not None:
             lines.append(f"- KD only where the teacher's entropy > {c.entropy_threshold:g} nats")
-        return lines
+        from distill.sft.kd_transfer import transfer_card_lines
+
+        return lines + transfer_card_lines(c)
 
 
 def pa_table(columns: dict):

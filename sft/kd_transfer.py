@@ -1,0 +1,180 @@
+"""Feature and attention transfer as extra terms of ``distill train kd``.
+
+``TransferKDTrainer`` is the KD trainer with two more named loss terms, each a weighted mean
+over the micro-batch (``distill.sft.feature_losses``): ``feature_weight x`` hidden-state
+matching through learned projections, and ``attention_weight x`` attention-map matching.
+Both need the online teacher's hidden states or attention maps; attention needs eager
+attention, so both models are switched to it (and checked). The projections train with the
+student (their own optimizer group, gradients cleared after each step, not clipped with the
+model's) and are saved next to it as ``feature_projector.safetensors`` (in each checkpoint
+too, so a resumed run continues them); the student's folder loads without them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from accelerate.utils import is_peft_model
+from transformers import TrainerCallback
+
+from distill.errors import DistillError
+from distill.sft.feature_losses import (
+    ATTENTION_LOSSES,
+    FEATURE_LOSSES,
+    PROJECTORS,
+    FeatureDistillation,
+    attention_loss,
+    parse_layer_map,
+    use_eager,
+)
+from distill.sft.kd_trainer import DistillKDTrainer
+
+PROJECTOR_FILE = "feature_projector.safetensors"
+
+
+def check_transfer_options(config) -> None:
+    """DistillError for unusable feature/attention settings of a ``DistillKDConfig``."""
+    for name, choices in (("feature_loss", FEATURE_LOSSES), ("attention_loss", ATTENTION_LOSSES),
+                          ("feature_projector", PROJECTORS)):
+        if getattr(config, name) not in choices:
+            raise DistillError(f"{name} must be one of {', '.join(choices)}, got "
+                               f"{getattr(config, name)!r}")
+    for kind in ("feature", "attention"):
+        weight, layers = getattr(config, f"{kind}_weight"), getattr(config, f"{kind}_layers")
+        if weight < 0:
+            raise DistillError(f"{kind}_weight must be >= 0, got {weight}")
+        if layers is not None and weight == 0:
+            raise DistillError(f"--{kind}-layers needs --{kind}-weight > 0")
+    if uses_transfer(config) and config.teacher is None:
+        raise DistillError("feature and attention transfer need the online teacher's hidden "
+                           "states: pass --teacher (offline logits hold only top-k log-probs)")
+
+
+def uses_transfer(config) -> bool:
+    return config.feature_weight > 0 or config.attention_weight > 0
+
+
+def transfer_card_lines(config) -> list[str]:
+    """The training card's lines for the transfer terms in use."""
+    lines = []
+    if config.feature_weight > 0:
+        lines.append(f"- feature transfer: weight {config.feature_weight:g}, "
+                     f"`{config.feature_loss}`, {config.feature_projector} projection, blocks "
+                     f"{config.feature_layers or 'uniform'}")
+    if config.attention_weight > 0:
+        lines.append(f"- attention transfer: weight {config.attention_weight:g}, "
+                     f"`{config.attention_loss}`, blocks {config.attention_layers or 'uniform'}")
+    return lines
+
+
+class TransferKDTrainer(DistillKDTrainer):
+    """``DistillKDTrainer`` plus the ``features`` and ``attention`` loss terms."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        a = self.args
+        student = self.model.get_base_model() if is_peft_model(self.model) else self.model
+        s_cfg, t_cfg = student.config.get_text_config(), self.teacher.config.get_text_config()
+        n_s, n_t = s_cfg.num_hidden_layers, t_cfg.num_hidden_layers
+        self.student_outputs, self.teacher_outputs = {}, {}
+        self.features = self.attention_map = None
+        if a.feature_weight > 0:
+            layer_map = parse_layer_map(a.feature_layers, n_s, n_t, "--feature-layers")
+            self.features = FeatureDistillation(
+                layer_map, s_cfg.hidden_size, t_cfg.hidden_size, loss=a.feature_loss,
+                projector=a.feature_projector).to(a.device)
+            if self._projector_params() and a.world_size > 1:
+                raise DistillError("feature projections train on one process only: run feature "
+                                   "transfer on one device, or with equal hidden sizes")
+            self.add_callback(_ZeroGrad(self.features))
+            self.student_outputs["output_hidden_states"] = True
+            self.teacher_outputs["output_hidden_states"] = True
+        if a.attention_weight > 0:
+            self.attention_map = parse_layer_map(a.attention_layers, n_s, n_t,
+                                                 "--attention-layers")
+            use_eager(student, "student")
+            use_eager(self.teacher, "teacher")
+            _log("attention transfer: student and teacher run eager attention (the only one "
+                 "that returns attention maps); expect slower steps and more memory")
+            self.student_outputs["output_attentions"] = True
+            self.teacher_outputs["output_attentions"] = True
+
+    def loss_terms(self, model, batch) -> dict:
+        terms = super().loss_terms(model, batch)
+        a = self.args
+        mask = batch.inputs.get("attention_mask")
+        mask = None if mask is None else mask.bool()
+        share = self._share(batch)
+        mode = "train" if self.model.training else "eval"
+        if self.features is not None:
+            s_hidden, t_hidden = batch.student.hidden_states, batch.teacher.hidden_states
+            t_hidden = [h.to(s_hidden[0].device) for h in t_hidden]
+            value = self.features(s_hidden, t_hidden, mask)
+            terms["features"] = a.feature_weight * value * share
+            self._metrics[mode]["feature_loss"].append(float(value.detach()))
+            if mode == "eval" or (self.state.global_step + 1) % (self.state.logging_steps or 1) \
+                    == 0:  # CKA costs (hidden x hidden) products per pair: on logging steps only
+                cka = self.features.cka(s_hidden, t_hidden, mask)
+                self._metrics[mode]["feature_cka"].append(sum(cka.values()) / len(cka))
+        if self.attention_map is not None:
+            s_attn = batch.student.attentions
+            t_attn = [m.to(s_attn[0].device) for m in batch.teacher.attentions]
+            value = attention_loss(s_attn, t_attn, self.attention_map, mask, a.attention_loss)
+            terms["attention"] = a.attention_weight * value * share
+            self._metrics[mode]["attention_loss"].append(float(value.detach()))
+        return terms
+
+    def _share(self, batch):
+        """This micro-batch's share of the accumulated batch's counted tokens (times the ranks,
+        as the KD term is): per-micro-batch means then add up to a token-weighted mean."""
+        if batch.num_items_in_batch is None:
+            return 1.0
+        share = batch.mask.sum() / batch.num_items_in_batch
+        if self.args.average_tokens_across_devices:
+            share = share * (self.accelerator.num_processes // self.get_tp_size())
+        return share
+
+    def _projector_params(self) -> list:
+        return [] if self.features is None else list(self.features.parameters())
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        params = self._projector_params()
+        if params and not any(p is params[0] for g in optimizer.param_groups
+                              for p in g["params"]):
+            optimizer.add_param_group({"params": params, "weight_decay": self.args.weight_decay})
+        return optimizer
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call)
+        if self._projector_params() and self.args.should_save:
+            from safetensors.torch import save_file
+
+            folder = Path(output_dir or self.args.output_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            save_file({k: v.detach().contiguous().cpu()
+                       for k, v in self.features.state_dict().items()}, folder / PROJECTOR_FILE)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = Path(resume_from_checkpoint) / PROJECTOR_FILE
+        if self.features is not None and path.exists():
+            from safetensors.torch import load_file
+
+            self.features.load_state_dict(load_file(path, device=str(self.args.device)))
+
+
+class _ZeroGrad(TrainerCallback):
+    """Clears the projections' gradients after each optimizer step (Trainer clears only the
+    model's)."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.module.zero_grad(set_to_none=True)
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

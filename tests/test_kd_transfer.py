@@ -1,0 +1,116 @@
+"""``distill train kd`` with feature and attention transfer terms: a tiny run trains on CPU,
+the projections train with the student and resume with it, bad settings are refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from kd_models import KD_ARGS, toy_pair
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from distill.cli import main
+from distill.errors import DistillError
+from distill.sft.config import build_config
+from distill.sft.kd_config import DistillKDConfig
+from distill.sft.kd_transfer import PROJECTOR_FILE
+
+TRANSFER = {"feature_weight": 1.0, "attention_weight": 1.0, "alpha": 0.5, "max_steps": 6,
+            "save_strategy": "steps", "save_steps": 3}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A student (hidden 32) distilled from a teacher (hidden 64) with both transfer terms."""
+    from distill.sft.kd_train import train_kd
+
+    root = tmp_path_factory.mktemp("transfer")
+    data, _, student, teacher = toy_pair(root)
+    model = AutoModelForCausalLM.from_pretrained(teacher)
+    with torch.no_grad():  # peaked attention maps, unlike a random model's near-uniform ones
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(20)
+    model.save_pretrained(teacher)
+    out = root / "kd"
+    train_kd(str(student), data, out, teacher=str(teacher), **{**KD_ARGS, **TRANSFER})
+    return data, student, teacher, out
+
+
+def logged(out, key):
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    return [h[key] for h in history if key in h]
+
+
+def test_feature_and_attention_terms_train_on_cpu(run):
+    _, _, teacher, out = run
+    features, attention = logged(out, "feature_loss"), logged(out, "attention_loss")
+    assert len(features) == len(attention) == 6
+    assert sum(features[-2:]) < 0.8 * sum(features[:2]), features
+    assert sum(attention[-2:]) < sum(attention[:2]), attention
+    assert all(0 <= c <= 1 for c in logged(out, "feature_cka"))
+    card = (out / "README.md").read_text()
+    assert "- feature transfer: weight 1, `mse`, linear projection, blocks uniform" in card
+    assert "- attention transfer: weight 1, `kl`, blocks uniform" in card
+    student = AutoModelForCausalLM.from_pretrained(out)  # the folder is a plain student
+    assert set(student.state_dict()) == set(AutoModelForCausalLM.from_pretrained(
+        teacher).state_dict())
+    assert AutoConfig.from_pretrained(out).hidden_size == 32
+
+
+def test_projections_train_and_are_saved_with_each_checkpoint(run):
+    _, _, _, out = run
+    at = {step: load_file(out / f"checkpoint-{step}" / PROJECTOR_FILE) for step in (3, 6)}
+    final = load_file(out / PROJECTOR_FILE)
+    assert set(final) == {f"projector.maps.{i}.{p}" for i in (0, 1) for p in ("weight", "bias")}
+    assert final["projector.maps.0.weight"].shape == (64, 32)
+    assert all(torch.equal(final[k], at[6][k]) for k in final)
+    assert not torch.equal(at[3]["projector.maps.1.weight"], at[6]["projector.maps.1.weight"])
+
+
+def test_a_resumed_run_continues_the_projections(run, tmp_path):
+    from distill.sft.kd_train import train_kd
+
+    data, student, teacher, out = run
+    resumed = tmp_path / "resumed"
+    shutil.copytree(out, resumed)
+    shutil.rmtree(resumed / "checkpoint-6")
+    (resumed / PROJECTOR_FILE).unlink()
+    train_kd(str(student), data, resumed, teacher=str(teacher), **{**KD_ARGS, **TRANSFER})
+    a, b = load_file(out / PROJECTOR_FILE), load_file(resumed / PROJECTOR_FILE)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    wa = load_file(out / "model.safetensors")
+    wb = load_file(resumed / "model.safetensors")
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_bad_transfer_settings_are_refused(run, tmp_path):
+    from distill.sft.kd_train import train_kd
+
+    data, student, teacher, _ = run
+    config = {"config_class": DistillKDConfig, "output_dir": str(tmp_path)}
+    with pytest.raises(DistillError, match="need the online teacher"):
+        build_config(**config, offline_logits="logits", feature_weight=1.0)
+    with pytest.raises(DistillError, match="--attention-layers needs --attention-weight > 0"):
+        build_config(**config, teacher="t", attention_layers="0:1")
+    with pytest.raises(DistillError, match="feature_loss must be one of"):
+        build_config(**config, teacher="t", feature_weight=1.0, feature_loss="l1")
+    with pytest.raises(DistillError, match="--feature-layers: pair 0:5 is out of range"):
+        train_kd(str(student), data, tmp_path / "x", teacher=str(teacher), feature_weight=1.0,
+                 feature_layers="0:5", **KD_ARGS)
+
+
+def test_cli_flags(run, tmp_path):
+    data, student, teacher, _ = run
+    flags = [f"--{k}={v}" for k, v in KD_ARGS.items()] + ["--max_steps=1"]
+    assert main(["train", "kd", "--model", str(student), "--data", str(data), "--out",
+                 str(tmp_path / "cli"), "--teacher", str(teacher), "--feature-layers", "1:1",
+                 "--feature-weight", "0.5", "--attention-layers", "0:1",
+                 "--attention-weight", "2", "--feature_loss", "cosine", *flags]) == 0
+    card = (tmp_path / "cli" / "README.md").read_text()
+    assert "- feature transfer: weight 0.5, `cosine`, linear projection, blocks 1:1" in card
+    assert "- attention transfer: weight 2, `kl`, blocks 0:1" in card
+    assert set(load_file(tmp_path / "cli" / PROJECTOR_FILE)) == {"projector.maps.1.weight",
+                                                                 "projector.maps.1.bias"}
