@@ -1,0 +1,305 @@
+"""The ray executor against the local one, on a real Ray cluster started here on 127.0.0.1: a
+head and a worker node (1 CPU each, separate processes), CPU only.
+
+Both executors must write the same datasets: generate (tiny model, hf backend, greedy), the
+filter pipeline, and distributed dedupe (exact and MinHash) on planted duplicates. A worker
+node killed mid-run and a killed driver must leave a folder that a rerun completes, with no
+duplicate rows.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from distill import io
+from distill.datagen import generate
+from distill.datagen.generate import row_schema
+from distill.errors import DistillError
+from distill.filters.pipeline import run_filter
+
+pytestmark = pytest.mark.ray
+slow = pytest.mark.slow  # the cluster alone takes 20-40 s to start on 2 busy cores
+
+RAY = str(Path(sys.executable).with_name("ray"))
+STORE = "--object-store-memory=150000000"
+
+
+class Cluster:
+    """A Ray head node and worker nodes, each a ``ray start --block`` process group; this
+    process is the driver."""
+
+    def __init__(self):
+        import ray
+
+        self.temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: it holds sockets
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        self.nodes: list[subprocess.Popen] = []
+        head = self._start("--head", f"--port={self.port}", "--include-dashboard=false",
+                           f"--temp-dir={self.temp}", "--disable-usage-stats")
+        deadline = time.time() + 60
+        while not ray.is_initialized():
+            assert head.poll() is None, "the Ray head node exited"
+            try:
+                ray.init(address=self.address, logging_level="WARNING")
+            except ConnectionError:
+                assert time.time() < deadline, "the Ray head node did not start"
+                time.sleep(0.5)
+        self.add_worker()
+
+    def _start(self, *args) -> subprocess.Popen:
+        node = subprocess.Popen([RAY, "start", "--block", "--num-cpus=1", STORE, *args],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        self.nodes.append(node)
+        return node
+
+    def add_worker(self) -> subprocess.Popen:
+        before = self.alive_nodes()
+        worker = self._start(f"--address={self.address}")
+        deadline = time.time() + 60
+        while self.alive_nodes() <= before:
+            assert time.time() < deadline and worker.poll() is None, "worker node did not join"
+            time.sleep(0.5)
+        return worker
+
+    def alive_nodes(self) -> int:
+        import ray
+
+        return sum(n["Alive"] for n in ray.nodes())
+
+    def kill(self, node: subprocess.Popen) -> None:
+        os.killpg(node.pid, signal.SIGKILL)
+        node.wait(timeout=60)
+
+    def stop(self) -> None:
+        import ray
+
+        ray.shutdown()
+        for node in self.nodes:  # a graceful stop takes a minute; nothing here needs one
+            if node.poll() is None:
+                self.kill(node)
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    pytest.importorskip("ray")
+    c = Cluster()
+    yield c
+    c.stop()
+
+
+def problems_file(folder: Path, n: int) -> Path:
+    path = folder / "problems.jsonl"
+    path.write_text("".join(json.dumps({"id": f"p{i}", "question": f"What is {i} times {i + 1}?",
+                                        "answer": str(i * (i + 1))}) + "\n" for i in range(n)))
+    return path
+
+
+def generated(out: Path, model: str, source: Path, **kw):
+    args = {"model": model, "backend": "hf", "temperature": 0, "max_tokens": 16,
+            "batch_size": 3, "n": 2, "progress": False}
+    return generate("gsm8k-cot", str(source), str(out), **{**args, **kw})
+
+
+@slow
+def test_generate_on_ray_writes_the_local_dataset(cluster, tiny_model, tmp_path):
+    source = problems_file(tmp_path, 8)
+    local = generated(tmp_path / "local", tiny_model, source)
+    on_ray = generated(tmp_path / "ray", tiny_model, source, executor="ray",
+                       ray_address=cluster.address)
+    assert (on_ray.rows_written, local.rows_written) == (16, 16)
+    # the same shards, in the same order, holding the same rows
+    a, b = io.shard_paths(tmp_path / "local"), io.shard_paths(tmp_path / "ray")
+    assert [p.name for p in a] == [p.name for p in b] and len(a) == 3  # 8 prompts, batches of 3
+    key = ("id", "source_id", "sample_index", "completion", "tokens", "finish_reason", "backend")
+    rows = [[tuple(r[k] for k in key) for r in io.read_rows(tmp_path / d)] for d in ("local", "ray")]
+    assert rows[0] == rows[1] and len({r[0] for r in rows[1]}) == 16
+    manifest = io.read_manifest(tmp_path / "ray")
+    assert manifest["status"] == "complete" and manifest["rows"] == 16
+    assert manifest["backend"] == "hf"
+    again = generated(tmp_path / "ray", tiny_model, source, executor="ray",
+                      ray_address=cluster.address)
+    assert (again.rows_reused, again.rows_written) == (16, 0)
+
+
+def cli_generate(source: Path, out: Path, model: str, address: str) -> list[str]:
+    return [sys.executable, "-m", "distill.cli", "generate", "--prompt", "gsm8k-cot",
+            "--source", str(source), "--out", str(out), "--model", model, "--backend", "hf",
+            "--n", "1", "--temperature", "0", "--max-tokens", "24", "--batch-size", "1",
+            "--no-progress",
+            "--executor", "ray", "--ray-address", address]
+
+
+def wait_for_shards(out: Path, n: int, proc: subprocess.Popen) -> None:
+    deadline = time.time() + 180
+    while len(io.shard_paths(out)) < n:
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.time() < deadline, f"fewer than {n} shards in 180 s"
+        time.sleep(0.05)
+
+
+@slow
+def test_lost_worker_node_and_killed_driver_then_rerun_completes(cluster, tiny_model, tmp_path):
+    source = problems_file(tmp_path, 40)
+    out = tmp_path / "ray"
+    extra = cluster.add_worker()  # a third node, to lose mid-run
+    driver = subprocess.Popen(cli_generate(source, out, tiny_model, cluster.address),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              start_new_session=True)
+    wait_for_shards(out, 3, driver)
+    cluster.kill(extra)  # the engine on it dies with whatever batch it held
+    wait_for_shards(out, 8, driver)  # Ray restarts the lost work elsewhere
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    partial = io.read_rows(out)
+    assert 8 <= len(partial) < 40 and len({r["id"] for r in partial}) == len(partial)
+    assert io.read_manifest(out)["status"] == "running"
+
+    rerun = subprocess.run(cli_generate(source, out, tiny_model, cluster.address),
+                           check=False, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"reusing {len(partial)} already there" in rerun.stderr
+    generated(tmp_path / "local", tiny_model, source, n=1, max_tokens=24, batch_size=1)
+    resumed, local = io.read_rows(out), io.read_rows(tmp_path / "local")
+    assert len(resumed) == len({r["id"] for r in resumed}) == 40  # no duplicates
+    key = lambda r: (r["id"], r["completion"], r["tokens"], r["finish_reason"])
+    assert sorted(map(key, resumed)) == sorted(map(key, local))
+    assert io.read_manifest(out)["status"] == "complete"
+
+
+def planted_rows(n: int, seed: int = 0) -> list[dict]:
+    """``n`` texts of random words, a fifth of them near-copies (1 of 60-100 words changed:
+    Jaccard >= 0.85) and a tenth case/whitespace copies of earlier ones, each with a ``score``
+    (some missing)."""
+    rng = np.random.default_rng(seed)
+    vocab = [f"w{i}" for i in range(2000)]
+    texts: list[str] = []
+    for i in range(n):
+        if i > 10 and i % 5 == 0:
+            words = texts[int(rng.integers(0, i))].split()
+            words[int(rng.integers(0, len(words)))] = f"new{i}"
+            texts.append(" ".join(words))
+        elif i > 10 and i % 10 == 3:
+            texts.append("  " + texts[int(rng.integers(0, i))].upper().replace(" ", "\n "))
+        else:
+            texts.append(" ".join(rng.choice(vocab, int(rng.integers(60, 100)))))
+    return [{"id": f"r{i}", "source_id": f"p{i // 3}", "question": f"q{i // 3}",
+             "completion": t, "kind": "cot",
+             "score": None if i % 7 == 0 else float(rng.integers(0, 4))}
+            for i, t in enumerate(texts)]
+
+
+def dataset(folder: Path, rows: list[dict], shards: int) -> Path:
+    writer = io.ShardWriter(folder, pa.Table.from_pylist(rows).schema)
+    size = -(-len(rows) // shards)
+    for i in range(0, len(rows), size):
+        writer.write(rows[i:i + size])
+    writer.close()
+    io.write_manifest(folder, {"kind": "generate", "prompt": {"kind": "cot"}})
+    return folder
+
+
+def filter_both(cluster, folder: Path, tmp_path: Path, stages: list) -> tuple[dict, dict]:
+    config = tmp_path / "filter.yaml"
+    config.write_text(json.dumps({"stages": stages}))
+    results = {}
+    for executor in ("local", "ray"):
+        results[executor] = run_filter(folder, tmp_path / executor, config=config,
+                                       executor=executor, ray_address=cluster.address)
+    for part in ("kept", "dropped"):
+        a, b = (io.shard_paths(tmp_path / ex / part) for ex in ("local", "ray"))
+        assert [p.name for p in a] == [p.name for p in b]
+        assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b], f"{part} differ"
+    counts = ("stage", "seen", "kept", "dropped", "reasons")
+    local, ray = ([{k: s[k] for k in counts} for s in results[ex].stages]
+                  for ex in ("local", "ray"))
+    assert local == ray
+    return results["local"], results["ray"]
+
+
+@slow
+def test_distributed_dedupe_keeps_what_local_dedupe_keeps(cluster, tmp_path):
+    folder = dataset(tmp_path / "in", planted_rows(400), shards=4)
+    local, ray = filter_both(cluster, folder, tmp_path, [
+        {"dedupe": {"method": "exact"}},
+        {"dedupe": {"method": "minhash", "threshold": 0.8, "keep": "score"}}])
+    exact, near = ray.stages
+    assert exact["dropped"] >= 25 and near["dropped"] >= 40  # the planted copies are found
+    assert [s["clusters"] for s in ray.stages] == [s["clusters"] for s in local.stages]
+    dropped = io.read_rows(tmp_path / "ray" / "dropped")
+    kept = {r["id"]: r for r in io.read_rows(tmp_path / "ray" / "kept")}
+    assert all(r["duplicate_of"] in kept for r in dropped if r["drop_reason"].endswith("(minhash)"))
+
+
+GSM8K_QUESTION = ("Janet’s ducks lay 16 eggs per day. She eats three for breakfast every morning "
+                  "and bakes muffins for her friends every day with four.")
+
+
+@slow
+def test_filter_pipeline_on_ray_writes_the_local_datasets(cluster, tmp_path):
+    rng = np.random.default_rng(1)
+    rows = []
+    for p in range(12):
+        gold = str(p * 3)
+        for k in range(4):
+            answer = gold if rng.random() < 0.6 else str(p * 3 + 1)
+            text = f"We add {p} and {2 * p}: the sum is {answer}. Checking again, step by step, " \
+                   f"{p} plus {2 * p} makes {answer}.\n#### {answer}"
+            if k == 3 and p % 4 == 0:
+                text = "I am not sure how to solve this one"  # no answer
+            if p == 5 and k == 1:
+                text = f"{GSM8K_QUESTION} So {gold}.\n#### {gold}"  # contaminated
+            rows.append({"id": f"p{p}-{k}", "source_id": f"p{p}", "sample_index": k,
+                         "question": f"What is {p} plus {2 * p}?", "gold": gold,
+                         "template": "gsm8k-cot", "kind": "cot", "task": None,
+                         "messages": [{"role": "user", "content": "q"}], "completion": text,
+                         "finish_reason": "length" if k == 2 and p % 5 == 0 else "stop",
+                         "prompt_tokens": 10, "tokens": len(text) // 4, "model": "teacher",
+                         "backend": "hf", "sampling": "{}", "source": "{}"})
+    folder = tmp_path / "in"
+    writer = io.ShardWriter(folder, row_schema(False))
+    for i in range(0, len(rows), 16):
+        writer.write(rows[i:i + 16])
+    writer.close()
+    io.write_manifest(folder, {"kind": "generate", "prompt": {"kind": "cot"}})
+    local, ray = filter_both(cluster, folder, tmp_path, [
+        {"parse": {}}, {"verify": {"drop_incorrect": False}}, {"decontaminate": {"ngram": 8}},
+        {"pass_rate": {"lo": 0.2}}, {"vote": {}}, {"quality": {"min_chars": 20}},
+        {"dedupe": {"method": "exact"}}])
+    reasons = {s["stage"]: s["reasons"] for s in ray.stages}
+    assert reasons["parse"] and reasons["vote"] and reasons["quality"]
+    assert reasons["decontaminate"] == {"8-gram overlap with gsm8k test": 1}
+    assert ray.kept == local.kept and 0 < ray.kept < len(rows)
+
+
+@slow
+def test_a_worker_side_error_is_a_distill_error_naming_the_column(cluster, tmp_path):
+    folder = dataset(tmp_path / "in", [{"id": "a", "completion": "x"}], shards=1)
+    config = tmp_path / "filter.yaml"
+    config.write_text(json.dumps({"stages": [{"dedupe": {"field": "question"}}]}))
+    with pytest.raises(DistillError, match="stage 'dedupe' needs the column 'question'"):
+        run_filter(folder, tmp_path / "out", config=config, executor="ray",
+                   ray_address=cluster.address)
+
+
+def test_without_ray_installed_the_ray_executor_says_how_to_get_it(monkeypatch, problems,
+                                                                    tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(DistillError, match=r"needs Ray: pip install 'distill\[ray\]'"):
+        generate("gsm8k-cot", str(problems), str(tmp_path / "out"), backend="hf",
+                 executor="ray", progress=False)
