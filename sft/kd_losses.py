@@ -88,10 +88,11 @@ class _Spec:
     entropy_threshold: float | None
     vocab: int  # student logits that take part in KD
     chunk_size: int
+    dense: bool  # teacher given as (hidden / T, head), else as (ids, log-probs)
 
 
 def check_kd_options(loss: str = "forward_kl", temperature: float = 1.0, alpha: float = 0.5,
-                     beta: float = 0.5, top_k: int | None = None, chunk_size: int = 1024) -> None:
+                     beta: float = 0.5, top_k: int | None = None, chunk_size: int = 512) -> None:
     """Raise DistillError naming the first bad option."""
     if loss not in LOSSES:
         raise DistillError(f"kd loss {loss!r} is not one of {', '.join(LOSSES)}")
@@ -111,7 +112,7 @@ def kd_loss(student_hidden: Tensor, student_head: Tensor, teacher: DenseTeacher 
             labels: Tensor, weights: Tensor | None = None, *, loss: str = "forward_kl",
             temperature: float = 1.0, alpha: float = 0.5, beta: float = 0.5,
             top_k: int | None = None, entropy_threshold: float | None = None,
-            normalizer: float | Tensor | None = None, chunk_size: int = 1024) -> KDLossOutput:
+            normalizer: float | Tensor | None = None, chunk_size: int = 512) -> KDLossOutput:
     """The weighted mix of KD and CE over N positions (see the module docstring).
 
     ``student_hidden`` (N, H_s) is already aligned with ``labels`` (N,): row t predicts
@@ -148,11 +149,11 @@ def kd_loss(student_hidden: Tensor, student_head: Tensor, teacher: DenseTeacher 
         teacher = (DenseTeacher(teacher.hidden[keep], teacher.head) if dense else
                    SparseTeacher(teacher.indices[keep], teacher.logprobs[keep], vocab))
     spec = _Spec(loss, float(temperature), float(alpha), float(beta), top_k, entropy_threshold,
-                 vocab, chunk_size)
+                 vocab, chunk_size, dense)
     first, second = ((teacher.hidden, teacher.head[:vocab]) if dense
                      else (teacher.indices.long(), teacher.logprobs))
     total, kd, ce = _ChunkedKD.apply(student_hidden, student_head, first, second, labels.long(),
-                                     w, norm, spec, dense)
+                                     w, norm, spec)
     return KDLossOutput(total, kd, ce)
 
 
@@ -181,29 +182,29 @@ class _ChunkedKD(torch.autograd.Function):
     """Loss and gradients chunk by chunk in forward; backward scales the stored gradients."""
 
     @staticmethod
-    def forward(ctx, hidden, head, first, second, labels, weights, norm: float, spec: _Spec,
-                dense: bool):
+    def forward(ctx, hidden, head, first, second, labels, weights, norm: float, spec: _Spec):
         dtype = torch.promote_types(torch.promote_types(hidden.dtype, head.dtype), torch.float32)
         need_hidden, need_head = ctx.needs_input_grad[:2]
         with torch.autocast(hidden.device.type, enabled=False):
             head_c = head.to(dtype)
-            teacher_head = second.to(dtype) if dense and spec.alpha > 0 else None
+            teacher_head = second.to(dtype) if spec.dense and spec.alpha > 0 else None
             grad_hidden = hidden.new_empty(hidden.shape, dtype=dtype) if need_hidden else None
             grad_head = head.new_zeros(head.shape, dtype=dtype) if need_head else None
+            work = _Workspace(hidden.new_empty(0, dtype=dtype), spec.chunk_size * head.shape[0])
             kd_sum = ce_sum = hidden.new_zeros((), dtype=dtype)
             for i in range(0, hidden.shape[0], spec.chunk_size):
                 rows = slice(i, i + spec.chunk_size)
                 h = hidden[rows].to(dtype)
-                logits = h @ head_c.T
+                logits = torch.mm(h, head_c.T, out=work.get("logits", h.shape[0], head.shape[0]))
                 teacher = None
                 if spec.alpha > 0:
-                    teacher = (first[rows].to(dtype) @ teacher_head.T if dense
+                    teacher = ((first[rows].to(dtype) / spec.temperature, teacher_head)
+                               if spec.dense
                                else (first[rows], second[rows].to(dtype)))
-                kd_t, ce_t = _chunk(logits, teacher, labels[rows], spec)
                 w = weights[rows].to(dtype) / norm
+                kd_t, ce_t, grad = _chunk(logits, teacher, labels[rows], w, spec, work)
                 kd_sum = kd_sum + w @ kd_t
                 ce_sum = ce_sum + w @ ce_t
-                grad = logits.mul_(w[:, None])
                 if need_hidden:
                     torch.mm(grad, head_c, out=grad_hidden[rows])
                 if need_head:
@@ -219,50 +220,66 @@ class _ChunkedKD(torch.autograd.Function):
         grad_hidden, grad_head = ctx.saved_tensors
         out = [None if g is None else (g * grad_loss).to(d)
                for g, d in zip((grad_hidden, grad_head), ctx.dtypes)]
-        return out[0], out[1], None, None, None, None, None, None, None
+        return out[0], out[1], None, None, None, None, None, None
 
 
-def _chunk(logits: Tensor, teacher, labels: Tensor, spec: _Spec) -> tuple[Tensor, Tensor]:
-    """Per-token kd_t and ce_t of one chunk; overwrites ``logits`` with the gradient of
-    ``alpha * kd_t + (1 - alpha) * ce_t`` with respect to them."""
-    zeros = logits.new_zeros(logits.shape[0])
-    kd_t, kd_grad = zeros, None
+class _Workspace:
+    """Named flat buffers of chunk_size x V_s values, made once per call and reused by every
+    chunk, so the chunks neither reallocate nor page-fault fresh memory. ``get`` gives a
+    contiguous (rows, cols) view of a buffer's start."""
+
+    def __init__(self, like: Tensor, size: int):
+        self.like, self.size, self.buffers = like, size, {}
+
+    def get(self, name: str, rows: int, cols: int) -> Tensor:
+        if name not in self.buffers:
+            self.buffers[name] = self.like.new_empty(self.size)
+        return self.buffers[name][:rows * cols].view(rows, cols)
+
+
+def _chunk(logits: Tensor, teacher, labels: Tensor, w: Tensor, spec: _Spec, work: _Workspace):
+    """Per-token kd_t and ce_t of one chunk, and the gradient of
+    ``sum_t w_t * (alpha * kd_t + (1 - alpha) * ce_t)`` with respect to ``logits``."""
+    n, v_s = logits.shape
+    zeros = logits.new_zeros(n)
+    kd_t = ce_t = zeros
+    kd_grad = None
     if spec.alpha > 0:
-        value, kd_grad, support, mask = _divergence(logits, teacher, spec)
-        coef = spec.alpha * spec.temperature * (1.0 if mask is None else mask.to(value.dtype))
+        value, kd_grad, support, mask = _divergence(logits, teacher, spec, work)
+        kd_w = w if mask is None else w * mask
         kd_t = spec.temperature ** 2 * (value if mask is None else value * mask)
-    ce_t = zeros
+    grad = work.get("scratch", n, v_s)  # free once _divergence has returned
     if spec.alpha < 1:
-        lse = logits.logsumexp(1)
-        ce_t = lse - logits.gather(1, labels[:, None]).squeeze(1)
-        probs = logits.sub_(lse[:, None]).exp_()
-        probs.scatter_add_(1, labels[:, None], probs.new_full((len(labels), 1), -1.0))
-        probs.mul_(1 - spec.alpha)
+        torch.log_softmax(logits, 1, out=grad)
+        ce_t = -grad.gather(1, labels[:, None]).squeeze(1)
+        scale = ((1 - spec.alpha) * w)[:, None]
+        grad.exp_().mul_(scale).scatter_add_(1, labels[:, None], -scale)
     else:
-        logits.zero_()
+        grad.zero_()
     if kd_grad is not None:
-        kd_grad.mul_(coef if isinstance(coef, float) else coef[:, None])
+        scale = (spec.alpha * spec.temperature * kd_w)[:, None]
         if support is None:
-            logits[:, :kd_grad.shape[1]].add_(kd_grad)
+            grad[:, :kd_grad.shape[1]].addcmul_(kd_grad, scale)
         else:
-            logits.scatter_add_(1, support, kd_grad)
-    return kd_t, ce_t
+            grad.scatter_add_(1, support, kd_grad * scale)
+    return kd_t, ce_t, grad
 
 
-def _divergence(logits: Tensor, teacher, spec: _Spec):
+def _divergence(logits: Tensor, teacher, spec: _Spec, work: _Workspace):
     """D(p_T, q_T) per token, its gradient with respect to logits / T (on the shared vocabulary,
-    or on ``support`` ids when that is not None), the support, and the entropy mask."""
-    t = spec.temperature
-    z = logits[:, :spec.vocab]
+    or on ``support`` ids when that is not None), the support, and the entropy mask. Leaves
+    ``logits`` as they are; the gradient is never in the workspace's "scratch" buffer."""
+    t, n, v = spec.temperature, logits.shape[0], spec.vocab
+    z = logits[:, :v]
     support = None
-    if isinstance(teacher, Tensor):  # dense teacher logits, (n, vocab), ours to overwrite
-        if t != 1:
-            teacher.div_(t)
+    if spec.dense:
+        hidden, head = teacher  # hidden already divided by T
+        scaled = torch.mm(hidden, head.T, out=work.get("scratch", n, v))
         if spec.top_k:
-            top, support = teacher.topk(spec.top_k, dim=1)
+            top, support = scaled.topk(spec.top_k, dim=1)
             log_p = top.log_softmax(1)
         else:
-            log_p = teacher.sub_(teacher.logsumexp(1, keepdim=True))
+            log_p = torch.log_softmax(scaled, 1, out=work.get("log_p", n, v))
     else:
         support, cached = teacher
         if spec.top_k and spec.top_k < cached.shape[1]:
@@ -271,14 +288,17 @@ def _divergence(logits: Tensor, teacher, spec: _Spec):
         log_p = (cached / t).log_softmax(1)
     mask = None
     if spec.entropy_threshold is not None:
-        mask = -_rowdot(log_p.exp(), log_p) > spec.entropy_threshold
+        p = torch.exp(log_p, out=work.get("scratch", *log_p.shape))
+        mask = -_rowdot(p, log_p) > spec.entropy_threshold
     if support is not None and spec.loss not in ("forward_kl", "topk"):
         log_q = (z.gather(1, support) / t).log_softmax(1)  # student renormalized on the support
-        value, grad = _DIVERGENCES[spec.loss](log_q, log_p, spec.beta)
+        value, grad = _DIVERGENCES[spec.loss](log_q, log_p, torch.empty_like(log_q), spec.beta)
         return value, grad, support, mask
-    log_q = (z / t if t != 1 else z).log_softmax(1)
+    log_q = work.get("log_q", n, v)
+    torch.log_softmax(torch.mul(z, 1 / t, out=work.get("scratch", n, v)) if t != 1 else z, 1,
+                      out=log_q)
     if support is None:
-        value, grad = _DIVERGENCES[spec.loss](log_q, log_p, spec.beta)
+        value, grad = _DIVERGENCES[spec.loss](log_q, log_p, work.get("scratch", n, v), spec.beta)
         return value, grad, None, mask
     p = log_p.exp()  # forward KL against the renormalized top k, student over the vocabulary
     value = _rowdot(p, log_p - log_q.gather(1, support))
@@ -291,48 +311,51 @@ def _rowdot(a: Tensor, b: Tensor) -> Tensor:
 
 
 # Divergences between q = exp(log_q) and p = exp(log_p), normalized on the same support. Each
-# returns D per row and dD/dz where q = softmax(z), and may overwrite its inputs.
+# returns D per row and dD/dz where q = softmax(z). They overwrite log_q and log_p and use
+# ``scratch`` (same shape) for temporaries, but never return the gradient in it.
 
-def _forward_kl(log_q: Tensor, log_p: Tensor, beta: float):
-    p = log_p.exp()
+def _forward_kl(log_q: Tensor, log_p: Tensor, scratch: Tensor, beta: float):
+    p = torch.exp(log_p, out=scratch)
     value = _rowdot(p, log_p.sub_(log_q))
     return value, log_q.exp_().sub_(p)
 
 
-def _reverse_kl(log_q: Tensor, log_p: Tensor, beta: float):
-    q = log_q.exp()
+def _reverse_kl(log_q: Tensor, log_p: Tensor, scratch: Tensor, beta: float):
+    q = torch.exp(log_q, out=scratch)
     ratio = log_q.sub_(log_p)
     value = _rowdot(q, ratio)
     return value, ratio.sub_(value[:, None]).mul_(q)
 
 
-def _jsd(log_q: Tensor, log_p: Tensor, beta: float):
+def _jsd(log_q: Tensor, log_p: Tensor, scratch: Tensor, beta: float):
     if beta == 0:
-        return _forward_kl(log_q, log_p, beta)
+        return _forward_kl(log_q, log_p, scratch, beta)
     if beta == 1:
-        return _reverse_kl(log_q, log_p, beta)
-    log_m = torch.logaddexp(log_q + math.log1p(-beta), log_p + math.log(beta))
-    kl_p = _rowdot(log_p.exp(), log_p - log_m)
-    q = log_q.exp()
+        return _reverse_kl(log_q, log_p, scratch, beta)
+    log_m = torch.logaddexp(torch.add(log_q, math.log1p(-beta), out=scratch),
+                            log_p + math.log(beta), out=scratch)
+    kl_p = _rowdot(log_p.exp(), log_p.sub_(log_m))
+    q = torch.exp(log_q, out=log_p)
     ratio = log_q.sub_(log_m)
     kl_q = _rowdot(q, ratio)
     # dD/dq = (1 - beta) * (log q - log m): the mixture's own terms cancel
     return beta * kl_p + (1 - beta) * kl_q, ratio.sub_(kl_q[:, None]).mul_(q).mul_(1 - beta)
 
 
-def _bidirectional(log_q: Tensor, log_p: Tensor, beta: float):
-    p, q = log_p.exp(), log_q.exp()
-    ratio = log_q.sub_(log_p)
-    forward, reverse = -_rowdot(p, ratio), _rowdot(q, ratio)
-    grad = ratio.sub_(reverse[:, None]).mul_(q).mul_(beta)
+def _bidirectional(log_q: Tensor, log_p: Tensor, scratch: Tensor, beta: float):
+    p = torch.exp(log_p, out=scratch)
+    ratio = log_p.sub_(log_q)  # log p - log q
+    q = log_q.exp_()
+    forward, reverse = _rowdot(p, ratio), -_rowdot(q, ratio)
+    grad = ratio.add_(reverse[:, None]).mul_(q).mul_(-beta)  # beta * q * (log q/p - reverse)
     grad.add_(q, alpha=1 - beta).sub_(p, alpha=1 - beta)
     return (1 - beta) * forward + beta * reverse, grad
 
 
-def _tvd(log_q: Tensor, log_p: Tensor, beta: float):
+def _tvd(log_q: Tensor, log_p: Tensor, scratch: Tensor, beta: float):
     q = log_q.exp_()
-    diff = log_p.exp_().neg_().add_(q)  # q - p
-    value = 0.5 * diff.abs().sum(1)
+    diff = torch.sub(q, torch.exp(log_p, out=scratch), out=log_p)  # q - p
+    value = 0.5 * torch.linalg.vector_norm(diff, ord=1, dim=1)
     sign = diff.sign_().mul_(0.5)  # dD/dq (0 where p == q)
     return value, sign.sub_(_rowdot(q, sign)[:, None]).mul_(q)
 

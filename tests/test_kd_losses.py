@@ -175,6 +175,7 @@ def test_entropy_selective_distills_only_uncertain_positions():
     assert (entropy[::2] < 0.5).all() and (entropy[1::2] > 0.5).all()
     kw = {"alpha": 1.0, "entropy_threshold": 0.5}
     assert_matches((hs, ws, teacher, labels), **kw)
+    assert_matches((hs, ws, teacher, labels), alpha=0.6, entropy_threshold=0.5, loss="tvd")
     g_hidden, _ = grads(kd_loss(hs, ws, teacher, labels, **kw).loss, hs, ws)
     assert (g_hidden[::2] == 0).all() and (g_hidden[1::2] != 0).all()
 
