@@ -59,6 +59,8 @@ def register(sub) -> None:
     k.add_argument("--attention-layers", help="attention transfer pairs STUDENT:TEACHER "
                    "(default with --attention-weight: uniform); runs eager attention")
     k.add_argument("--attention-weight", type=float, help="weight of the attention term (0)")
+    k.add_argument("--self-distill-decay", type=float, help="no teacher: distill from the "
+                   "student's moving average with this decay, e.g. 0.999")
     k.set_defaults(func=_train_kd)
     g = verbs.add_parser(
         "gkd", allow_abbrev=False, help="generalized KD (TRL GKDTrainer): the student learns "
@@ -106,7 +108,8 @@ def _train_kd(args) -> None:
     _train(args, "kd", teacher=args.teacher, offline_logits=args.offline_logits, loss=args.loss,
            temperature=args.temperature, alpha=args.alpha, top_k=args.top_k,
            feature_layers=args.feature_layers, feature_weight=args.feature_weight,
-           attention_layers=args.attention_layers, attention_weight=args.attention_weight)
+           attention_layers=args.attention_layers, attention_weight=args.attention_weight,
+           self_distill_decay=args.self_distill_decay)
 
 
 def _train_gkd(args) -> None:

@@ -42,13 +42,14 @@ class EMATeacher:
 
 
 class EMACallback(TrainerCallback):
-    """Updates an ``EMATeacher`` after every optimizer step of a ``Trainer``."""
+    """Updates an ``EMATeacher`` after every optimizer step of a ``Trainer``, from ``student``
+    (the module it copied; default: the trainer's model, DDP-unwrapped)."""
 
-    def __init__(self, ema: EMATeacher):
-        self.ema = ema
+    def __init__(self, ema: EMATeacher, student: torch.nn.Module | None = None):
+        self.ema, self.student = ema, student
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        self.ema.update(_unwrap(model))
+        self.ema.update(self.student if self.student is not None else _unwrap(model))
 
 
 def _unwrap(model):

@@ -18,7 +18,8 @@ KD_KEYS = ("teacher", "offline_logits", "loss", "temperature", "temperature_end"
            "temperature_schedule", "alpha", "alpha_end", "alpha_schedule", "schedule_warmup_steps",
            "beta", "top_k", "entropy_threshold", "teacher_dtype", "feature_layers",
            "feature_weight", "feature_loss", "feature_projector", "attention_layers",
-           "attention_weight", "attention_loss")
+           "attention_weight", "attention_loss", "self_distill_decay", "deep_supervision_weight",
+           "deep_supervision_layers")
 
 
 @dataclass
@@ -91,12 +92,26 @@ class DistillKDConfig(DistillSFTConfig):
     attention_loss: str = field(default="kl", metadata={
         "help": "'kl': KL(teacher row || student row) per query; 'mse' over the maps.",
         "choices": ["kl", "mse"]})
+    # Self-distillation and deep supervision (see distill.sft.kd_transfer)
+    self_distill_decay: float | None = field(default=None, metadata={
+        "help": "Self-distillation instead of a teacher: the teacher is an exponential moving "
+        "average of the student with this decay (e.g. 0.999), updated after every optimizer "
+        "step."})
+    deep_supervision_weight: float = field(default=0.0, metadata={
+        "help": "Weight of the deep-supervision term: intermediate student blocks, through the "
+        "final norm and LM head, learn the teacher's distribution too (the KD term at alpha 1); "
+        "0: off."})
+    deep_supervision_layers: str | None = field(default=None, metadata={
+        "help": "Student blocks of the deep-supervision term, e.g. '3,7' (default: every "
+        "intermediate block)."})
 
     def __post_init__(self):
         super().__post_init__()
-        if (self.teacher is None) == (self.offline_logits is None):
+        if sum(x is not None for x in (self.teacher, self.offline_logits,
+                                       self.self_distill_decay)) != 1:
             raise DistillError("distill train kd needs exactly one teacher: --teacher MODEL "
-                               "(online) or --offline-logits DIR (from distill logits capture)")
+                               "(online), --offline-logits DIR (from distill logits capture) or "
+                               "--self-distill-decay D (the student's moving average)")
         check_kd_options(self.loss, self.temperature, self.alpha, self.beta, self.top_k,
                          self.kd_chunk_size)
         from distill.sft.kd_transfer import check_transfer_options

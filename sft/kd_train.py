@@ -28,9 +28,9 @@ class KDMethod(Method):
 
     def __init__(self, config):
         from distill.sft.kd_trainer import DistillKDTrainer
-        from distill.sft.kd_transfer import TransferKDTrainer, uses_transfer
+        from distill.sft.kd_transfer import TransferKDTrainer, has_extra_terms
 
-        super().__init__(TransferKDTrainer if uses_transfer(config) else DistillKDTrainer)
+        super().__init__(TransferKDTrainer if has_extra_terms(config) else DistillKDTrainer)
         self.config = config
         self.capture = None  # manifest of the offline logits
         self.teacher_tokenizer = None
@@ -61,6 +61,8 @@ class KDMethod(Method):
                                    f"{student_rows} vocabulary rows")
             return
         teacher = self.config.teacher
+        if teacher is None:  # self-distillation: the student's own moving average
+            return
         self.teacher_tokenizer = load_tokenizer(teacher, "teacher")
         check_same_tokenizer(tokenizer, self.teacher_tokenizer, model_path, teacher)
         shared_vocab(student_rows, vocab_rows(AutoConfig.from_pretrained(teacher)), tokenizer,
@@ -94,6 +96,8 @@ class KDMethod(Method):
     def trainer_kwargs(self) -> dict:
         if self.capture is not None:
             return {"vocab_size": self.capture["vocab_size"]}
+        if self.config.teacher is None:  # self-distillation: the trainer makes the EMA copy
+            return {}
         from accelerate import PartialState
 
         from distill.sft.teacher import check_plain_head, load_teacher
@@ -109,6 +113,8 @@ class KDMethod(Method):
         if self.capture is not None:
             source = (f"offline: top-{self.capture['top_k']} log-probs of "
                       f"`{self.capture['teacher']}` from `{c.offline_logits}`")
+        elif c.teacher is None:
+            source = f"the student's moving average (EMA decay {c.self_distill_decay:g})"
         else:
             source = f"online: `{c.teacher}` ({c.teacher_dtype})"
         lines = [f"- teacher: {source}",

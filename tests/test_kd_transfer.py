@@ -16,10 +16,12 @@ from distill.cli import main
 from distill.errors import DistillError
 from distill.sft.config import build_config
 from distill.sft.kd_config import DistillKDConfig
-from distill.sft.kd_transfer import PROJECTOR_FILE
+from distill.sft.kd_transfer import EMA_FILE, PROJECTOR_FILE
 
 TRANSFER = {"feature_weight": 1.0, "attention_weight": 1.0, "alpha": 0.5, "max_steps": 6,
             "save_strategy": "steps", "save_steps": 3}
+SELF = {"self_distill_decay": 0.5, "deep_supervision_weight": 0.5, "alpha": 0.5, "max_steps": 4,
+        "save_strategy": "steps", "save_steps": 1}
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +95,7 @@ def test_bad_transfer_settings_are_refused(run, tmp_path):
     config = {"config_class": DistillKDConfig, "output_dir": str(tmp_path)}
     with pytest.raises(DistillError, match="need the online teacher"):
         build_config(**config, offline_logits="logits", feature_weight=1.0)
-    with pytest.raises(DistillError, match="--attention-layers needs --attention-weight > 0"):
+    with pytest.raises(DistillError, match="attention_layers needs attention_weight > 0"):
         build_config(**config, teacher="t", attention_layers="0:1")
     with pytest.raises(DistillError, match="feature_loss must be one of"):
         build_config(**config, teacher="t", feature_weight=1.0, feature_loss="l1")
@@ -114,3 +116,61 @@ def test_cli_flags(run, tmp_path):
     assert "- attention transfer: weight 2, `kl`, blocks 0:1" in card
     assert set(load_file(tmp_path / "cli" / PROJECTOR_FILE)) == {"projector.maps.1.weight",
                                                                  "projector.maps.1.bias"}
+
+
+@pytest.fixture(scope="module")
+def self_run(run, tmp_path_factory):
+    """Self-distillation (EMA teacher, decay 0.5) with deep supervision; a checkpoint a step."""
+    from distill.sft.kd_train import train_kd
+
+    data, student, _, _ = run
+    out = tmp_path_factory.mktemp("self") / "kd"
+    train_kd(str(student), data, out, **{**KD_ARGS, **SELF})
+    return data, student, out
+
+
+def test_self_distillation_follows_the_ema_formula(self_run):
+    _, _, out = self_run
+    assert len(logged(out, "kd")) == len(logged(out, "deep_supervision")) == 4
+    assert all(v > 0 for v in logged(out, "deep_supervision"))
+    ema = {k: load_file(out / f"checkpoint-{k}" / EMA_FILE) for k in range(1, 5)}
+    weights = {k: load_file(out / f"checkpoint-{k}" / "model.safetensors") for k in range(1, 5)}
+    shared = set(ema[4]) & set(weights[4])  # the tied embedding is stored under one name
+    assert len(shared) >= len(weights[4]) - 1
+    for k in (2, 3, 4):  # after step k: ema = 0.5 * ema_(k-1) + 0.5 * student_k
+        for name in shared:
+            assert torch.allclose(ema[k][name], 0.5 * ema[k - 1][name] + 0.5 * weights[k][name],
+                                  atol=1e-6), (k, name)
+    final = load_file(out / EMA_FILE)
+    assert all(torch.equal(final[n], ema[4][n]) for n in final)
+    card = (out / "README.md").read_text()
+    assert "- teacher: the student's moving average (EMA decay 0.5)" in card
+    assert "- deep supervision: weight 0.5, blocks all intermediate" in card
+
+
+def test_a_resumed_self_distillation_continues_the_ema(self_run, tmp_path):
+    from distill.sft.kd_train import train_kd
+
+    data, student, out = self_run
+    resumed = tmp_path / "resumed"
+    shutil.copytree(out, resumed)
+    for k in (3, 4):
+        shutil.rmtree(resumed / f"checkpoint-{k}")
+    train_kd(str(student), data, resumed, **{**KD_ARGS, **SELF})
+    for name in (EMA_FILE, "model.safetensors"):
+        a, b = load_file(out / name), load_file(resumed / name)
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), name
+
+
+def test_self_distillation_settings_and_cli(self_run, tmp_path):
+    data, student, _ = self_run
+    flags = [f"--{k}={v}" for k, v in KD_ARGS.items()] + ["--max_steps=1"]
+    assert main(["train", "kd", "--model", str(student), "--data", str(data), "--out",
+                 str(tmp_path / "cli"), "--self-distill-decay", "0.99", *flags]) == 0
+    assert (tmp_path / "cli" / EMA_FILE).exists()
+    config = {"config_class": DistillKDConfig, "output_dir": str(tmp_path)}
+    with pytest.raises(DistillError, match="exactly one teacher"):
+        build_config(**config, teacher="t", self_distill_decay=0.9)
+    with pytest.raises(DistillError, match=r"self_distill_decay must be in \[0, 1\)"):
+        build_config(**config, self_distill_decay=1.0)
+    assert build_config(**config, self_distill_decay=0.99).teacher is None
