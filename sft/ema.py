@@ -2,9 +2,8 @@
 
 ``EMATeacher`` keeps a frozen copy of the student and, after each optimizer step,
 ``p_ema <- d * p_ema + (1 - d) * p_student`` for every parameter (buffers are copied).
-``EMACallback`` does that update from a transformers ``Trainer``. ``deep_supervision_loss``
-lets the student's intermediate blocks predict tokens too (through its final norm and LM
-head) and matches them to the EMA teacher's final distribution.
+``EMACallback`` does that update from a transformers ``Trainer``; ``distill train kd
+--self-distill-decay`` uses both (``distill.sft.kd_transfer``).
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import torch
 from transformers import TrainerCallback
 
 from distill.errors import DistillError
-from distill.sft.feature_losses import masked_mean
 
 
 class EMATeacher:
@@ -56,28 +54,3 @@ def _unwrap(model):
     while hasattr(model, "module"):  # DDP and friends
         model = model.module
     return model
-
-
-def layer_logits(model, hidden: torch.Tensor) -> torch.Tensor:
-    """Logits a causal LM would give if ``hidden`` (an intermediate block's output) were its
-    last block's: its final norm, then its LM head."""
-    return model.get_output_embeddings()(model.get_decoder().norm(hidden))
-
-
-def deep_supervision_loss(student, student_hidden, teacher_logits: torch.Tensor, layers,
-                          mask=None, temperature: float = 1.0) -> torch.Tensor:
-    """Mean over student ``layers`` (block indices) of KL(teacher || block's logits) at
-    ``temperature``, averaged over the tokens of ``mask``; the teacher's (e.g. the EMA
-    copy's) final logits are the target. ``student_hidden`` are its ``hidden_states``."""
-    last = len(student_hidden) - 2  # the last block's output is the model's own prediction
-    if not layers or not all(0 <= layer < last for layer in layers):
-        raise DistillError(f"deep supervision layers must be intermediate blocks, 0-{last - 1}; "
-                           f"got {list(layers)}")
-    target = (teacher_logits.detach().float() / temperature).log_softmax(-1)
-    losses = []
-    for layer in layers:
-        logp = (layer_logits(student, student_hidden[layer + 1]).float()
-                / temperature).log_softmax(-1)
-        kl = (target.exp() * (target - logp)).sum(-1)
-        losses.append(masked_mean(kl, mask))
-    return torch.stack(losses).mean() * temperature ** 2

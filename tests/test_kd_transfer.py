@@ -174,3 +174,35 @@ def test_self_distillation_settings_and_cli(self_run, tmp_path):
     with pytest.raises(DistillError, match=r"self_distill_decay must be in \[0, 1\)"):
         build_config(**config, self_distill_decay=1.0)
     assert build_config(**config, self_distill_decay=0.99).teacher is None
+
+
+def test_extra_terms_of_one_batch_match_a_reference(run, tmp_path):
+    from test_kd_train import make_trainer
+
+    from distill.sft.feature_losses import attention_loss
+
+    data, student, teacher, _ = run
+    trainer = make_trainer(student, data, tmp_path / "t", teacher=str(teacher), alpha=0.5,
+                           temperature=2.0, feature_weight=2.0, attention_weight=3.0,
+                           deep_supervision_weight=0.5)
+    inputs = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    ids, attn, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
+    with torch.no_grad():
+        terms = trainer.loss_terms(trainer.model, trainer.kd_batch(trainer.model, dict(inputs)))
+        kwargs = {"input_ids": ids, "attention_mask": attn, "output_hidden_states": True,
+                  "output_attentions": True}
+        s, t = trainer.model(**kwargs), trainer.teacher(**kwargs)
+        mask = attn.bool()
+        counted = labels[:, 1:] != -100
+        # deep supervision: block 0 of 2, through the final norm and head, KL at T=2 times T^2
+        exit_logits = trainer.model.lm_head(trainer.model.model.norm(s.hidden_states[1]))
+        p = (t.logits[:, :-1][counted] / 2).log_softmax(-1)
+        q = (exit_logits[:, :-1][counted] / 2).log_softmax(-1)
+        deep = 4 * (p.exp() * (p - q)).sum(-1).sum() / counted.sum()
+        features = trainer.features(s.hidden_states, t.hidden_states, mask)
+        attention = attention_loss(s.attentions, t.attentions, {0: 0, 1: 1}, mask)
+    assert set(terms) == {"logits", "features", "attention", "deep_supervision"}
+    assert terms["deep_supervision"].item() == pytest.approx(0.5 * deep.item(), rel=1e-4)
+    assert terms["features"].item() == pytest.approx(2 * features.item(), rel=1e-5)
+    assert terms["attention"].item() == pytest.approx(3 * attention.item(), rel=1e-5)
+    assert trainer.model.config._attn_implementation == "eager"
