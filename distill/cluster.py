@@ -57,29 +57,26 @@ def worker_errors():
         raise
 
 
-def grouped(ray, ds, keys: list[str], parts: int, fn, *args):
-    """A Ray dataset of ``fn(partition, *args)`` for each of ``parts`` hash partitions of the
-    rows of ``ds`` by its unsigned-integer ``keys`` columns, so each group of rows with equal
-    keys is whole in one partition: a map task per block splits it, a task per partition
-    gathers its pieces and runs ``fn``, all across the cluster's workers."""
-    blocks = ds.to_arrow_refs()
-    if not blocks:
-        return ray.data.from_items([])
+def shuffle(ray, blocks: list, keyed, keyed_args: tuple, keys: list[str], parts: int, reduce,
+            reduce_args: tuple) -> list:
+    """Object refs of ``reduce(partition, *reduce_args)`` for each of ``parts`` hash partitions
+    of the rows that ``keyed(block, *keyed_args)`` makes of each of ``blocks`` (refs to Arrow
+    tables), partitioned by their unsigned-integer ``keys`` columns, so rows with equal keys
+    meet in one partition: one map task per block, one reduce task per partition, spread over
+    the cluster's workers."""
     split = ray.remote(_split).options(num_returns=parts)
-    pieces = [split.remote(block, keys, parts) for block in blocks]
+    pieces = [split.remote(block, keyed, keyed_args, keys, parts) for block in blocks]
     if parts == 1:
         pieces = [[p] for p in pieces]
     gather = ray.remote(_gather)
-    return ray.data.from_arrow_refs([gather.remote(fn, args, *(p[i] for p in pieces))
-                                     for i in range(parts)])
+    return [gather.remote(reduce, reduce_args, *(p[i] for p in pieces)) for i in range(parts)]
 
 
-def _split(table, keys: list[str], parts: int):
+def _split(block, keyed, keyed_args: tuple, keys: list[str], parts: int):
     import numpy as np
     import pyarrow as pa
 
-    if not table.num_rows:  # an empty block may lack the columns too
-        return table if parts == 1 else [table] * parts
+    table = keyed(block, *keyed_args)
     h = np.zeros(table.num_rows, np.uint64)
     for key in keys:
         h = (h ^ table.column(key).to_numpy().astype(np.uint64)) * np.uint64(0x9E3779B97F4A7C15)
@@ -88,7 +85,7 @@ def _split(table, keys: list[str], parts: int):
     return out[0] if parts == 1 else out
 
 
-def _gather(fn, args, *tables):
+def _gather(reduce, args: tuple, *tables):
     import pyarrow as pa
 
-    return fn(pa.concat_tables([t for t in tables if t.num_rows] or tables[:1]), *args)
+    return reduce(pa.concat_tables(tables), *args)

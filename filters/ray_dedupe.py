@@ -25,7 +25,7 @@ from itertools import combinations
 import numpy as np
 import pyarrow as pa
 
-from distill.cluster import grouped
+from distill.cluster import shuffle
 from distill.filters.dedupe import (
     Dedupe,
     _bands,
@@ -38,19 +38,21 @@ from distill.filters.dedupe import (
 _BAND_MIX = np.uint64(0x9E3779B97F4A7C15)  # the local stage's band-key multiplier
 
 
-def duplicates_on_ray(ray, alive, stage: Dedupe, workers: int) -> dict[int, str]:
-    """{position of each row to drop: the id of the row its cluster keeps} for the rows of the
-    Ray dataset ``alive`` (columns ``_pos``, ``_row``); sets ``stage.clusters``."""
-    keys = alive.map_batches(_keys, fn_args=(stage,), batch_format="pyarrow")
-    edges = _concat(grouped(ray, keys, ["b0", "b1"], 2 * workers, _bucket_edges, stage.method))
-    if "kind" not in edges:  # no rows
+def duplicates_on_ray(ray, blocks: list, stage: Dedupe, parts: int) -> dict[int, str]:
+    """{position of each row to drop: the id of the row its cluster keeps}, for the rows still
+    kept in ``blocks`` (refs to Arrow tables of ``_pos``, ``_row``, ``_drop``), with buckets
+    grouped in ``parts`` partitions; sets ``stage.clusters``."""
+    edges = _columns(ray.get(shuffle(ray, blocks, _keys, (stage,), ["b0", "b1"], parts,
+                                     _bucket_edges, (stage.method,))))
+    if not len(edges["a"]):
         stage.clusters = 0
         return {}
     same = edges["kind"] == 0
     candidates = np.unique(np.stack([edges["a"][~same], edges["b"][~same]], axis=1), axis=0)
     nodes = np.unique(np.concatenate([edges["a"], edges["b"]]))
-    facts = _concat(alive.map_batches(_facts, fn_args=(stage, nodes, np.unique(candidates)),
-                                      batch_format="pyarrow"))
+    facts_of = ray.remote(_facts)
+    facts = _columns(ray.get([facts_of.remote(b, stage, nodes, np.unique(candidates))
+                              for b in blocks]))
     sets = {p: set(np.frombuffer(s, np.uint64).tolist())
             for p, s in zip(facts["pos"].tolist(), facts["shingles"]) if s is not None}
     clusters = _Clusters(len(nodes))
@@ -67,8 +69,10 @@ def drop_reason(stage: Dedupe) -> str:
     return ("duplicate" if stage.method == "exact" else "near-duplicate") + f" ({stage.method})"
 
 
-def _keys(table: pa.Table, stage: Dedupe) -> dict[str, np.ndarray]:
-    """Bucket keys (b0, b1) per row; minhash: one per band, with the signature digest."""
+def _keys(block: pa.Table, stage: Dedupe) -> pa.Table:
+    """Bucket keys (b0, b1) of the block's rows still kept; minhash: one per band, with the
+    signature's digest (s0, s1)."""
+    table = _alive(block)
     rows = [pickle.loads(b) for b in table.column("_row").to_pylist()]
     for row in rows:
         stage._require(row)
@@ -78,12 +82,15 @@ def _keys(table: pa.Table, stage: Dedupe) -> dict[str, np.ndarray]:
         digests = [hashlib.blake2b(" ".join(t.lower().split()).encode(), digest_size=16).digest()
                    for t in texts]
         b = np.frombuffer(b"".join(digests), np.uint64).reshape(-1, 2)
-        return {"b0": b[:, 0], "b1": b[:, 1], "pos": pos}
+        return pa.table({"b0": b[:, 0], "b1": b[:, 1], "pos": pos})
+    bands = _bands(stage.threshold, stage.num_perm)
+    if not texts:
+        empty = np.zeros(0, np.uint64)
+        return pa.table({"b0": empty, "b1": empty, "s0": empty, "s1": empty, "pos": pos})
     sig = np.array(_signatures(*_shingles(texts, stage.ngram), stage.num_perm).to_rows(),
                    dtype=np.uint64).reshape(len(texts), stage.num_perm)
     digest = np.frombuffer(b"".join(hashlib.blake2b(s.tobytes(), digest_size=16).digest()
                                     for s in sig), np.uint64).reshape(-1, 2)
-    bands = _bands(stage.threshold, stage.num_perm)
     width = stage.num_perm // bands
     band_keys = []
     for band in range(bands):
@@ -91,9 +98,16 @@ def _keys(table: pa.Table, stage: Dedupe) -> dict[str, np.ndarray]:
         for col in sig[:, band * width:(band + 1) * width].T:
             key = key * _BAND_MIX + col
         band_keys.append(key)
-    return {"b0": np.repeat(np.arange(bands, dtype=np.uint64), len(sig)),
-            "b1": np.concatenate(band_keys), "s0": np.tile(digest[:, 0], bands),
-            "s1": np.tile(digest[:, 1], bands), "pos": np.tile(pos, bands)}
+    return pa.table({"b0": np.repeat(np.arange(bands, dtype=np.uint64), len(sig)),
+                     "b1": np.concatenate(band_keys), "s0": np.tile(digest[:, 0], bands),
+                     "s1": np.tile(digest[:, 1], bands), "pos": np.tile(pos, bands)})
+
+
+def _alive(block: pa.Table) -> pa.Table:
+    """The rows of a block that no earlier stage dropped (an empty block may lack columns)."""
+    if not block.num_rows:
+        return pa.table({"_pos": pa.array([], pa.int64()), "_row": pa.array([], pa.binary())})
+    return block.filter(pa.array(block.column("_drop").to_numpy() == -1))
 
 
 def _bucket_edges(table: pa.Table, method: str) -> pa.Table:
@@ -124,8 +138,9 @@ def _bucket_edges(table: pa.Table, method: str) -> pa.Table:
                      "kind": np.concatenate(kind)})
 
 
-def _facts(table: pa.Table, stage: Dedupe, nodes: np.ndarray, candidates: np.ndarray) -> pa.Table:
+def _facts(block: pa.Table, stage: Dedupe, nodes: np.ndarray, candidates: np.ndarray) -> pa.Table:
     """id, keep value (pickled) and, for candidates, the shingle set of the rows in ``nodes``."""
+    table = _alive(block)
     pos = table.column("_pos").to_numpy()
     mine = np.flatnonzero(np.isin(pos, nodes))
     rows = [pickle.loads(table.column("_row")[int(i)].as_py()) for i in mine]
@@ -136,8 +151,10 @@ def _facts(table: pa.Table, stage: Dedupe, nodes: np.ndarray, candidates: np.nda
         for n, i in enumerate(np.flatnonzero(check)):
             shingles[i] = flat[offsets[n]:offsets[n + 1]].tobytes()
     keep = [pickle.dumps(r.get(stage.keep) if stage.keep else None) for r in rows]
-    return pa.table({"pos": pos[mine], "id": [r.get("id") for r in rows],
-                     "keep": pa.array(keep, pa.binary()), "shingles": pa.array(shingles, pa.binary())})
+    ids = [pickle.dumps(r.get("id")) for r in rows]
+    return pa.table({"pos": pos[mine], "id": pa.array(ids, pa.binary()),
+                     "keep": pa.array(keep, pa.binary()),
+                     "shingles": pa.array(shingles, pa.binary())})
 
 
 def _similar(a: set, b: set, threshold: float) -> bool:
@@ -158,13 +175,12 @@ def _drops(stage: Dedupe, nodes: np.ndarray, clusters: _Clusters, facts: dict) -
         if stage.keep and _better(keep_value[where[p]], keep_value[where[best]]):
             keeper[root] = p
     stage.clusters = sum(len(ps) > 1 for ps in members.values())
-    return {p: facts["id"][where[keeper[root]]]
+    return {p: pickle.loads(facts["id"][where[keeper[root]]])
             for root, ps in members.items() for p in ps if p != keeper[root]}
 
 
-def _concat(ds) -> dict[str, np.ndarray | list]:
-    """A small Ray dataset's columns on the driver (integers as numpy, the rest as lists)."""
-    tables = list(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
-    table = pa.concat_tables(tables) if tables else pa.table({"a": pa.array([], pa.int64())})
+def _columns(tables: list[pa.Table]) -> dict[str, np.ndarray | list]:
+    """The columns of tables of one schema (integers as numpy, the rest as lists)."""
+    table = pa.concat_tables(tables)
     return {c: (table.column(c).to_numpy() if pa.types.is_integer(table.column(c).type)
                 else table.column(c).to_pylist()) for c in table.column_names}

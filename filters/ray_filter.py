@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill import io
-from distill.cluster import connect, grouped, resources, worker_errors
+from distill.cluster import connect, resources, shuffle, worker_errors
 from distill.filters.base import RowStage, Stage
 from distill.filters.pipeline import Filtered, build_stages, log_stage
 from distill.filters.ray_dedupe import drop_reason, duplicates_on_ray
@@ -61,13 +61,14 @@ def filter_on_ray(in_dir: Path, spec: list, pipeline: list[Stage], address: str 
             if kind == "rows":
                 ds = ds.map_batches(run_stages, fn_args=args, batch_size=BATCH_ROWS, **tasks)
             elif kind == "groups":
-                keyed = ds.map_batches(_group_keys, fn_args=(stages[0].name,), **tasks)
-                ds = grouped(ray, keyed, ["_group"], 2 * workers, run_stages, *args)
+                ds = ray.data.from_arrow_refs(shuffle(
+                    ray, ds.to_arrow_refs(), _group_keys, (stages[0].name,), ["_group"],
+                    2 * workers, run_stages, args))
             else:
-                ds = ds.materialize()
+                blocks = ds.to_arrow_refs()  # runs the stages before this one
                 start = time.perf_counter()
-                ds = _on_driver(ray, ds, stages[0], first) if kind == "driver" \
-                    else _dedupe(ray, ds, stages[0], first, workers)
+                ds = _on_driver(ray, blocks, stages[0], first) if kind == "driver" \
+                    else _dedupe(ray, blocks, stages[0], first, 2 * workers)
                 seconds[first] = time.perf_counter() - start
         table = _gather(ds)
     worked = ray.get(board.get.remote())
@@ -176,57 +177,57 @@ def _table(pos, rows: list[dict], drop: np.ndarray) -> pa.Table:
                      "_drop": pa.array(drop, pa.int32())})
 
 
-def _group_keys(table: pa.Table, name: str) -> pa.Table:
-    """Adds ``_group``: a hash of the row's group key (of its position, for dropped rows,
-    which only pass through)."""
+def _group_keys(block: pa.Table, name: str) -> pa.Table:
+    """The block with ``_group``: a hash of each row's group key (of its position, for rows
+    dropped before, which only pass through)."""
+    if not block.num_rows:  # an empty block may lack the columns too
+        block = _table(pa.array([], pa.int64()), [], np.zeros(0, np.int32))
     key = GROUP_KEYS[name]
     groups = [hashlib.blake2b(repr(key(pickle.loads(b)) if d == -1 else p).encode(),
                               digest_size=8).digest()
-              for b, d, p in zip(*(table.column(c).to_pylist() for c in ("_row", "_drop", "_pos")))]
-    return table.append_column("_group", pa.array(np.frombuffer(b"".join(groups), np.uint64)))
+              for b, d, p in zip(*(block.column(c).to_pylist() for c in ("_row", "_drop", "_pos")))]
+    return block.append_column("_group", pa.array(np.frombuffer(b"".join(groups), np.uint64)))
 
 
-def _split(ds):
-    """(rows still kept, rows dropped) of a materialized dataset."""
-    def part(table: pa.Table, alive: bool) -> pa.Table:
-        mask = np.equal(table.column("_drop").to_numpy(), -1)
-        return table.filter(pa.array(mask if alive else ~mask))
-
-    return (ds.map_batches(part, fn_args=(True,), batch_format="pyarrow").materialize(),
-            ds.map_batches(part, fn_args=(False,), batch_format="pyarrow"))
+def _dedupe(ray, blocks: list, stage, index: int, parts: int):
+    drops = ray.put(duplicates_on_ray(ray, blocks, stage, parts))
+    apply = ray.remote(_apply_drops)
+    return ray.data.from_arrow_refs([apply.remote(b, drops, stage, index) for b in blocks])
 
 
-def _dedupe(ray, ds, stage, index: int, workers: int):
-    alive, dead = _split(ds)
-    drops = duplicates_on_ray(ray, alive, stage, workers)
-    reason = drop_reason(stage)
-
-    def apply(table: pa.Table) -> pa.Table:
-        rows = [pickle.loads(b) for b in table.column("_row").to_pylist()]
-        drop = table.column("_drop").to_numpy().copy()
-        for i, p in enumerate(table.column("_pos").to_pylist()):
-            if p in drops:
-                rows[i] = dropped_row({**rows[i], "duplicate_of": drops[p]}, stage, reason)
-                drop[i] = index
-        return _table(table.column("_pos"), rows, drop)
-
-    return alive.map_batches(apply, batch_format="pyarrow").union(dead)
+def _apply_drops(block: pa.Table, drops: dict[int, str], stage, index: int) -> pa.Table:
+    """Drop the block's duplicates, with ``duplicate_of``; only they are unpickled."""
+    if not block.num_rows:
+        return _table(pa.array([], pa.int64()), [], np.zeros(0, np.int32))
+    blobs, reason = block.column("_row").to_pylist(), drop_reason(stage)
+    drop = block.column("_drop").to_numpy().copy()
+    for i, p in enumerate(block.column("_pos").to_pylist()):
+        if p in drops:
+            row = {**pickle.loads(blobs[i]), "duplicate_of": drops[p]}
+            blobs[i], drop[i] = pickle.dumps(dropped_row(row, stage, reason)), index
+    return pa.table({"_pos": block.column("_pos"), "_row": pa.array(blobs, pa.binary()),
+                     "_drop": pa.array(drop, pa.int32())})
 
 
-def _on_driver(ray, ds, stage: Stage, index: int):
+def _on_driver(ray, blocks: list, stage: Stage, index: int):
     """Run the stage here over the rows still kept, in input order."""
-    alive, dead = _split(ds)
-    table = _gather(alive)
+    table = _sorted(ray.get(blocks))
     rows = [pickle.loads(b) for b in table.column("_row").to_pylist()]
-    decided = decide(stage, rows)
-    rows = [row if reason is None else dropped_row(row, stage, reason) for row, reason in decided]
-    drop = np.array([-1 if reason is None else index for _, reason in decided], np.int32)
-    return ray.data.from_arrow(_table(table.column("_pos"), rows, drop)).union(dead)
+    drop = table.column("_drop").to_numpy().copy()
+    alive = np.flatnonzero(drop == -1)
+    for i, (row, reason) in zip(alive, decide(stage, [rows[i] for i in alive])):
+        rows[i] = row if reason is None else dropped_row(row, stage, reason)
+        drop[i] = -1 if reason is None else index
+    return ray.data.from_arrow(_table(table.column("_pos"), rows, drop))
 
 
 def _gather(ds) -> pa.Table:
     """The dataset's rows on the driver, in input order."""
-    tables = list(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
+    return _sorted(list(ds.iter_batches(batch_size=None, batch_format="pyarrow")))
+
+
+def _sorted(tables: list[pa.Table]) -> pa.Table:
+    tables = [t for t in tables if t.num_rows]
     table = pa.concat_tables(tables) if tables else \
         _table(pa.array([], pa.int64()), [], np.zeros(0, np.int32))
     return table.take(np.argsort(table.column("_pos").to_numpy(), kind="stable"))
