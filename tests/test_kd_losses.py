@@ -184,6 +184,7 @@ def test_entropy_selective_distills_only_uncertain_positions():
 def test_padded_vocabularies_align_on_the_shared_ids(v_t):
     hs, ws, teacher, labels = inputs(9, v_t=v_t)
     assert_matches((hs, ws, teacher, labels), loss="jsd", temperature=2.0)
+    assert_matches((hs, ws, teacher, labels), loss="forward_kl", alpha=1.0)
     if v_t > V:  # the teacher's padding rows do not matter
         padded = DenseTeacher(teacher.hidden, teacher.head.clone())
         padded.head[V:] = 50.0
@@ -214,6 +215,7 @@ def test_sparse_cache_matches_the_reference_and_can_be_cut_to_fewer_ids():
     values, ids = (teacher.hidden @ teacher.head.T).log_softmax(-1).topk(8, -1)
     assert_matches((hs, ws, SparseTeacher(ids, values), labels),
                    (2, 7), loss="bidirectional", temperature=3.0)
+    assert_matches((hs, ws, SparseTeacher(ids, values), labels), loss="tvd", alpha=1.0)
     cut = kd_loss(hs, ws, SparseTeacher(ids, values), labels, loss="topk", top_k=3)
     first3 = kd_loss(hs, ws, SparseTeacher(ids[:, :3], values[:, :3]), labels, loss="topk")
     torch.testing.assert_close(cut.loss, first3.loss)
