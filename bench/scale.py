@@ -9,7 +9,8 @@ thread (dedupe). Every figure is
 end to end, as a user sees it: the filter reads the shards and writes kept, dropped and the
 report; generate writes its shards; the Ray runs include starting their engines. Reported:
 rows/s, the ray executor's overhead over local at 1 worker (goal <= 15%), and the speed-up
-from 1 to 2 workers.
+from 1 to 2 workers; for generate also once started: the rows/s between the first shard
+written and the last, which leaves out start-up (imports, model loading, starting actors).
 
     .venv/bin/python bench/scale.py                          # 50k rows dedupe, 48 rows generate
     .venv/bin/python bench/scale.py --dedup-rows 200000 --gen-rows 96 --max-tokens 64
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from dedup import make_rows  # bench/dedup.py: planted near-duplicates of known Jaccard
 
 from distill import io
@@ -82,6 +84,15 @@ def dedup_input(folder: Path, rows: int, shards: int) -> Path:
     return folder
 
 
+def steady_rate(folder: Path) -> float:
+    """Rows/s between the first shard written and the last: generation once the engines run,
+    without start-up (imports, model loading, starting actors)."""
+    shards = io.shard_paths(folder)
+    times = [p.stat().st_mtime for p in shards]
+    rows = sum(pq.read_metadata(p).num_rows for p in shards[1:])
+    return rows / (max(times) - min(times))
+
+
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -115,11 +126,14 @@ def main() -> None:
         return timed(lambda: run_filter(data, tmp / name, config=config, **kw))
 
     def generate_run(name: str, **kw) -> float:
-        return timed(lambda: generate(
+        seconds = timed(lambda: generate(
             "gsm8k-cot", str(source), str(tmp / name), model=args.model, backend="hf",
             temperature=0, max_tokens=args.max_tokens, batch_size=args.batch_size,
             progress=False, **kw))
+        steady[name] = steady_rate(tmp / name)
+        return seconds
 
+    steady: dict[str, float] = {}
     seconds = {("dedupe", "local"): filter_run("f-local"),
                ("generate", "local"): generate_run("g-local")}
     cluster = Cluster(str(tmp / "ray"))
@@ -153,6 +167,10 @@ def main() -> None:
         print(f"| {work} | {rate['local']:,.1f} rows/s | {rate[1]:,.1f} rows/s | "
               f"{rate[2]:,.1f} rows/s | {seconds[(work, 1)] / seconds[(work, 'local')] - 1:+.0%} "
               f"| {rate[2] / rate[1]:.2f}x |")
+    rate = {k: steady[f"g-{k}"] for k in ("local", "ray1", "ray2")}
+    print(f"| generate, once started | {rate['local']:.2f} rows/s | {rate['ray1']:.2f} rows/s | "
+          f"{rate['ray2']:.2f} rows/s | {rate['local'] / rate['ray1'] - 1:+.0%} | "
+          f"{rate['ray2'] / rate['ray1']:.2f}x |")
 
 
 if __name__ == "__main__":
