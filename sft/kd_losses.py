@@ -23,7 +23,8 @@ Support. With a dense teacher both distributions live on the shared vocabulary, 
 ``min(V_s, V_t)`` ids (checkpoints of one tokenizer family differ only by padding rows, e.g.
 151,936 vs 152,064); CE always uses all student logits. A top-k teacher (``SparseTeacher``,
 or a dense one with ``top_k``) is ``softmax(logprobs / T)`` over its k ids. ``forward_kl`` and
-``topk`` then compare it with the student's full-vocabulary log-softmax at those ids; the other
+``topk`` then compare it with the student's log-softmax over the shared vocabulary (for a
+cache: ``SparseTeacher.vocab_size``, default all student logits) at those ids; the other
 divergences compare it with the student renormalized over the same k ids. A dense teacher with
 ``top_k`` gives the same loss as the ``SparseTeacher`` cached from its top-k log-probs.
 
