@@ -64,7 +64,7 @@ class DistillKDConfig(DistillSFTConfig):
         "'topk' with an online teacher; with offline logits, at most the cached k)."})
     entropy_threshold: float | None = field(default=None, metadata={
         "help": "Count the KD term only where the teacher's entropy (nats) exceeds this."})
-    kd_chunk_size: int = field(default=1024, metadata={
+    kd_chunk_size: int = field(default=512, metadata={
         "help": "Tokens per chunk of the KD loss: lower it if the (chunk, vocab) logits do not "
         "fit in memory."})
     teacher_dtype: str = field(default="auto", metadata={
