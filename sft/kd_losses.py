@@ -39,6 +39,15 @@ touch fresh memory (bench/kd_loss.py: at V = 151,936 and 2,048 tokens, under a q
 naive formula's peak memory, and faster). Computation is in float32 (float64 inputs stay
 float64); gradients come back in the inputs' dtypes. A term
 whose weight is 0 (alpha = 0 or 1) is not computed and reads 0 in ``KDLossOutput``.
+
+Several teachers (``MixtureTeacher``): the target is the mixture ``p = sum_i w_i p_i`` of the
+teachers' tempered distributions ``p_i = softmax(z_i / T)``, built per chunk in one (chunk, V)
+buffer (each teacher's logits in turn), then used by every loss like one teacher's (``top_k``
+keeps the mixture's k most likely tokens). Weights that require grad (learned aggregation:
+softmax of a parameter) get ``dLoss/dw_i = sum_t coef_t <dD_t/dp, p_i>`` per chunk, for every
+loss but ``topk`` and ``top_k`` (refused). Minimizing the KD loss over the weights moves them
+onto the teachers the student already agrees with (in the limit, the closest one): the
+"adaptive" aggregation of the seed guide, which learns the weights jointly with this loss.
 """
 
 from __future__ import annotations
@@ -76,6 +85,15 @@ class SparseTeacher:
 
 
 @dataclass
+class MixtureTeacher:
+    """Several online teachers of one tokenizer and their mixing weights (T,), which sum to 1
+    (e.g. ``theta.softmax(0)`` for learned weights: the gradient reaches ``theta``)."""
+
+    teachers: list[DenseTeacher]
+    weights: Tensor
+
+
+@dataclass
 class KDLossOutput:
     loss: Tensor  # differentiable scalar
     kd: Tensor  # detached: sum_t w_t * kd_t / normalizer
@@ -93,6 +111,8 @@ class _Spec:
     vocab: int  # student logits that take part in KD
     chunk_size: int
     dense: bool  # teacher given as (hidden / T, head), else as (ids, log-probs)
+    mixture: bool = False  # dense teachers given as lists (hidden / T, head), with weights
+    learn_mix: bool = False  # compute the gradient with respect to the mixture weights
 
 
 def check_kd_options(loss: str = "forward_kl", temperature: float = 1.0, alpha: float = 0.5,
@@ -112,7 +132,8 @@ def check_kd_options(loss: str = "forward_kl", temperature: float = 1.0, alpha: 
         raise DistillError(f"kd chunk_size must be >= 1, got {chunk_size}")
 
 
-def kd_loss(student_hidden: Tensor, student_head: Tensor, teacher: DenseTeacher | SparseTeacher,
+def kd_loss(student_hidden: Tensor, student_head: Tensor,
+            teacher: DenseTeacher | SparseTeacher | MixtureTeacher,
             labels: Tensor, weights: Tensor | None = None, *, loss: str = "forward_kl",
             temperature: float = 1.0, alpha: float = 0.5, beta: float = 0.5,
             top_k: int | None = None, entropy_threshold: float | None = None,
@@ -123,12 +144,26 @@ def kd_loss(student_hidden: Tensor, student_head: Tensor, teacher: DenseTeacher 
     ``labels[t]``. ``weights`` (N,) default 1; rows of weight 0 are skipped. ``normalizer``
     defaults to the number of positions of weight > 0."""
     check_kd_options(loss, temperature, alpha, beta, top_k, chunk_size)
-    dense = isinstance(teacher, DenseTeacher)
+    mixture = isinstance(teacher, MixtureTeacher)
+    dense = mixture or isinstance(teacher, DenseTeacher)
     if loss == "topk" and dense and top_k is None:
         raise DistillError("kd loss 'topk' with an online teacher needs top_k")
     n, v_s = labels.shape[0], student_head.shape[0]
-    _check_shapes(student_hidden, student_head, teacher, labels, weights)
-    if dense:
+    learn_mix = mixture and teacher.weights.requires_grad and torch.is_grad_enabled()
+    if mixture:
+        if not teacher.teachers or teacher.weights.shape != (len(teacher.teachers),):
+            raise ValueError(f"mixture weights {tuple(teacher.weights.shape)} do not fit "
+                             f"{len(teacher.teachers)} teachers")
+        if learn_mix and (loss == "topk" or top_k is not None):
+            raise DistillError("learned teacher weights do not support kd loss 'topk' or top_k "
+                               "(the top-k cut has no gradient): use average or fixed weights")
+        for t in teacher.teachers:
+            _check_shapes(student_hidden, student_head, t, labels, weights)
+    else:
+        _check_shapes(student_hidden, student_head, teacher, labels, weights)
+    if mixture:
+        vocab = min(v_s, *(t.head.shape[0] for t in teacher.teachers))
+    elif dense:
         vocab = min(v_s, teacher.head.shape[0])
     else:
         vocab = teacher.vocab_size or v_s
@@ -145,19 +180,31 @@ def kd_loss(student_hidden: Tensor, student_head: Tensor, teacher: DenseTeacher 
     keep = (w != 0).nonzero().squeeze(1)
     if keep.numel() == 0:
         zero = student_hidden[:0].float().sum() + student_head[:0].float().sum()
+        if mixture:
+            zero = zero + teacher.weights[:0].float().sum()
         return KDLossOutput(zero, zero.detach(), zero.detach())
     if not norm > 0:
         raise ValueError(f"kd normalizer must be > 0, got {norm}")
     if keep.numel() < n:
         student_hidden, labels, w = student_hidden[keep], labels[keep], w[keep]
-        teacher = (DenseTeacher(teacher.hidden[keep], teacher.head) if dense else
-                   SparseTeacher(teacher.indices[keep], teacher.logprobs[keep], vocab))
+        if mixture:
+            teacher = MixtureTeacher([DenseTeacher(t.hidden[keep], t.head)
+                                      for t in teacher.teachers], teacher.weights)
+        else:
+            teacher = (DenseTeacher(teacher.hidden[keep], teacher.head) if dense else
+                       SparseTeacher(teacher.indices[keep], teacher.logprobs[keep], vocab))
     spec = _Spec(loss, float(temperature), float(alpha), float(beta), top_k, entropy_threshold,
-                 vocab, chunk_size, dense)
-    first, second = ((teacher.hidden, teacher.head[:vocab]) if dense
-                     else (teacher.indices.long(), teacher.logprobs))
+                 vocab, chunk_size, dense, mixture, learn_mix)
+    mix = None
+    if mixture:
+        first = [t.hidden for t in teacher.teachers]
+        second = [t.head[:vocab] for t in teacher.teachers]
+        mix = teacher.weights
+    else:
+        first, second = ((teacher.hidden, teacher.head[:vocab]) if dense
+                         else (teacher.indices.long(), teacher.logprobs))
     total, kd, ce = _ChunkedKD.apply(student_hidden, student_head, first, second, labels.long(),
-                                     w, norm, spec)
+                                     w, norm, spec, mix)
     return KDLossOutput(total, kd, ce)
 
 
@@ -186,12 +233,18 @@ class _ChunkedKD(torch.autograd.Function):
     """Loss and gradients chunk by chunk in forward; backward scales the stored gradients."""
 
     @staticmethod
-    def forward(ctx, hidden, head, first, second, labels, weights, norm: float, spec: _Spec):
+    def forward(ctx, hidden, head, first, second, labels, weights, norm: float, spec: _Spec,
+                mix=None):
         dtype = torch.promote_types(torch.promote_types(hidden.dtype, head.dtype), torch.float32)
         need_hidden, need_head = ctx.needs_input_grad[:2]
         with torch.autocast(hidden.device.type, enabled=False):
             head_c = head.to(dtype)
-            teacher_head = second.to(dtype) if spec.dense and spec.alpha > 0 else None
+            teacher_head = None
+            if spec.dense and spec.alpha > 0:
+                teacher_head = ([h.to(dtype) for h in second] if spec.mixture
+                                else second.to(dtype))
+            mix_w = None if mix is None else mix.detach().to(dtype)
+            grad_mix = mix_w.new_zeros(mix_w.shape) if spec.learn_mix else None
             grad_hidden = hidden.new_empty(hidden.shape, dtype=dtype) if need_hidden else None
             grad_head = head.new_zeros(head.shape, dtype=dtype) if need_head else None
             work = _Workspace(hidden.new_empty(0, dtype=dtype), spec.chunk_size * head.shape[0])
@@ -201,13 +254,19 @@ class _ChunkedKD(torch.autograd.Function):
                 h = hidden[rows].to(dtype)
                 logits = torch.mm(h, head_c.T, out=work.get("logits", h.shape[0], head.shape[0]))
                 teacher = None
-                if spec.alpha > 0:
+                if spec.alpha > 0 and spec.mixture:
+                    teacher = ([x[rows].to(dtype) / spec.temperature for x in first],
+                               teacher_head, mix_w)
+                elif spec.alpha > 0:
                     teacher = ((first[rows].to(dtype) / spec.temperature, teacher_head)
                                if spec.dense
                                else (first[rows], second[rows].to(dtype)))
                 w = weights[rows].to(dtype) / norm
-                kd_t, ce_t, grad, row_scale = _chunk(logits, teacher, labels[rows], w, spec,
-                                                     work)
+                kd_t, ce_t, grad, row_scale, dots = _chunk(logits, teacher, labels[rows], w,
+                                                           spec, work)
+                if dots is not None:  # (n, T): <dD_t/dp, p_i>; kd_t's coefficient in the loss
+                    coef = w * spec.alpha * spec.temperature ** 2
+                    grad_mix += coef @ dots
                 kd_sum = kd_sum + w @ kd_t
                 ce_sum = ce_sum + w @ ce_t
                 cols = grad.shape[1]  # the gradient is 0 past them
@@ -215,18 +274,17 @@ class _ChunkedKD(torch.autograd.Function):
                     torch.mm(grad, head_c[:cols], out=grad_hidden[rows]).mul_(row_scale[:, None])
                 if need_head:
                     grad_head[:cols].addmm_(grad.T, h * row_scale[:, None])
-        ctx.save_for_backward(grad_hidden, grad_head)
-        ctx.dtypes = hidden.dtype, head.dtype
+        ctx.save_for_backward(grad_hidden, grad_head, grad_mix)
+        ctx.dtypes = hidden.dtype, head.dtype, None if mix is None else mix.dtype
         kd, ce = kd_sum.detach(), ce_sum.detach()
         ctx.mark_non_differentiable(kd, ce)
         return spec.alpha * kd_sum + (1 - spec.alpha) * ce_sum, kd, ce
 
     @staticmethod
     def backward(ctx, grad_loss, _kd, _ce):
-        grad_hidden, grad_head = ctx.saved_tensors
         out = [None if g is None else (g * grad_loss).to(d)
-               for g, d in zip((grad_hidden, grad_head), ctx.dtypes)]
-        return out[0], out[1], None, None, None, None, None, None
+               for g, d in zip(ctx.saved_tensors, ctx.dtypes)]
+        return out[0], out[1], None, None, None, None, None, None, out[2]
 
 
 class _Workspace:
@@ -247,20 +305,23 @@ def _chunk(logits: Tensor, teacher, labels: Tensor, w: Tensor, spec: _Spec, work
     """Per-token kd_t and ce_t of one chunk, and the gradient of
     ``sum_t w_t * (alpha * kd_t + (1 - alpha) * ce_t)`` with respect to ``logits`` as
     ``row_scale[:, None] * grad``, where ``grad`` covers the first ``grad.shape[1]`` columns
-    (the rest are 0). Scaling rows of the (n, H) products instead of ``grad`` saves a pass."""
+    (the rest are 0). Scaling rows of the (n, H) products instead of ``grad`` saves a pass.
+    Last: None, or (learned mixture weights) the (n, T) dots <dD_t/dp, p_i>, masked."""
     n, v_s = logits.shape
     zeros = logits.new_zeros(n)
     kd_t = ce_t = zeros
-    kd_grad = None
+    kd_grad = dots = None
     if spec.alpha > 0:
-        value, kd_grad, support, mask = _divergence(logits, teacher, spec, work)
+        value, kd_grad, support, mask, dots = _divergence(logits, teacher, spec, work)
         kd_scale = spec.alpha * spec.temperature * (1.0 if mask is None else mask.to(w.dtype))
         kd_t = spec.temperature ** 2 * (value if mask is None else value * mask)
+        if dots is not None and mask is not None:
+            dots = dots * mask[:, None]
     if spec.alpha == 1:
         if support is None:
-            return kd_t, ce_t, kd_grad, w * kd_scale
+            return kd_t, ce_t, kd_grad, w * kd_scale, dots
         grad = work.get("scratch", n, spec.vocab).zero_()
-        return kd_t, ce_t, grad.scatter_add_(1, support, kd_grad), w * kd_scale
+        return kd_t, ce_t, grad.scatter_add_(1, support, kd_grad), w * kd_scale, dots
     grad = work.get("scratch", n, v_s)  # free once _divergence has returned
     torch.log_softmax(logits, 1, out=grad)
     ce_t = -grad.gather(1, labels[:, None]).squeeze(1)
@@ -272,17 +333,23 @@ def _chunk(logits: Tensor, teacher, labels: Tensor, w: Tensor, spec: _Spec, work
             grad[:, :kd_grad.shape[1]].addcmul_(kd_grad, ratio)
         else:
             grad.scatter_add_(1, support, kd_grad * ratio)
-    return kd_t, ce_t, grad, (1 - spec.alpha) * w
+    return kd_t, ce_t, grad, (1 - spec.alpha) * w, dots
 
 
 def _divergence(logits: Tensor, teacher, spec: _Spec, work: _Workspace):
     """D(p_T, q_T) per token, its gradient with respect to logits / T (on the shared vocabulary,
-    or on ``support`` ids when that is not None), the support, and the entropy mask. Leaves
-    ``logits`` as they are; the gradient is never in the workspace's "scratch" buffer."""
+    or on ``support`` ids when that is not None), the support, the entropy mask, and the
+    mixture-weight dots (see ``_chunk``). Leaves ``logits`` as they are; the gradient is never
+    in the workspace's "scratch" buffer."""
     t, n, v = spec.temperature, logits.shape[0], spec.vocab
     z = logits[:, :v]
-    support = None
-    if spec.dense:
+    support = dots = None
+    if spec.mixture:
+        log_p = _mixture_log_p(teacher, work, n, v)
+        if spec.top_k:
+            top, support = log_p.topk(spec.top_k, dim=1)
+            log_p = top.log_softmax(1)
+    elif spec.dense:
         hidden, head = teacher  # hidden already divided by T
         scaled = torch.mm(hidden, head.T, out=work.get("scratch", n, v))
         if spec.top_k:
@@ -303,17 +370,54 @@ def _divergence(logits: Tensor, teacher, spec: _Spec, work: _Workspace):
     if support is not None and spec.loss not in ("forward_kl", "topk"):
         log_q = (z.gather(1, support) / t).log_softmax(1)  # student renormalized on the support
         value, grad = _DIVERGENCES[spec.loss](log_q, log_p, torch.empty_like(log_q), spec.beta)
-        return value, grad, support, mask
+        return value, grad, support, mask, None
     log_q = work.get("log_q", n, v)
     torch.log_softmax(torch.mul(z, 1 / t, out=work.get("scratch", n, v)) if t != 1 else z, 1,
                       out=log_q)
     if support is None:
+        if spec.learn_mix:
+            dots = _mixture_dots(teacher, log_q, log_p, spec, work)
         value, grad = _DIVERGENCES[spec.loss](log_q, log_p, work.get("scratch", n, v), spec.beta)
-        return value, grad, None, mask
+        return value, grad, None, mask, dots
     p = log_p.exp()  # forward KL against the renormalized top k, student over the vocabulary
     value = _rowdot(p, log_p - log_q.gather(1, support))
     grad = log_q.exp_().scatter_add_(1, support, -p)
-    return value, grad, None, mask
+    return value, grad, None, mask, None
+
+
+def _mixture_log_p(teacher, work: _Workspace, n: int, v: int) -> Tensor:
+    """log sum_i w_i softmax(z_i / T) of one chunk, in the "log_p" buffer: each teacher's
+    probabilities made in "scratch" and added in."""
+    hiddens, heads, weights = teacher  # hidden already divided by T
+    p = work.get("log_p", n, v).zero_()
+    for hidden, head, w in zip(hiddens, heads, weights.tolist()):
+        probs = torch.mm(hidden, head.T, out=work.get("scratch", n, v))
+        torch.softmax(probs, 1, out=probs)
+        p.add_(probs, alpha=w)
+    return p.log_()
+
+
+def _mixture_dots(teacher, log_q: Tensor, log_p: Tensor, spec: _Spec, work: _Workspace):
+    """(n, T): <dD_t/dp, p_i> per row and teacher, D the divergence at the mixture p."""
+    hiddens, heads, _ = teacher
+    n, v = log_p.shape
+    d_p = work.get("d_p", n, v)
+    if spec.loss in ("reverse_kl", "bidirectional") or (spec.loss == "jsd" and spec.beta == 1):
+        torch.sub(log_q, log_p, out=d_p).exp_().neg_()  # -q / p
+        if spec.loss == "bidirectional":
+            d_p.mul_(spec.beta).add_(log_p - log_q + 1, alpha=1 - spec.beta)
+    elif spec.loss == "jsd" and spec.beta > 0:  # beta * (log p - log m)
+        log_m = torch.logaddexp(log_q + math.log1p(-spec.beta), log_p + math.log(spec.beta))
+        torch.sub(log_p, log_m, out=d_p).mul_(spec.beta)
+    elif spec.loss == "tvd":
+        torch.sub(log_p.exp(), log_q.exp(), out=d_p).sign_().mul_(0.5)
+    else:  # forward KL (and jsd at beta 0): log p - log q + 1
+        torch.sub(log_p, log_q, out=d_p).add_(1)
+    dots = []
+    for hidden, head in zip(hiddens, heads):
+        probs = torch.mm(hidden, head.T, out=work.get("scratch", n, v))
+        dots.append(_rowdot(torch.softmax(probs, 1, out=probs), d_p))
+    return torch.stack(dots, 1)
 
 
 def _rowdot(a: Tensor, b: Tensor) -> Tensor:

@@ -59,3 +59,85 @@ def test_bad_inputs(logits):
         TeacherMixture(3, "average", [1.0, 1.0, 1.0])
     with pytest.raises(DistillError, match="must be one of"):
         TeacherMixture(3, "adaptive")
+
+
+# --- the chunked KD loss against a mixture of teachers (distill.sft.kd_losses.MixtureTeacher)
+
+def mixture_reference(hidden, head, t_hidden, t_heads, theta, labels, loss, temperature, alpha,
+                      beta=0.5):
+    """Float64 full-softmax loss: alpha * T^2 * D(mixture_T, student_T) + (1 - alpha) * CE."""
+    logits = hidden @ head.T
+    q = (logits / temperature).log_softmax(-1)
+    w = theta.softmax(0)
+    p = sum(wi * (h @ hd.T / temperature).softmax(-1) for wi, h, hd in zip(w, t_hidden, t_heads))
+    log_p = p.log()
+    if loss == "forward_kl":
+        d = (p * (log_p - q)).sum(-1)
+    elif loss == "reverse_kl":
+        d = (q.exp() * (q - log_p)).sum(-1)
+    elif loss == "jsd":
+        m = beta * p + (1 - beta) * q.exp()
+        d = beta * (p * (log_p - m.log())).sum(-1) + (1 - beta) * (q.exp() * (q - m.log())).sum(-1)
+    else:
+        d = 0.5 * (p - q.exp()).abs().sum(-1)
+    ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    return (alpha * temperature ** 2 * d + (1 - alpha) * ce).mean()
+
+
+@pytest.mark.parametrize("loss", ["forward_kl", "reverse_kl", "jsd", "tvd"])
+def test_mixture_loss_and_gradients_match_a_float64_reference(loss):
+    from distill.sft.kd_losses import DenseTeacher, MixtureTeacher, kd_loss
+
+    torch.manual_seed(1)
+    n, h, v = 13, 6, 17
+    hidden, head = torch.randn(n, h), torch.randn(v, h)
+    t_hidden = [torch.randn(n, h) * 2, torch.randn(n, h)]
+    t_heads = [torch.randn(v, h), torch.randn(v + 3, h)]  # padded rows: only the first v count
+    theta = torch.tensor([0.3, -0.4])
+    labels = torch.randint(0, v, (n,))
+    leaves = [x.clone().requires_grad_() for x in (hidden, head, theta)]
+    mix = MixtureTeacher([DenseTeacher(a, b) for a, b in zip(t_hidden, t_heads)],
+                         leaves[2].softmax(0))
+    got = kd_loss(leaves[0], leaves[1], mix, labels, loss=loss, temperature=2.0, alpha=0.7,
+                  chunk_size=5)  # 5 does not divide 13
+    got.loss.backward()
+    ref_leaves = [x.double().requires_grad_() for x in (hidden, head, theta)]
+    ref = mixture_reference(*ref_leaves[:2], [x.double() for x in t_hidden],
+                            [x[:v].double() for x in t_heads], ref_leaves[2], labels, loss, 2.0,
+                            0.7)
+    ref.backward()
+    assert got.loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    for mine, theirs in zip(leaves, ref_leaves):
+        assert torch.allclose(mine.grad.double(), theirs.grad, rtol=1e-4, atol=1e-6)
+    assert theta.abs().sum() > 0 and leaves[2].grad.abs().sum() > 1e-4  # the weights learn
+
+
+def test_a_one_teacher_mixture_is_that_teacher():
+    from distill.sft.kd_losses import DenseTeacher, MixtureTeacher, kd_loss
+
+    torch.manual_seed(2)
+    n, h, v = 11, 5, 13
+    hidden, head, t_h, t_w = torch.randn(n, h), torch.randn(v, h), torch.randn(n, h), \
+        torch.randn(v, h)
+    labels = torch.randint(0, v, (n,))
+    for kwargs in ({"loss": "jsd"}, {"loss": "forward_kl", "top_k": 4},
+                   {"loss": "reverse_kl", "entropy_threshold": 1.0}):
+        outs = []
+        for teacher in (DenseTeacher(t_h, t_w), MixtureTeacher([DenseTeacher(t_h, t_w)],
+                                                               torch.ones(1))):
+            x = hidden.clone().requires_grad_()
+            out = kd_loss(x, head, teacher, labels, temperature=1.5, chunk_size=4, **kwargs)
+            out.loss.backward()
+            outs.append((out.loss, x.grad))
+        assert torch.allclose(outs[0][0], outs[1][0], atol=1e-6), kwargs
+        assert torch.allclose(outs[0][1], outs[1][1], atol=1e-6), kwargs
+
+
+def test_learned_mixture_weights_refuse_top_k():
+    from distill.sft.kd_losses import DenseTeacher, MixtureTeacher, kd_loss
+
+    theta = torch.zeros(2, requires_grad=True)
+    t = DenseTeacher(torch.randn(3, 4), torch.randn(7, 4))
+    with pytest.raises(DistillError, match="learned teacher weights"):
+        kd_loss(torch.randn(3, 4), torch.randn(7, 4), MixtureTeacher([t, t], theta.softmax(0)),
+                torch.tensor([1, 2, 3]), loss="topk", top_k=2)
