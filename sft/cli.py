@@ -47,6 +47,11 @@ def register(sub) -> None:
         "--out runs/kd --loss forward_kl --temperature 2 --alpha 0.5 --max_steps 200")
     _add_inputs(k)
     k.add_argument("--teacher", help="teacher model (HF folder or hub id), run online")
+    k.add_argument("--teachers", help="several online teachers, comma-separated: distill the "
+                   "mixture of their distributions (one tokenizer)")
+    k.add_argument("--teacher-aggregation", choices=["average", "fixed", "learned"],
+                   help="mixing weights of --teachers (average)")
+    k.add_argument("--teacher-weights", help="weights of --teachers for 'fixed', e.g. 0.7,0.3")
     k.add_argument("--offline-logits", help="folder from distill logits capture for --data")
     k.add_argument("--loss", help="forward_kl (default), reverse_kl, jsd, bidirectional, tvd, "
                    "topk")
@@ -105,7 +110,9 @@ def _train_sft(args) -> None:
 
 
 def _train_kd(args) -> None:
-    _train(args, "kd", teacher=args.teacher, offline_logits=args.offline_logits, loss=args.loss,
+    _train(args, "kd", teacher=args.teacher, teachers=args.teachers,
+           teacher_aggregation=args.teacher_aggregation, teacher_weights=args.teacher_weights,
+           offline_logits=args.offline_logits, loss=args.loss,
            temperature=args.temperature, alpha=args.alpha, top_k=args.top_k,
            feature_layers=args.feature_layers, feature_weight=args.feature_weight,
            attention_layers=args.attention_layers, attention_weight=args.attention_weight,

@@ -19,7 +19,7 @@ KD_KEYS = ("teacher", "offline_logits", "loss", "temperature", "temperature_end"
            "beta", "top_k", "entropy_threshold", "teacher_dtype", "feature_layers",
            "feature_weight", "feature_loss", "feature_projector", "attention_layers",
            "attention_weight", "attention_loss", "self_distill_decay", "deep_supervision_weight",
-           "deep_supervision_layers")
+           "deep_supervision_layers", "teachers", "teacher_weights", "teacher_aggregation")
 
 
 @dataclass
@@ -33,6 +33,17 @@ class DistillKDConfig(DistillSFTConfig):
     teacher: str | None = field(default=None, metadata={
         "help": "Teacher model (HF folder or hub id), run frozen next to the student. It must "
         "use the student's tokenizer; padded vocabulary sizes may differ."})
+    teachers: str | None = field(default=None, metadata={
+        "help": "Several online teachers, comma-separated (instead of teacher): the target is "
+        "the mixture sum_i w_i softmax(z_i / T) of their distributions. All must use the "
+        "student's tokenizer."})
+    teacher_aggregation: str = field(default="average", metadata={
+        "help": "Mixing weights of teachers: 'average' (1/n), 'fixed' (teacher_weights, "
+        "normalized to sum 1) or 'learned' (softmax of a parameter trained with the KD loss; "
+        "it moves weight onto the teachers the student already agrees with). Saved to "
+        "teacher_weights.json.", "choices": ["average", "fixed", "learned"]})
+    teacher_weights: str | None = field(default=None, metadata={
+        "help": "Weights of teachers for aggregation 'fixed', comma-separated, e.g. '0.7,0.3'."})
     offline_logits: str | None = field(default=None, metadata={
         "help": "Folder written by `distill logits capture` for this dataset: train from the "
         "teacher's cached top-k log-probs instead of running the teacher."})
@@ -107,11 +118,13 @@ class DistillKDConfig(DistillSFTConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if sum(x is not None for x in (self.teacher, self.offline_logits,
+        if sum(x is not None for x in (self.teacher, self.teachers, self.offline_logits,
                                        self.self_distill_decay)) != 1:
             raise DistillError("distill train kd needs exactly one teacher: --teacher MODEL "
-                               "(online), --offline-logits DIR (from distill logits capture) or "
-                               "--self-distill-decay D (the student's moving average)")
+                               "(online), --teachers M1,M2 (a mixture), --offline-logits DIR "
+                               "(from distill logits capture) or --self-distill-decay D (the "
+                               "student's moving average)")
+        self._check_teachers()
         check_kd_options(self.loss, self.temperature, self.alpha, self.beta, self.top_k,
                          self.kd_chunk_size)
         from distill.sft.kd_transfer import check_transfer_options
@@ -124,13 +137,46 @@ class DistillKDConfig(DistillSFTConfig):
         check_schedule(self.alpha_schedule, ALPHA_SCHEDULES, "alpha_schedule")
         if self.teacher_dtype not in TEACHER_DTYPES:
             raise DistillError(f"teacher_dtype must be one of {', '.join(TEACHER_DTYPES)}")
-        if self.loss == "topk" and self.teacher is not None and self.top_k is None:
+        if self.loss == "topk" and (self.teacher or self.teachers) and self.top_k is None:
             raise DistillError("loss 'topk' with an online teacher needs --top_k K")
         if self.schedule_warmup_steps < 0:
             raise DistillError("schedule_warmup_steps must be >= 0")
         if self.loss_type != "nll" or self.label_smoothing_factor > 0:
             raise DistillError("distill train kd has its own loss: leave loss_type at 'nll' and "
                                "label_smoothing_factor at 0")
+
+    def teacher_list(self) -> list[str]:
+        """The --teachers models (empty without them)."""
+        return [t.strip() for t in (self.teachers or "").split(",") if t.strip()]
+
+    def weight_list(self) -> list[float] | None:
+        """The --teacher-weights numbers (None without them)."""
+        if self.teacher_weights is None:
+            return None
+        try:
+            return [float(w) for w in str(self.teacher_weights).split(",")]
+        except ValueError:
+            raise DistillError(f"teacher_weights must be comma-separated numbers, got "
+                               f"{self.teacher_weights!r}") from None
+
+    def _check_teachers(self) -> None:
+        if self.teachers is None:
+            if self.teacher_weights is not None or self.teacher_aggregation != "average":
+                raise DistillError("teacher_weights and teacher_aggregation go with --teachers")
+            return
+        from distill.sft.multi_teacher import TeacherMixture
+
+        names = self.teacher_list()
+        if len(names) < 2:
+            raise DistillError(f"--teachers needs at least two models, got {self.teachers!r} "
+                               "(one teacher: --teacher)")
+        TeacherMixture(len(names), self.teacher_aggregation, self.weight_list())  # checks
+        if self.feature_weight > 0 or self.attention_weight > 0:
+            raise DistillError("feature and attention transfer need one teacher: drop "
+                               "--teachers or the feature/attention weights")
+        if self.teacher_aggregation == "learned" and (self.loss == "topk" or self.top_k):
+            raise DistillError("teacher_aggregation 'learned' does not support loss 'topk' or "
+                               "top_k (the top-k cut has no gradient)")
 
     def schedule(self, step: int, total_steps: int) -> tuple[float, float]:
         """(temperature, alpha) at optimizer step ``step`` of ``total_steps``."""

@@ -60,13 +60,13 @@ class KDMethod(Method):
                                    f"{self.capture['vocab_size']} ids, more than the student's "
                                    f"{student_rows} vocabulary rows")
             return
-        teacher = self.config.teacher
-        if teacher is None:  # self-distillation: the student's own moving average
-            return
-        self.teacher_tokenizer = load_tokenizer(teacher, "teacher")
-        check_same_tokenizer(tokenizer, self.teacher_tokenizer, model_path, teacher)
-        shared_vocab(student_rows, vocab_rows(AutoConfig.from_pretrained(teacher)), tokenizer,
-                     teacher)
+        for teacher in self.config.teacher_list() or [self.config.teacher]:
+            if teacher is None:  # self-distillation: the student's own moving average
+                return
+            self.teacher_tokenizer = load_tokenizer(teacher, "teacher")
+            check_same_tokenizer(tokenizer, self.teacher_tokenizer, model_path, teacher)
+            shared_vocab(student_rows, vocab_rows(AutoConfig.from_pretrained(teacher)),
+                         tokenizer, teacher)
 
     def datasets(self, train: Examples, eval: Examples | None):
         if self.capture is None:
@@ -96,23 +96,32 @@ class KDMethod(Method):
     def trainer_kwargs(self) -> dict:
         if self.capture is not None:
             return {"vocab_size": self.capture["vocab_size"]}
-        if self.config.teacher is None:  # self-distillation: the trainer makes the EMA copy
-            return {}
+        c = self.config
+        if c.teacher is None and c.teachers is None:  # self-distillation: the trainer makes
+            return {}  # the EMA copy
         from accelerate import PartialState
 
         from distill.sft.teacher import check_plain_head, load_teacher
 
-        c = self.config
-        teacher = load_teacher(c.teacher, c.teacher_dtype, c.teacher_device or
-                               PartialState().device)
-        check_plain_head(teacher, "teacher")
-        return {"teacher": teacher}
+        models = []
+        for name in c.teacher_list() or [c.teacher]:
+            models.append(load_teacher(name, c.teacher_dtype, c.teacher_device or
+                                       PartialState().device))
+            check_plain_head(models[-1], f"teacher {name}")
+        return {"teacher": models if c.teachers else models[0]}
 
     def card_lines(self) -> list[str]:
         c = self.config
         if self.capture is not None:
             source = (f"offline: top-{self.capture['top_k']} log-probs of "
                       f"`{self.capture['teacher']}` from `{c.offline_logits}`")
+        elif c.teachers is not None:
+            weights = ("learned (softmax of a trained parameter; final weights in "
+                       "`teacher_weights.json`)" if c.teacher_aggregation == "learned" else
+                       "average" if c.teacher_aggregation == "average" else
+                       f"fixed {c.teacher_weights} (normalized)")
+            source = (f"online mixture of {', '.join(f'`{t}`' for t in c.teacher_list())} "
+                      f"({c.teacher_dtype}), weights {weights}")
         elif c.teacher is None:
             source = f"the student's moving average (EMA decay {c.self_distill_decay:g})"
         else:

@@ -12,11 +12,17 @@ alpha 0 give ``distill train sft``'s loss.
 ``loss_terms`` returns named terms that are summed into the loss; a subclass adds its own
 (feature or attention transfer) from the ``KDBatch``, which holds both models' outputs
 (``student_outputs``/``teacher_outputs`` kwargs ask for hidden states or attentions).
+
+Several online teachers (``--teachers``): each runs on the batch and the target is their
+``MixtureTeacher`` with the weights of a ``TeacherMixture`` (``args.teacher_aggregation``); learned
+weights train in their own optimizer group, are logged (``teacher_weight_i``) and saved with
+their logits to ``teacher_weights.json`` (in each checkpoint too, so a resumed run continues).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import types
 from dataclasses import dataclass
 from typing import ClassVar
@@ -26,11 +32,12 @@ from accelerate.utils import is_peft_model
 from torch import Tensor
 
 from distill.errors import DistillError
-from distill.sft.kd_losses import DenseTeacher, SparseTeacher, kd_loss
+from distill.sft.kd_losses import DenseTeacher, MixtureTeacher, SparseTeacher, kd_loss
 from distill.sft.trainer import SPAN_COLUMN, DistillSFTTrainer
 
 TOPK_IDS, TOPK_LOGPROBS = "teacher_topk_ids", "teacher_topk_logprobs"
 TOPK_COLUMNS = (TOPK_IDS, TOPK_LOGPROBS)
+WEIGHTS_FILE = "teacher_weights.json"
 
 
 class TopKCollator:
@@ -70,7 +77,7 @@ class KDBatch:
     num_items_in_batch: Tensor | int | None  # Trainer's count of the accumulated batch
     student: object  # the student backbone's outputs (last_hidden_state, ...)
     teacher: object | None  # the online teacher backbone's outputs; None offline
-    target: DenseTeacher | SparseTeacher
+    target: DenseTeacher | SparseTeacher | MixtureTeacher
     temperature: float
     alpha: float
 
@@ -82,8 +89,9 @@ class KDBatch:
 
 class DistillKDTrainer(DistillSFTTrainer):
     """``DistillSFTTrainer`` with a teacher; ``args`` is a ``DistillKDConfig``. ``teacher``: the
-    online teacher model (``distill.sft.teacher.load_teacher``), or None when the datasets carry
-    the cached top-k columns; ``vocab_size``: the shared vocabulary of an offline cache."""
+    online teacher model (``distill.sft.teacher.load_teacher``), a list of them (a mixture,
+    weighted as ``args.teacher_aggregation`` says), or None when the datasets carry the cached
+    top-k columns; ``vocab_size``: the shared vocabulary of an offline cache."""
 
     _tag_names: ClassVar[list[str]] = ["trl", "sft", "distill", "knowledge-distillation"]
     extra_columns: ClassVar[tuple[str, ...]] = (SPAN_COLUMN, *TOPK_COLUMNS)
@@ -94,15 +102,20 @@ class DistillKDTrainer(DistillSFTTrainer):
     def __init__(self, *args, teacher=None, vocab_size: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.data_collator = TopKCollator(self.data_collator)
-        self.teacher, self.vocab_size = teacher, vocab_size
+        teachers = teacher if isinstance(teacher, list) else [teacher] * (teacher is not None)
+        self.teacher, self.vocab_size = (teachers[0] if teachers else None), vocab_size
         add_backbone_forward(self.model.get_base_model() if is_peft_model(self.model)
                              else self.model)
-        self._teacher_head = None
-        if teacher is not None:
-            teacher.eval()
-            teacher.requires_grad_(False)
-            head = teacher.get_output_embeddings().weight.detach()
-            self._teacher_head = head.to(self.args.device)  # no copy when it is there already
+        self._teacher_heads = []
+        for t in teachers:
+            t.eval()
+            t.requires_grad_(False)
+            head = t.get_output_embeddings().weight.detach()
+            self._teacher_heads.append(head.to(self.args.device))  # no copy if it is there
+        self._teacher_head = self._teacher_heads[0] if teachers else None
+        self.teachers, self.mixture = teachers, None
+        if isinstance(teacher, list):
+            self._init_mixture()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         batch = self.kd_batch(model, inputs, num_items_in_batch)
@@ -127,7 +140,13 @@ class DistillKDTrainer(DistillSFTTrainer):
             scale = self._scale(span_ids[:, 1:], mask, num_items_in_batch)
             weights = None if scale is None else scale[mask]
         teacher_out = None
-        if self.teacher is not None:
+        if self.mixture is not None:
+            parts = []
+            for model_t, head in zip(self.teachers, self._teacher_heads):
+                out = self._teacher_forward(inputs, model_t).last_hidden_state[:, :-1]
+                parts.append(DenseTeacher(out[mask.to(out.device)].to(counted.device), head))
+            target = MixtureTeacher(parts, self.mixture.weights().to(counted.device))
+        elif self.teacher is not None:
             teacher_out = self._teacher_forward(inputs)
             hidden = teacher_out.last_hidden_state[:, :-1][mask.to(
                 teacher_out.last_hidden_state.device)]
@@ -161,12 +180,61 @@ class DistillKDTrainer(DistillSFTTrainer):
         self._log_kd(out, batch)
         return {"logits": loss}
 
-    def _teacher_forward(self, inputs: dict):
-        """The teacher backbone on the student's inputs: no grad, its own device and dtype."""
-        device = self.teacher.device
+    def _teacher_forward(self, inputs: dict, teacher=None):
+        """The teacher backbone (default ``self.teacher``) on the student's inputs: no grad,
+        its own device and dtype."""
+        teacher = self.teacher if teacher is None else teacher
+        device = teacher.device
         moved = {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
         with torch.no_grad(), torch.autocast(device.type, enabled=False):
-            return self.teacher.base_model(**moved, **self.teacher_outputs)
+            return teacher.base_model(**moved, **self.teacher_outputs)
+
+    def _init_mixture(self) -> None:
+        """The teachers' mixing weights; learned ones train on one process only."""
+        from distill.sft.kd_transfer import _ZeroGrad
+        from distill.sft.multi_teacher import TeacherMixture
+
+        a = self.args
+        self.mixture = TeacherMixture(len(self.teachers), a.teacher_aggregation,
+                                      a.weight_list()).to(a.device)
+        if a.teacher_aggregation == "learned":
+            if a.world_size > 1:
+                raise DistillError("learned teacher weights train on one process only: run on "
+                                   "one device, or use average or fixed weights")
+            self.add_callback(_ZeroGrad(self.mixture))
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        params = [] if self.mixture is None else list(self.mixture.parameters())
+        if params and not any(p is params[0] for g in optimizer.param_groups
+                              for p in g["params"]):
+            optimizer.add_param_group({"params": params, "weight_decay": 0.0})
+        return optimizer
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call)
+        if self.mixture is None or not self.args.should_save:
+            return
+        from pathlib import Path
+
+        folder = Path(output_dir or self.args.output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        record = {"teachers": self.args.teacher_list(),
+                  "aggregation": self.args.teacher_aggregation,
+                  "weights": self.mixture.weights().tolist()}
+        if self.args.teacher_aggregation == "learned":
+            record["logits"] = self.mixture.logits.tolist()
+        (folder / WEIGHTS_FILE).write_text(json.dumps(record, indent=2) + "\n")
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        from pathlib import Path
+
+        path = Path(resume_from_checkpoint) / WEIGHTS_FILE
+        if self.mixture is not None and self.args.teacher_aggregation == "learned" \
+                and path.exists():
+            with torch.no_grad():
+                self.mixture.logits.copy_(torch.tensor(json.loads(path.read_text())["logits"]))
 
     def _log_kd(self, out, batch: KDBatch) -> None:
         """Weighted per-token means of kd_t and ce_t; the temperature and alpha in use."""
@@ -181,6 +249,9 @@ class DistillKDTrainer(DistillSFTTrainer):
             self._metrics[mode]["ce"].append(ce / total)
         self._metrics[mode]["temperature"].append(batch.temperature)
         self._metrics[mode]["kd_alpha"].append(batch.alpha)
+        if self.mixture is not None:
+            for i, w in enumerate(self.mixture.weights().tolist()):
+                self._metrics[mode][f"teacher_weight_{i}"].append(w)
 
     def _count_tokens(self, inputs: dict) -> None:
         """TRL's ``num_tokens`` count (the tokens/s in the summary)."""
@@ -210,3 +281,4 @@ def add_backbone_forward(model) -> None:
 
     model.forward = types.MethodType(_forward, model)
     model._distill_backbone_forward = True
+

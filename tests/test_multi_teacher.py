@@ -141,3 +141,91 @@ def test_learned_mixture_weights_refuse_top_k():
     with pytest.raises(DistillError, match="learned teacher weights"):
         kd_loss(torch.randn(3, 4), torch.randn(7, 4), MixtureTeacher([t, t], theta.softmax(0)),
                 torch.tensor([1, 2, 3]), loss="topk", top_k=2)
+
+
+# --- distill train kd --teachers: the trainer runs every teacher and distills their mixture
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    from kd_models import toy_pair
+
+    return toy_pair(tmp_path_factory.mktemp("multi"), n_train=32)
+
+
+def logged(out, key):
+    import json
+
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    return [h[key] for h in history if key in h]
+
+
+def test_fixed_weights_one_and_zero_train_like_that_single_teacher(pair, tmp_path):
+    from kd_models import KD_ARGS
+
+    from distill.sft.kd_train import train_kd
+
+    data, _, student, teacher = pair
+    args = {**KD_ARGS, "max_steps": 2, "alpha": 0.9}
+    train_kd(str(student), data, tmp_path / "one", teacher=str(teacher), **args)
+    train_kd(str(student), data, tmp_path / "mix", teachers=f"{teacher},{student}",
+             teacher_aggregation="fixed", teacher_weights="1,0", **args)
+    assert logged(tmp_path / "mix", "kd") == pytest.approx(logged(tmp_path / "one", "kd"),
+                                                            rel=1e-4)
+    assert logged(tmp_path / "mix", "teacher_weight_1") == [0.0, 0.0]
+    assert "fixed 1,0 (normalized)" in (tmp_path / "mix" / "README.md").read_text()
+
+
+def test_cli_average_and_learned_weights(pair, tmp_path):
+    import json
+
+    from kd_models import KD_ARGS
+
+    from distill.cli import main
+
+    data, _, student, teacher = pair
+    flags = [f"--{k}={v}" for k, v in KD_ARGS.items()] + ["--max_steps=3", "--alpha=1"]
+    common = ["train", "kd", "--model", str(student), "--data", str(data), "--teachers",
+              f"{student},{teacher}", *flags]
+    assert main([*common, "--out", str(tmp_path / "avg")]) == 0
+    assert logged(tmp_path / "avg", "teacher_weight_0") == [0.5] * 3
+    saved = json.loads((tmp_path / "avg" / "teacher_weights.json").read_text())
+    assert saved["aggregation"] == "average" and saved["weights"] == [0.5, 0.5]
+    assert (tmp_path / "avg" / "model.safetensors").exists()
+    assert main([*common, "--out", str(tmp_path / "learned"), "--teacher-aggregation",
+                 "learned"]) == 0
+    # teacher 0 is the student itself: the KD loss falls by weighting it up
+    w0 = logged(tmp_path / "learned", "teacher_weight_0")
+    assert w0[0] == 0.5 and w0[-1] > w0[0]
+    saved = json.loads((tmp_path / "learned" / "teacher_weights.json").read_text())
+    assert saved["teachers"] == [str(student), str(teacher)]
+    assert sum(saved["weights"]) == pytest.approx(1.0) and saved["weights"][0] > 0.5
+    assert torch.allclose(torch.tensor(saved["logits"]).softmax(0),
+                          torch.tensor(saved["weights"]))
+    card = (tmp_path / "learned" / "README.md").read_text()
+    assert "online mixture of" in card and "learned" in card
+
+
+def test_teachers_are_checked(pair, tmp_path):
+    from kd_models import KD_ARGS
+    from tiny import build_tiny_model
+
+    from distill.sft.config import build_config
+    from distill.sft.kd_config import DistillKDConfig
+    from distill.sft.kd_train import train_kd
+
+    data, _, student, teacher = pair
+    other = build_tiny_model(tmp_path / "other")  # a tokenizer trained on another corpus
+    with pytest.raises(DistillError, match=f"teacher {other} and the student .* different "
+                       "tokenizers"):
+        train_kd(str(student), data, tmp_path / "kd", teachers=f"{teacher},{other}", **KD_ARGS)
+    for fields, message in [({"teachers": "a"}, "at least two models"),
+                            ({"teachers": "a,b", "teacher": "c"}, "exactly one teacher"),
+                            ({"teachers": "a,b", "teacher_aggregation": "fixed"},
+                             "go with aggregation 'fixed'"),
+                            ({"teachers": "a,b", "teacher_aggregation": "fixed",
+                              "teacher_weights": "1,x"}, "comma-separated numbers"),
+                            ({"teacher": "a", "teacher_weights": "1,1"}, "go with --teachers"),
+                            ({"teachers": "a,b", "teacher_aggregation": "learned",
+                              "loss": "topk", "top_k": 2}, "does not support loss 'topk'")]:
+        with pytest.raises(DistillError, match=message):
+            build_config(config_class=DistillKDConfig, output_dir=str(tmp_path), **fields)
