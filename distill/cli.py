@@ -133,7 +133,7 @@ def _add_filter(sub) -> None:
                    "rejection-sampling); default: the preset for the input's prompt kind")
     p.add_argument("--stages", help="comma-separated stages to run, in order, e.g. "
                    "parse,verify,execute,vote,dedupe,quality,decontaminate")
-    _add_executor(p, "CPUs used at a time (default: all of the cluster's)")
+    _add_executor(p, "tasks at a time per step (default: the cluster's CPUs)")
     p.set_defaults(func=_filter)
 
 

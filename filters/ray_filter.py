@@ -45,8 +45,8 @@ BATCH_ROWS = 1024
 
 def filter_on_ray(in_dir: Path, spec: list, pipeline: list[Stage], address: str | None,
                   workers: int | None) -> Filtered:
-    """Run ``pipeline`` (built from ``spec``) over the dataset at ``in_dir`` on Ray, on at most
-    ``workers`` CPUs at a time (default: all of the cluster's)."""
+    """Run ``pipeline`` (built from ``spec``) over the dataset at ``in_dir`` on Ray, with
+    ``workers`` tasks at a time per step (default: the cluster's CPUs)."""
     ray = connect(address)
     workers = workers or max(1, resources(ray)[0])
     tasks = {"compute": ray.data.TaskPoolStrategy(size=workers), "batch_format": "pyarrow"}
@@ -79,8 +79,7 @@ def filter_on_ray(in_dir: Path, spec: list, pipeline: list[Stage], address: str 
     for i, stage in enumerate(pipeline):
         _count(stage, rows, drop, i)
         done = [v for (_, k), v in worked.items() if k == i]
-        if done:
-            seconds[i] = sum(s for _, s in done)
+        seconds[i] = sum(s for _, s in done) if done else seconds.get(i, 0.0)
         reports.append(_merged([r for r, _ in done]) if done else stage.report())
         log_stage(stage, stage.stats.kept, seconds[i])
     kept = [r for r, d in zip(rows, drop) if d == -1]
