@@ -166,4 +166,8 @@ def _train(args, name: str, **overrides) -> None:
                           reasoning_weight=args.reasoning_weight,
                           answer_weight=args.answer_weight, use_lora=args.lora,
                           restart=args.restart, **overrides)
-    print(train(model, data, out, config, eval_data=eval_data).summary())
+    result = train(model, data, out, config, eval_data=eval_data)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # one summary under accelerate launch / torchrun
+        print(result.summary())
