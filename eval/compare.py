@@ -61,7 +61,7 @@ def compare(run_dirs: list[str | Path], out: str | Path, *, teacher: str | Path 
     for run in runs:
         m = run.metrics
         row = {"run": run.label, "path": str(run.path), "teacher": run is ref,
-               **{k: m.get(k) for k in ("model", "prompt", "task", "params", "items",
+               **{k: m.get(k) for k in ("model", "prompt", "shots", "task", "params", "items",
                                         "accuracy", "accuracy_ci", "format_compliance",
                                         "mean_tokens", "truncated", "pass@k", "maj@k",
                                         "backend")},
@@ -154,7 +154,8 @@ def table(result: dict) -> tuple[list[str], list[list[str]]]:
     for r in runs:
         body.append([
             r["run"] + (" (teacher)" if r["teacher"] else ""), Path(str(r["model"])).name,
-            str(r["prompt"]), _params(r["params"]), str(r["items"]),
+            str(r["prompt"]) + (f" ({r['shots']}-shot)" if r.get("shots") is not None else ""),
+            _params(r["params"]), str(r["items"]),
             _ci(r["accuracy"], r["accuracy_ci"]), _fmt(r["format_compliance"]),
             _fmt(r["mean_tokens"], 1), _fmt(r["truncated"]), _fmt(r["tokens_per_second"], 1),
             *[_fmt((r.get("pass@k") or {}).get(k)) for k in ks],

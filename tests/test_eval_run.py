@@ -119,6 +119,7 @@ def test_compare_writes_tables_and_plots(runs, capsys):
                                     "neither")) == 4
     md = (out / "compare.md").read_text()
     assert "retention vs zero-shot" in md and "pass@4" in md and "![accuracy]" in md
+    assert "| gsm8k-cot (0-shot) |" in md  # the prompt and its number of worked examples
     assert "<table>" in (out / "compare.html").read_text()
     assert "zero-shot" in capsys.readouterr().out
 
