@@ -36,10 +36,10 @@ from distill.cluster import connect, resources, shuffle, worker_errors
 from distill.filters.base import RowStage, Stage
 from distill.filters.pipeline import Filtered, build_stages, log_stage
 from distill.filters.ray_dedupe import drop_reason, duplicates_on_ray
-from distill.filters.vote import _problem_key, _question_key
+from distill.filters.vote import problem_key, question_key
 
 PER_ROW = ("execute", "score")  # Stage subclasses that decide each row on its own
-GROUP_KEYS = {"vote": _problem_key, "pass_rate": _problem_key, "agreement": _question_key}
+GROUP_KEYS = {"vote": problem_key, "pass_rate": problem_key, "agreement": question_key}
 BATCH_ROWS = 1024
 
 

@@ -21,7 +21,7 @@ from distill.errors import DistillError
 from distill.filters.base import Stage
 
 
-def _problem_key(row: dict) -> tuple:
+def problem_key(row: dict) -> tuple:
     return (row.get("source_id"), row.get("task"))
 
 
@@ -60,7 +60,7 @@ class Vote(Stage):
 
     def select(self, rows: list[dict]) -> list[tuple[dict, str | None]]:
         decisions = {}
-        for group in _groups(rows, _problem_key).values():
+        for group in _groups(rows, problem_key).values():
             counts = Counter(r["answer"] for r in group if r["answer"] is not None)
             answered = sum(counts.values())
             ranked = counts.most_common(2)
@@ -121,7 +121,7 @@ class PassRate(Stage):
 
     def select(self, rows: list[dict]) -> list[tuple[dict, str | None]]:
         decisions = {}
-        for group in _groups(rows, _problem_key).values():
+        for group in _groups(rows, problem_key).values():
             judged = [r["correct"] for r in group if r["correct"] is not None]
             rate = sum(bool(c) for c in judged) / len(judged) if judged else None
             if rate is None:
@@ -149,7 +149,7 @@ class PassRate(Stage):
         return out
 
 
-def _question_key(row: dict) -> str:
+def question_key(row: dict) -> str:
     return re.sub(r"\s+", " ", str(row.get("question") or "")).strip()
 
 
@@ -194,7 +194,7 @@ class Agreement(Stage):
     def select(self, rows: list[dict]) -> list[tuple[dict, str | None]]:
         match = _answers_match()
         decisions = {}
-        for group in _groups(rows, _question_key).values():
+        for group in _groups(rows, question_key).values():
             by_kind = {k: [r for r in group if r["kind"] == k] for k in self.KINDS}
             both = all(by_kind.values())
             self.problems["both kinds" if both else "one kind"] += 1

@@ -10,7 +10,7 @@ import argparse
 from distill.errors import DistillError
 
 
-class _PassThroughParser(argparse.ArgumentParser):
+class PassThroughParser(argparse.ArgumentParser):
     """Keeps the arguments it does not know in ``trl_args`` instead of failing on them."""
 
     def parse_known_args(self, args=None, namespace=None):
@@ -21,7 +21,7 @@ class _PassThroughParser(argparse.ArgumentParser):
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a student on a distilled dataset")
-    verbs = p.add_subparsers(dest="verb", required=True, parser_class=_PassThroughParser)
+    verbs = p.add_subparsers(dest="verb", required=True, parser_class=PassThroughParser)
     s = verbs.add_parser(
         "sft", allow_abbrev=False, help="supervised fine-tuning with TRL, span-weighted loss",
         description="Fine-tune a student on a dataset folder (messages + completion [+ "

@@ -30,6 +30,7 @@ from typing import ClassVar
 import torch
 from accelerate.utils import is_peft_model
 from torch import Tensor
+from transformers import TrainerCallback
 
 from distill.errors import DistillError
 from distill.sft.kd_losses import DenseTeacher, MixtureTeacher, SparseTeacher, kd_loss
@@ -191,7 +192,6 @@ class DistillKDTrainer(DistillSFTTrainer):
 
     def _init_mixture(self) -> None:
         """The teachers' mixing weights; learned ones train on one process only."""
-        from distill.sft.kd_transfer import _ZeroGrad
         from distill.sft.multi_teacher import TeacherMixture
 
         a = self.args
@@ -201,7 +201,7 @@ class DistillKDTrainer(DistillSFTTrainer):
             if a.world_size > 1:
                 raise DistillError("learned teacher weights train on one process only: run on "
                                    "one device, or use average or fixed weights")
-            self.add_callback(_ZeroGrad(self.mixture))
+            self.add_callback(ZeroGrad(self.mixture))
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
@@ -282,3 +282,13 @@ def add_backbone_forward(model) -> None:
     model.forward = types.MethodType(_forward, model)
     model._distill_backbone_forward = True
 
+
+class ZeroGrad(TrainerCallback):
+    """Clears the projections' gradients after each optimizer step (Trainer clears only the
+    model's)."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.module.zero_grad(set_to_none=True)

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import torch
 from accelerate.utils import is_peft_model
-from transformers import TrainerCallback
 
 from distill.errors import DistillError
 from distill.sft.ema import EMACallback, EMATeacher
@@ -41,7 +40,7 @@ from distill.sft.feature_losses import (
     use_eager,
 )
 from distill.sft.kd_losses import kd_loss
-from distill.sft.kd_trainer import DistillKDTrainer
+from distill.sft.kd_trainer import DistillKDTrainer, ZeroGrad
 
 PROJECTOR_FILE = "feature_projector.safetensors"
 EMA_FILE = "ema_teacher.safetensors"
@@ -135,7 +134,7 @@ class TransferKDTrainer(DistillKDTrainer):
             if self._projector_params() and a.world_size > 1:
                 raise DistillError("feature projections train on one process only: run feature "
                                    "transfer on one device, or with equal hidden sizes")
-            self.add_callback(_ZeroGrad(self.features))
+            self.add_callback(ZeroGrad(self.features))
             self.student_outputs["output_hidden_states"] = True
             self.teacher_outputs["output_hidden_states"] = True
         if a.attention_weight > 0:
@@ -244,17 +243,6 @@ class TransferKDTrainer(DistillKDTrainer):
                                                     device=str(self.args.device)))
         if self.ema is not None and (folder / EMA_FILE).exists():
             load_model(self.ema.model, str(folder / EMA_FILE), device=str(self.args.device))
-
-
-class _ZeroGrad(TrainerCallback):
-    """Clears the projections' gradients after each optimizer step (Trainer clears only the
-    model's)."""
-
-    def __init__(self, module):
-        self.module = module
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.module.zero_grad(set_to_none=True)
 
 
 def _bare(model):

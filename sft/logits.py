@@ -83,7 +83,7 @@ def capture_logits(teacher: str, data: str | Path, out: str | Path, top_k: int, 
         load_tokenizer,
         vocab_rows,
     )
-    from distill.sft.train import _check_pad_token, _fingerprint
+    from distill.sft.train import check_pad_token, data_fingerprint
 
     start = time.perf_counter()
     if top_k < 1:
@@ -99,7 +99,7 @@ def capture_logits(teacher: str, data: str | Path, out: str | Path, top_k: int, 
         check_same_tokenizer(student_tokenizer, tokenizer, student, teacher)
         tokenizer = student_tokenizer
         student_rows = vocab_rows(AutoConfig.from_pretrained(student))
-    _check_pad_token(tokenizer)
+    check_pad_token(tokenizer)
     rows, source_manifest, folder = load_rows(data)
     columns, report = build_examples(rows, tokenizer, config)
     model = load_teacher(teacher, dtype, device)
@@ -111,7 +111,7 @@ def capture_logits(teacher: str, data: str | Path, out: str | Path, top_k: int, 
     manifest = {
         "kind": KIND, "created": io.now(), "input": str(folder), "input_manifest": source_manifest,
         "teacher": teacher, "student": student, "top_k": top_k, "vocab_size": vocab,
-        "tokenizer": tokenizer_fingerprint(tokenizer), "data_sha256": _fingerprint(columns),
+        "tokenizer": tokenizer_fingerprint(tokenizer), "data_sha256": data_fingerprint(columns),
         "settings": {k: getattr(config, k) for k in DATA_KEYS}, "rows": len(rows),
         "examples": len(labels), "tokens": sum(counted), "complete": False,
         "versions": io.package_versions(("distill", "torch", "transformers", "pyarrow"))}
@@ -196,7 +196,7 @@ def load_topk(folder: str | Path, tokenizer, columns: dict, rows: list[dict], re
     label counts, none elsewhere. Returns (ids column, log-probs column, manifest)."""
     import pyarrow.parquet as pq
 
-    from distill.sft.train import _fingerprint
+    from distill.sft.train import data_fingerprint
 
     folder = Path(folder)
     manifest = read_capture(folder)
@@ -204,7 +204,7 @@ def load_topk(folder: str | Path, tokenizer, columns: dict, rows: list[dict], re
     if manifest["tokenizer"]["vocab_sha256"] != mine["vocab_sha256"]:
         raise DistillError(f"{folder}: captured with the tokenizer of "
                            f"{manifest['tokenizer']['name']}, not the student's ({mine['name']})")
-    if manifest["data_sha256"] != _fingerprint(columns):
+    if manifest["data_sha256"] != data_fingerprint(columns):
         raise DistillError(
             f"{folder}: captured for other training sequences than these ({len(columns['labels'])}"
             f" sequences now, {manifest['examples']} captured from {manifest['input']} with "

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 from distill.errors import DistillError
-from distill.sft.cli import _PassThroughParser
+from distill.sft.cli import PassThroughParser
 
 
 def register(sub) -> None:
     p = sub.add_parser("logits", help="offline teacher logits for distill train kd")
-    verbs = p.add_subparsers(dest="verb", required=True, parser_class=_PassThroughParser)
+    verbs = p.add_subparsers(dest="verb", required=True, parser_class=PassThroughParser)
     c = verbs.add_parser(
         "capture", allow_abbrev=False, help="store the teacher's top-k log-probs per token",
         description="Run the teacher over a dataset folder, tokenized exactly as distill train "

@@ -111,7 +111,7 @@ def fit(model: str | None, data: str | Path, out: str | Path, config, method: Me
     except OSError as e:
         raise DistillError(f"cannot load the tokenizer of {model_path!r}: "
                            f"{str(e).splitlines()[0]}") from None
-    _check_pad_token(tokenizer)
+    check_pad_token(tokenizer)
     method.prepare(tokenizer, str(model_path))
 
     state = PartialState()
@@ -126,7 +126,7 @@ def fit(model: str | None, data: str | Path, out: str | Path, config, method: Me
         evaluation = Examples(eval_rows, eval_columns, eval_report)
     train_dataset, eval_dataset = method.datasets(train, evaluation)
 
-    run = {"model": str(model_path), "data": str(folder), "data_sha256": _fingerprint(columns),
+    run = {"model": str(model_path), "data": str(folder), "data_sha256": data_fingerprint(columns),
            **method.run_inputs(),
            "settings": {k: _plain(getattr(config, k)) for k in config.resume_keys}}
     checkpoint = None
@@ -183,7 +183,7 @@ def _save(trainer, out: Path, config) -> None:
         trainer.processing_class.save_pretrained(str(out))
 
 
-def _check_pad_token(tokenizer) -> None:
+def check_pad_token(tokenizer) -> None:
     """A tokenizer without a pad token gets one, said out loud. Labels are padded with -100 on
     their own (never derived from pad ids), so a pad token equal to end-of-turn is safe."""
     if tokenizer.pad_token is not None:
@@ -246,7 +246,7 @@ def _step(path: Path) -> int:
         return -1
 
 
-def _fingerprint(columns: dict) -> str:
+def data_fingerprint(columns: dict) -> str:
     import numpy as np
 
     h = hashlib.sha256()

@@ -205,10 +205,10 @@ def test_template_that_trims_content_still_maps_the_answer(tiny):
 
 
 def test_tokenizer_without_pad_token_gets_one_out_loud(tiny, capsys):
-    from distill.sft.train import _check_pad_token
+    from distill.sft.train import check_pad_token
 
     tiny.pad_token = None
-    _check_pad_token(tiny)
+    check_pad_token(tiny)
     assert tiny.pad_token is not None
     assert "the tokenizer has no pad token; padding with" in capsys.readouterr().err
 
