@@ -92,7 +92,7 @@ def _word_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return _mix(sums * up[starts]), lengths
 
 
-def _shingles(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
+def shingles(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
     """The hashes of each text's word n-grams, flat, and the row offsets into them. A text with
     fewer than n words is one shingle; an empty text has none."""
     parts = []
@@ -115,14 +115,14 @@ def _shingles(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(flat, np.uint64), np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
-def _signatures(flat: np.ndarray, offsets: np.ndarray, num_perm: int):
+def signatures(flat: np.ndarray, offsets: np.ndarray, num_perm: int):
     import rensa
 
     return rensa.RMinHash.digest_matrix_from_flat_token_hashes(
         flat, offsets.astype(np.uint64), num_perm, SEED)
 
 
-def _bands(threshold: float, num_perm: int) -> int:
+def band_count(threshold: float, num_perm: int) -> int:
     """The fewest bands (most rows each, fewest chance candidates) that make a pair at exactly
     the threshold a candidate with probability >= 0.9. rensa needs them to divide num_perm."""
     for b in (b for b in range(1, num_perm + 1) if num_perm % b == 0):
@@ -148,7 +148,7 @@ def _band_pairs(sig: np.ndarray, bands: int) -> np.ndarray:
     return np.unique(np.sort(np.stack([np.concatenate(a), np.concatenate(b)]), axis=0), axis=1)
 
 
-class _Clusters:
+class Clusters:
     """Union-find over row indices; a cluster's root is its first row."""
 
     def __init__(self, n: int):
@@ -196,14 +196,14 @@ class Dedupe(Stage):
         return row[self.field] or ""
 
     def select(self, rows: list[dict]) -> list[tuple[dict, str | None]]:
-        texts, clusters = [self._text(r) for r in rows], _Clusters(len(rows))
+        texts, clusters = [self._text(r) for r in rows], Clusters(len(rows))
         {"exact": self._exact, "minhash": self._minhash, "semantic": self._semantic}[
             self.method](texts, clusters)
         labels = [clusters.find(i) for i in range(len(rows))]
         keeper: dict[int, int] = {}
         for i, label in enumerate(labels):
             best = keeper.setdefault(label, i)
-            if self.keep and _better(rows[i].get(self.keep), rows[best].get(self.keep)):
+            if self.keep and is_better(rows[i].get(self.keep), rows[best].get(self.keep)):
                 keeper[label] = i
         self.clusters = int(np.sum(np.bincount(labels) > 1)) if rows else 0
         reason = "duplicate" if self.method == "exact" else "near-duplicate"
@@ -212,7 +212,7 @@ class Dedupe(Stage):
                 ({**row, "duplicate_of": rows[keeper[label]]["id"]}, reason)
                 for i, (row, label) in enumerate(zip(rows, labels))]
 
-    def _exact(self, texts: list[str], clusters: _Clusters) -> list[int]:
+    def _exact(self, texts: list[str], clusters: Clusters) -> list[int]:
         """Join texts with equal normalized forms; returns the indices of the distinct ones."""
         first: dict[bytes, int] = {}
         for i, text in enumerate(texts):
@@ -221,14 +221,14 @@ class Dedupe(Stage):
                 clusters.union(i, j)
         return list(first.values())
 
-    def _minhash(self, texts: list[str], clusters: _Clusters) -> None:
+    def _minhash(self, texts: list[str], clusters: Clusters) -> None:
         """Join texts whose shingle sets have Jaccard >= threshold."""
         import rensa
 
         def sign(chunk: tuple[int, int]):
-            return _signatures(*_shingles(texts[slice(*chunk)], self.ngram), self.num_perm)
+            return signatures(*shingles(texts[slice(*chunk)], self.ngram), self.num_perm)
 
-        bands = _bands(self.threshold, self.num_perm)
+        bands = band_count(self.threshold, self.num_perm)
         lsh, matrices = rensa.RMinHashLSH(self.threshold, self.num_perm, bands), []
         chunks = list(_chunks(texts))  # pass 1, all rows: flag those that have a candidate
         with ThreadPoolExecutor(WORKERS) as pool:
@@ -236,8 +236,8 @@ class Dedupe(Stage):
                 lsh.insert_matrix(matrix, start_key=start)
                 matrices.append(matrix)
         flagged = np.flatnonzero([f for m in matrices for f in lsh.query_duplicate_flags_matrix(m)])
-        flat, offsets = _shingles([texts[i] for i in flagged], self.ngram)  # pass 2: flagged
-        sig = np.array(_signatures(flat, offsets, self.num_perm).to_rows(), dtype=np.uint64)
+        flat, offsets = shingles([texts[i] for i in flagged], self.ngram)  # pass 2: flagged
+        sig = np.array(signatures(flat, offsets, self.num_perm).to_rows(), dtype=np.uint64)
         sig, first, same = np.unique(sig.reshape(len(flagged), self.num_perm), axis=0,
                                      return_index=True, return_inverse=True)
         for i, j in zip(flagged.tolist(), flagged[first[same.ravel()]].tolist()):
@@ -254,7 +254,7 @@ class Dedupe(Stage):
                 if inter >= self.threshold * (len(shingle_set(i)) + len(shingle_set(j)) - inter):
                     clusters.union(row[i], row[j])
 
-    def _semantic(self, texts: list[str], clusters: _Clusters) -> None:
+    def _semantic(self, texts: list[str], clusters: Clusters) -> None:
         """Join texts whose embeddings have cosine >= threshold (and exact copies)."""
         try:
             from sentence_transformers import SentenceTransformer
@@ -277,7 +277,7 @@ class Dedupe(Stage):
         return {"clusters": self.clusters}
 
 
-def _better(value, best) -> bool:
+def is_better(value, best) -> bool:
     """Whether ``value`` beats ``best``: None and NaN lose to any number; a tie keeps ``best``."""
     if _missing(value):
         return False

@@ -27,12 +27,12 @@ import pyarrow as pa
 
 from distill.cluster import shuffle
 from distill.filters.dedupe import (
+    Clusters,
     Dedupe,
-    _bands,
-    _better,
-    _Clusters,
-    _shingles,
-    _signatures,
+    band_count,
+    is_better,
+    shingles,
+    signatures,
 )
 
 _BAND_MIX = np.uint64(0x9E3779B97F4A7C15)  # the local stage's band-key multiplier
@@ -55,7 +55,7 @@ def duplicates_on_ray(ray, blocks: list, stage: Dedupe, parts: int) -> dict[int,
                               for b in blocks]))
     sets = {p: set(np.frombuffer(s, np.uint64).tolist())
             for p, s in zip(facts["pos"].tolist(), facts["shingles"]) if s is not None}
-    clusters = _Clusters(len(nodes))
+    clusters = Clusters(len(nodes))
     for a, b in np.searchsorted(nodes, np.stack([edges["a"][same], edges["b"][same]], 1)):
         clusters.union(int(a), int(b))
     for (a, b), (i, j) in zip(candidates.tolist(), np.searchsorted(nodes, candidates).tolist()):
@@ -83,11 +83,11 @@ def _keys(block: pa.Table, stage: Dedupe) -> pa.Table:
                    for t in texts]
         b = np.frombuffer(b"".join(digests), np.uint64).reshape(-1, 2)
         return pa.table({"b0": b[:, 0], "b1": b[:, 1], "pos": pos})
-    bands = _bands(stage.threshold, stage.num_perm)
+    bands = band_count(stage.threshold, stage.num_perm)
     if not texts:
         empty = np.zeros(0, np.uint64)
         return pa.table({"b0": empty, "b1": empty, "s0": empty, "s1": empty, "pos": pos})
-    sig = np.array(_signatures(*_shingles(texts, stage.ngram), stage.num_perm).to_rows(),
+    sig = np.array(signatures(*shingles(texts, stage.ngram), stage.num_perm).to_rows(),
                    dtype=np.uint64).reshape(len(texts), stage.num_perm)
     digest = np.frombuffer(b"".join(hashlib.blake2b(s.tobytes(), digest_size=16).digest()
                                     for s in sig), np.uint64).reshape(-1, 2)
@@ -145,16 +145,16 @@ def _facts(block: pa.Table, stage: Dedupe, nodes: np.ndarray, candidates: np.nda
     mine = np.flatnonzero(np.isin(pos, nodes))
     rows = [pickle.loads(table.column("_row")[int(i)].as_py()) for i in mine]
     check = np.isin(pos[mine], candidates)
-    shingles: list[bytes | None] = [None] * len(mine)
+    shingle_bytes: list[bytes | None] = [None] * len(mine)
     if check.any():
-        flat, offsets = _shingles([stage._text(r) for r, c in zip(rows, check) if c], stage.ngram)
+        flat, offsets = shingles([stage._text(r) for r, c in zip(rows, check) if c], stage.ngram)
         for n, i in enumerate(np.flatnonzero(check)):
-            shingles[i] = flat[offsets[n]:offsets[n + 1]].tobytes()
+            shingle_bytes[i] = flat[offsets[n]:offsets[n + 1]].tobytes()
     keep = [pickle.dumps(r.get(stage.keep) if stage.keep else None) for r in rows]
     ids = [pickle.dumps(r.get("id")) for r in rows]
     return pa.table({"pos": pos[mine], "id": pa.array(ids, pa.binary()),
                      "keep": pa.array(keep, pa.binary()),
-                     "shingles": pa.array(shingles, pa.binary())})
+                     "shingles": pa.array(shingle_bytes, pa.binary())})
 
 
 def _similar(a: set, b: set, threshold: float) -> bool:
@@ -162,7 +162,7 @@ def _similar(a: set, b: set, threshold: float) -> bool:
     return inter >= threshold * (len(a) + len(b) - inter)
 
 
-def _drops(stage: Dedupe, nodes: np.ndarray, clusters: _Clusters, facts: dict) -> dict[int, str]:
+def _drops(stage: Dedupe, nodes: np.ndarray, clusters: Clusters, facts: dict) -> dict[int, str]:
     """The rows each cluster drops, with the id of the row it keeps (the local stage's rule)."""
     where = dict(zip(facts["pos"].tolist(), range(len(facts["pos"]))))
     keep_value = [pickle.loads(k) for k in facts["keep"]]
@@ -172,7 +172,7 @@ def _drops(stage: Dedupe, nodes: np.ndarray, clusters: _Clusters, facts: dict) -
         root = clusters.find(i)
         members.setdefault(root, []).append(p)
         best = keeper.setdefault(root, p)
-        if stage.keep and _better(keep_value[where[p]], keep_value[where[best]]):
+        if stage.keep and is_better(keep_value[where[p]], keep_value[where[best]]):
             keeper[root] = p
     stage.clusters = sum(len(ps) > 1 for ps in members.values())
     return {p: pickle.loads(facts["id"][where[keeper[root]]])

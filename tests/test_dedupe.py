@@ -173,7 +173,7 @@ def test_hashed_shingles_match_word_ngrams():
     texts = [PARAGRAPHS[0], replace_words(PARAGRAPHS[0], [3, 50]), PARAGRAPHS[0].upper(),
              "Tom has\t3 apples", "", "one", "a b c d e a b c d e", PARAGRAPHS[3],
              "Ünïcode\u00a0TEXT with\u3000wide  spaces é É", "ünïcode text with wide spaces é é"]
-    flat, offsets = dedupe._shingles(texts, 5)
+    flat, offsets = dedupe.shingles(texts, 5)
     hashed = [set(flat[offsets[i]:offsets[i + 1]].tolist()) for i in range(len(texts))]
     for i, a in enumerate(texts):
         want = shingles(a) or ({tuple(a.lower().split())} if a.split() else set())
