@@ -64,7 +64,7 @@ while ray.cluster_resources().get("CPU", 0) < {n}:
                            capture_output=True)
 
     def _start(self, *args) -> subprocess.Popen:
-        return subprocess.Popen([RAY, "start", "--block", "--object-store-memory=400000000",
+        return subprocess.Popen([RAY, "start", "--block", "--object-store-memory=1500000000",
                                  *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True, env=ENV)
 

@@ -17,7 +17,7 @@ import pickle
 
 import pyarrow as pa
 
-from distill.cluster import connect, resources
+from distill.cluster import ray_data, resources, session
 from distill.datagen.backends import Backend, Sampling, vllm_available
 from distill.datagen.generate import Plan, Sink, make_engine
 from distill.errors import DistillError
@@ -46,29 +46,30 @@ class EngineWorker:
 def run_on_ray(plan: Plan, sink: Sink, backend: str, model: str | None, options: dict,
                address: str | None, workers: int | None) -> str:
     """Generate ``plan`` on the Ray cluster at ``address`` into ``sink``; the backend's name."""
-    ray = connect(address)
-    name = ("vllm" if vllm_available() else "hf") if backend == "auto" else backend
-    batches = plan.batches(options.get("batch_size") or _default_batch_size(name))
-    cpus, gpus = resources(ray)
-    per_worker = {"num_gpus": options.get("tensor_parallel_size", 1)} \
-        if gpus and name != "openai" else {"num_cpus": 1}
-    if workers is None:
-        workers = gpus // per_worker["num_gpus"] if "num_gpus" in per_worker else cpus
-    if workers < 1:
-        raise DistillError(f"the Ray cluster has no room for a {name} worker "
-                           f"({cpus} CPUs, {gpus} GPUs; each worker needs {per_worker})")
-    ds = ray.data.from_items(
-        [{"batch": i, "requests": pickle.dumps(plan.requests(b))} for i, b in enumerate(batches)],
-        override_num_blocks=len(batches))  # one block per batch: results stream back at once
-    pool = ray.data.ActorPoolStrategy(size=min(workers, len(batches)))
-    out = ds.map_batches(EngineWorker, batch_size=1, batch_format="pyarrow", compute=pool,
-                         fn_constructor_kwargs={"backend": name, "model": model,
-                                                "options": options, "sampling": plan.sampling},
-                         **per_worker)
-    for table in out.iter_batches(batch_size=None, batch_format="pyarrow"):
-        for i, blob, engine in zip(*(table.column(c).to_pylist()
-                                     for c in ("batch", "outputs", "backend"))):
-            sink.write(plan.rows(batches[i], pickle.loads(blob), engine))
+    with session(address) as ray:
+        data = ray_data(ray)
+        name = ("vllm" if vllm_available() else "hf") if backend == "auto" else backend
+        batches = plan.batches(options.get("batch_size") or _default_batch_size(name))
+        cpus, gpus = resources(ray)
+        per_worker = {"num_gpus": options.get("tensor_parallel_size", 1)} \
+            if gpus and name != "openai" else {"num_cpus": 1}
+        if workers is None:
+            workers = gpus // per_worker["num_gpus"] if "num_gpus" in per_worker else cpus
+        if workers < 1:
+            raise DistillError(f"the Ray cluster has no room for a {name} worker "
+                               f"({cpus} CPUs, {gpus} GPUs; each worker needs {per_worker})")
+        ds = data.from_items([{"batch": i, "requests": pickle.dumps(plan.requests(b))}
+                              for i, b in enumerate(batches)],
+                             override_num_blocks=len(batches))  # results stream back at once
+        pool = data.ActorPoolStrategy(size=min(workers, len(batches)))
+        engine_args = {"backend": name, "model": model, "options": options,
+                       "sampling": plan.sampling}
+        out = ds.map_batches(EngineWorker, batch_size=1, batch_format="pyarrow", compute=pool,
+                             fn_constructor_kwargs=engine_args, **per_worker)
+        for table in out.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for i, blob, engine in zip(*(table.column(c).to_pylist()
+                                         for c in ("batch", "outputs", "backend"))):
+                sink.write(plan.rows(batches[i], pickle.loads(blob), engine))
     return engine
 
 

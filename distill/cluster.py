@@ -13,27 +13,41 @@ from contextlib import contextmanager
 from distill.errors import DistillError
 
 
-def connect(address: str | None = None):
+@contextmanager
+def session(address: str | None = None):
     """The ``ray`` module, connected to the cluster at ``address`` ("HOST:PORT", "auto" or
     "ray://HOST:PORT"); None: the cluster in ``RAY_ADDRESS`` or one started on this machine
-    by ``ray start``, else a new single-machine cluster for this process."""
+    by ``ray start``, else a new single-machine cluster for this process. A connection made
+    here is closed on exit (sooner than Ray's exit hook would close it)."""
     try:
         import ray
-        import ray.data
     except ImportError:
         raise DistillError("--executor ray needs Ray: pip install 'distill[ray]' "
                            "(or pip install 'ray[data]')") from None
-    if not ray.is_initialized():
+    opened = not ray.is_initialized()
+    if opened:
         try:
             ray.init(address=address, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise DistillError(f"cannot connect to the Ray cluster at {address}: "
                                f"{str(e).splitlines()[0]}") from None
+    try:
+        yield ray
+    finally:
+        if opened:
+            ray.shutdown()
+
+
+def ray_data(ray):
+    """``ray.data``, set to keep outputs in input order (as the local path) and quiet
+    (distill prints its own progress); imported only where used, as it takes a while."""
+    import ray.data
+
     ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True  # outputs in input order: same as local
-    ctx.enable_progress_bars = False  # distill prints its own progress
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
-    return ray
+    return ray.data
 
 
 def resources(ray) -> tuple[int, int]:
@@ -88,4 +102,4 @@ def _split(block, keyed, keyed_args: tuple, keys: list[str], parts: int):
 def _gather(reduce, args: tuple, *tables):
     import pyarrow as pa
 
-    return reduce(pa.concat_tables(tables), *args)
+    return reduce(pa.concat_tables(tables, promote_options="permissive"), *args)

@@ -85,6 +85,14 @@ class Cluster:
         os.killpg(node.pid, signal.SIGKILL)
         node.wait(timeout=60)
 
+    def settle(self) -> None:
+        """Wait until Ray has noticed every killed node (its health check takes a while), so
+        that later tests are not scheduled onto one."""
+        deadline = time.time() + 120
+        while self.alive_nodes() > sum(n.poll() is None for n in self.nodes):
+            assert time.time() < deadline, "Ray did not notice a killed node"
+            time.sleep(1)
+
     def stop(self) -> None:
         import ray
 
@@ -180,6 +188,7 @@ def test_lost_worker_node_and_killed_driver_then_rerun_completes(cluster, tiny_m
     key = lambda r: (r["id"], r["completion"], r["tokens"], r["finish_reason"])
     assert sorted(map(key, resumed)) == sorted(map(key, local))
     assert io.read_manifest(out)["status"] == "complete"
+    cluster.settle()
 
 
 def planted_rows(n: int, seed: int = 0) -> list[dict]:
@@ -237,13 +246,33 @@ def test_distributed_dedupe_keeps_what_local_dedupe_keeps(cluster, tmp_path):
     folder = dataset(tmp_path / "in", planted_rows(400), shards=4)
     local, ray = filter_both(cluster, folder, tmp_path, [
         {"dedupe": {"method": "exact"}},
-        {"dedupe": {"method": "minhash", "threshold": 0.8, "keep": "score"}}])
-    exact, near = ray.stages
+        {"dedupe": {"method": "minhash", "threshold": 0.8, "keep": "score"}},
+        {"quality": {"min_chars": 450}}])  # row by row, over rows read and rows dropped
+    exact, near, quality = ray.stages
     assert exact["dropped"] >= 25 and near["dropped"] >= 40  # the planted copies are found
-    assert [s["clusters"] for s in ray.stages] == [s["clusters"] for s in local.stages]
+    assert quality["dropped"] > 0 and quality["kept"] > 0
+    assert [s["clusters"] for s in ray.stages[:2]] == [s["clusters"] for s in local.stages[:2]]
     dropped = io.read_rows(tmp_path / "ray" / "dropped")
-    kept = {r["id"]: r for r in io.read_rows(tmp_path / "ray" / "kept")}
+    kept = {r["id"] for r in io.read_rows(tmp_path / "ray" / "kept")}
+    kept |= {r["id"] for r in dropped if r["dropped_by"] == "quality"}  # after dedupe
     assert all(r["duplicate_of"] in kept for r in dropped if r["drop_reason"].endswith("(minhash)"))
+
+
+@slow
+def test_the_filter_command_on_a_cluster_writes_what_it_writes_locally(cluster, tmp_path):
+    folder = dataset(tmp_path / "in", planted_rows(200), shards=3)
+    config = tmp_path / "filter.yaml"
+    config.write_text(json.dumps({"stages": [{"dedupe": {"method": "minhash"}}]}))
+    run_filter(folder, tmp_path / "local", config=config)
+    done = subprocess.run([sys.executable, "-m", "distill.cli", "filter", str(folder),
+                           str(tmp_path / "ray"), "--config", str(config), "--executor", "ray",
+                           "--ray-address", cluster.address],
+                          check=False, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "filter dedupe: 200 seen" in done.stderr
+    for part in ("kept", "dropped"):
+        a, b = (io.shard_paths(tmp_path / ex / part) for ex in ("local", "ray"))
+        assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
 
 
 GSM8K_QUESTION = ("Janet’s ducks lay 16 eggs per day. She eats three for breakfast every morning "
