@@ -56,10 +56,10 @@ class ShardWriter:
         existing = [int(p.stem.split("-")[1]) for p in shard_paths(self.folder)]
         self.next_index = max(existing, default=-1) + 1
 
-    def write(self, rows: list[dict]) -> Path:
+    def write(self, rows: list[dict] | pa.Table) -> Path:
         name = f"part-{self.next_index:05d}.parquet"
         tmp = self.folder / TMP_DIR / name
-        table = pa.Table.from_pylist(rows, schema=self.schema)
+        table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, self.schema)
         pq.write_table(table, tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())

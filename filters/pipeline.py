@@ -171,11 +171,12 @@ def write_rows(folder: Path, rows: list[dict], manifest: dict) -> None:
     import shutil
 
     shutil.rmtree(folder / io.DATA_DIR, ignore_errors=True)
-    columns = list(dict.fromkeys(k for r in rows for k in r))  # rows may differ in columns
-    rows = [{k: r.get(k) for k in columns} for r in rows]
-    schema = pa.Table.from_pylist(rows).schema if rows else pa.schema([("id", pa.string())])
-    writer = io.ShardWriter(folder, schema)
+    columns = list(dict.fromkeys(k for r in rows for k in r)) or ["id"]  # rows may differ
+    table = pa.Table.from_pydict({k: [r.get(k) for r in rows] for k in columns})
+    if not rows:
+        table = table.cast(pa.schema([("id", pa.string())]))
+    writer = io.ShardWriter(folder, table.schema)
     for i in range(0, max(len(rows), 1), SHARD_ROWS):
-        writer.write(rows[i:i + SHARD_ROWS])
+        writer.write(table.slice(i, SHARD_ROWS))
     writer.close()
     io.write_manifest(folder, manifest)
