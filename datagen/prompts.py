@@ -120,14 +120,14 @@ def load_prompt(name_or_path: str | Path) -> PromptFile:
             raise DistillError(f"{path}: missing required field {key!r}")
     unknown = set(data) - set(REQUIRED) - set(OPTIONAL)
     if unknown:
-        raise DistillError(f"{path}: unknown field {sorted(unknown)[0]!r}; "
+        raise DistillError(f"{path}: unknown field {min(unknown)!r}; "
                            f"allowed: {', '.join(REQUIRED + OPTIONAL)}")
     if data["kind"] not in KINDS:
         raise DistillError(f"{path}: field 'kind' is {data['kind']!r}; must be one of {KINDS}")
     sampling = data.get("sampling") or {}
     bad = set(sampling) - set(SAMPLING_KEYS)
     if bad:
-        raise DistillError(f"{path}: unknown sampling field {sorted(bad)[0]!r}; "
+        raise DistillError(f"{path}: unknown sampling field {min(bad)!r}; "
                            f"allowed: {', '.join(SAMPLING_KEYS)}")
     for i, shot in enumerate(data.get("few_shot") or []):
         if not isinstance(shot, dict) or "response" not in shot:

@@ -216,8 +216,8 @@ def _summary(recipe: dict, out: Path, state: dict) -> dict:
         if ev.get("versus_baseline"):
             v = ev["versus_baseline"]
             lo, hi = v["difference_ci"]
-            lines += ["", f"Student - baseline: {v['difference']:+.3f} (95% CI {lo:+.3f} to "
-                          f"{hi:+.3f}, paired bootstrap)."]
+            lines += ["", (f"Student - baseline: {v['difference']:+.3f} (95% CI {lo:+.3f} to "
+                           f"{hi:+.3f}, paired bootstrap).")]
         lines += ["", "![accuracy](eval/compare/accuracy.png)"]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     return summary

@@ -107,7 +107,7 @@ def _read_parquet(path: Path) -> list[SourceRow]:
 
     try:
         table = pq.read_table(path)
-    except Exception as e:  # pyarrow raises several types for corrupt files
+    except Exception as e:  # noqa: BLE001 (pyarrow raises several types for corrupt files)
         raise DistillError(f"{path}: unreadable Parquet file: {e}") from None
     return [SourceRow(r, f"{path}[{i}]") for i, r in enumerate(table.to_pylist())]
 
@@ -134,7 +134,7 @@ def _read_hub(repo: str, split: str, subset: str | None) -> list[SourceRow]:
 
     try:
         ds = datasets.load_dataset(repo, subset, split=split)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 (the hub and the loaders raise many types)
         raise DistillError(f"{repo}: not a local path, and loading it from the hub failed: "
                            f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
     return [SourceRow(r, f"{repo}:{split}[{i}]") for i, r in enumerate(ds)]

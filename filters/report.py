@@ -22,8 +22,8 @@ def write_report(out_dir: Path, rows_in: int, stages: list[dict], dropped: list[
 def _markdown(report: dict, dropped: list[dict]) -> str:
     n = report["rows_in"]
     lines = ["# Filter report", "",
-             f"{n} rows in, **{report['kept']} kept** ({_pct(report['kept'], n)}), "
-             f"{report['dropped']} dropped.", "", "![funnel](funnel.png)", "",
+             (f"{n} rows in, **{report['kept']} kept** ({_pct(report['kept'], n)}), "
+              f"{report['dropped']} dropped."), "", "![funnel](funnel.png)", "",
              "| stage | seen | kept | dropped | top reasons | seconds |",
              "|---|---:|---:|---:|---|---:|"]
     for s in report["stages"]:

@@ -10,7 +10,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "0-1")
 
-from tiny import build_tiny_model  # noqa: E402
+from tiny import build_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ def hf(tiny_model):
 
 
 def run(hf, problems, out, **kw):
-    args = dict(model="tiny", backend=hf, temperature=0, max_tokens=12, progress=False)
+    args = {"model": "tiny", "backend": hf, "temperature": 0, "max_tokens": 12, "progress": False}
     return generate("gsm8k-cot", str(problems), str(out), **{**args, **kw})
 
 

@@ -92,7 +92,7 @@ def test_training_problems_and_held_out_items_come_from_one_shuffled_order(tmp_p
     held_out = {**common, "offset": 50, "limit": 50}
     a = _task_file(train, tmp_path / "a.jsonl", "train").read_text().splitlines()
     b = _task_file(held_out, tmp_path / "b.jsonl", "test").read_text().splitlines()
-    ids = lambda lines: {json.loads(x)["id"] for x in lines}  # noqa: E731
+    ids = lambda lines: {json.loads(x)["id"] for x in lines}
     assert len(ids(a)) == len(ids(b)) == 50 and not ids(a) & ids(b)
     assert train == {"n": 4}  # slicing options are consumed, the rest goes to the stage
     again = _task_file({**common, "offset": 0, "limit": 50}, tmp_path / "c.jsonl", "train")

