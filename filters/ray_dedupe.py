@@ -44,7 +44,7 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)  # the local stage's band-key multiplier
 
 def duplicates_on_ray(ray, blocks: list, stage: Dedupe, parts: int) -> dict[int, str]:
     """{position of each row to drop: the id of the row its cluster keeps}, for the rows still
-    kept in ``blocks`` (refs to Arrow tables of ``_pos``, ``_row``, ``_drop``), with buckets
+    kept in ``blocks`` (refs to the blocks of ``ray_blocks``), with buckets
     grouped in ``parts`` partitions; sets ``stage.clusters``."""
     edges = _columns(ray.get(shuffle(ray, blocks, _keys, (stage,), ["key"], parts,
                                      _bucket_edges, (stage.method,))))
@@ -67,7 +67,8 @@ def duplicates_on_ray(ray, blocks: list, stage: Dedupe, parts: int) -> dict[int,
     for a, b in np.searchsorted(nodes, np.stack([edges["a"][same], edges["b"][same]], 1)):
         clusters.union(int(a), int(b))
     for (a, b), (i, j) in zip(candidates.tolist(), np.searchsorted(nodes, candidates).tolist()):
-        if clusters.find(i) != clusters.find(j) and _similar(shingle_set(a), shingle_set(b), stage.threshold):
+        if clusters.find(i) != clusters.find(j) and _similar(shingle_set(a), shingle_set(b),
+                                                             stage.threshold):
             clusters.union(i, j)
     return _drops(stage, nodes, clusters, facts)
 
@@ -94,7 +95,7 @@ def _keys(block: pa.Table, stage: Dedupe) -> pa.Table:
     sig = np.zeros((len(texts), stage.num_perm), np.uint64)
     if texts:
         sig[:] = signatures(*shingles(texts, stage.ngram), stage.num_perm).to_rows()
-    sig = sig.reshape(len(texts), bands, -1)
+    sig = sig.reshape(len(texts), bands, stage.num_perm // bands)
     key = np.broadcast_to(np.arange(bands, dtype=np.uint64), sig.shape[:2]).copy()
     for c in range(sig.shape[2]):
         key = key * _MIX + sig[:, :, c]
