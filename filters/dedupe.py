@@ -38,6 +38,7 @@ from distill.filters.base import Stage
 SEED = 1
 WORKERS = min(4, os.cpu_count() or 1)  # threads for shingling and signatures
 CHUNK_CHARS = 1 << 18  # texts are shingled in runs of about this many characters (cache-sized)
+MIX = np.uint64(0x9E3779B97F4A7C15)  # the golden-ratio multiplier: band keys, hash partitions
 _P = np.uint64(0x100000001B3)  # polynomial hashing of bytes into words and words into n-grams
 _SPACES = re.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
 
@@ -131,13 +132,26 @@ def band_count(threshold: float, num_perm: int) -> int:
     return num_perm
 
 
+def band_keys(sig: np.ndarray, bands: int) -> np.ndarray:
+    """(rows, bands): a 64-bit hash of each band's values of each signature row, seeded with
+    the band's index, so that equal keys mean equal bands (but for hash collisions)."""
+    sig = sig.reshape(len(sig), bands, sig.shape[1] // bands)
+    key = np.broadcast_to(np.arange(bands, dtype=np.uint64), sig.shape[:2]).copy()
+    for c in range(sig.shape[2]):
+        key = key * MIX + sig[:, :, c]
+    return key
+
+
+def similar(a: set, b: set, threshold: float) -> bool:
+    """Whether two shingle sets have Jaccard similarity >= threshold."""
+    inter = len(a & b)
+    return inter >= threshold * (len(a) + len(b) - inter)
+
+
 def _band_pairs(sig: np.ndarray, bands: int) -> np.ndarray:
     """The (2, k) distinct pairs i < j of signature rows that are equal in some band."""
-    a, b, width = [], [], sig.shape[1] // bands
-    for band in range(bands):
-        key = np.zeros(len(sig), np.uint64)
-        for col in sig[:, band * width:(band + 1) * width].T:
-            key = key * np.uint64(0x9E3779B97F4A7C15) + col
+    a, b = [], []
+    for key in band_keys(sig, bands).T:
         order = np.argsort(key, kind="stable")
         key, d = key[order], 1
         while d < len(key) and (hit := key[d:] == key[:-d]).any():  # runs of equal keys
@@ -249,10 +263,9 @@ class Dedupe(Stage):
             return set(flat[offsets[i]:offsets[i + 1]].tolist())
 
         for i, j in first[_band_pairs(sig, bands)].T.tolist():  # confirm by the true Jaccard
-            if clusters.find(row[i]) != clusters.find(row[j]):
-                inter = len(shingle_set(i) & shingle_set(j))
-                if inter >= self.threshold * (len(shingle_set(i)) + len(shingle_set(j)) - inter):
-                    clusters.union(row[i], row[j])
+            if clusters.find(row[i]) != clusters.find(row[j]) and similar(
+                    shingle_set(i), shingle_set(j), self.threshold):
+                clusters.union(row[i], row[j])
 
     def _semantic(self, texts: list[str], clusters: Clusters) -> None:
         """Join texts whose embeddings have cosine >= threshold (and exact copies)."""

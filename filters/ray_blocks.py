@@ -76,12 +76,16 @@ def concat(blocks: list[pa.Table]) -> pa.Table:
     return pa.concat_tables(blocks, promote_options="permissive") if blocks else empty()
 
 
+def by_position(block: pa.Table) -> pa.Table:
+    """The block's rows sorted by their position in the input."""
+    return block.take(np.argsort(block.column("_pos").to_numpy(), kind="stable"))
+
+
 def in_order(blocks: list[pa.Table]) -> tuple[list[dict], np.ndarray]:
     """The rows of all blocks in input order, and where each was dropped (``_drop``)."""
     blocks = [b for b in blocks if b.num_rows]
     pos = np.concatenate([b.column("_pos").to_numpy() for b in blocks]) if blocks else []
     if not np.all(np.diff(pos) > 0):  # after a shuffle; else the blocks are shards, in order
-        block = concat(blocks)
-        blocks = [block.take(np.argsort(block.column("_pos").to_numpy(), kind="stable"))]
+        blocks = [by_position(concat(blocks))]
     drop = [b.column("_drop").to_numpy() for b in blocks]
     return [r for b in blocks for r in rows_of(b)], np.concatenate(drop or [np.zeros(0, int)])

@@ -33,13 +33,13 @@ from distill.filters.dedupe import (
     Clusters,
     Dedupe,
     band_count,
+    band_keys,
     is_better,
     shingles,
     signatures,
+    similar,
 )
 from distill.filters.ray_blocks import alive, rows_of
-
-_MIX = np.uint64(0x9E3779B97F4A7C15)  # the local stage's band-key multiplier
 
 
 def duplicates_on_ray(ray, blocks: list, stage: Dedupe, parts: int) -> dict[int, str]:
@@ -67,8 +67,8 @@ def duplicates_on_ray(ray, blocks: list, stage: Dedupe, parts: int) -> dict[int,
     for a, b in np.searchsorted(nodes, np.stack([edges["a"][same], edges["b"][same]], 1)):
         clusters.union(int(a), int(b))
     for (a, b), (i, j) in zip(candidates.tolist(), np.searchsorted(nodes, candidates).tolist()):
-        if clusters.find(i) != clusters.find(j) and _similar(shingle_set(a), shingle_set(b),
-                                                             stage.threshold):
+        if clusters.find(i) != clusters.find(j) and similar(shingle_set(a), shingle_set(b),
+                                                            stage.threshold):
             clusters.union(i, j)
     return _drops(stage, nodes, clusters, facts)
 
@@ -95,13 +95,8 @@ def _keys(block: pa.Table, stage: Dedupe) -> pa.Table:
     sig = np.zeros((len(texts), stage.num_perm), np.uint64)
     if texts:
         sig[:] = signatures(*shingles(texts, stage.ngram), stage.num_perm).to_rows()
-    sig = sig.reshape(len(texts), bands, stage.num_perm // bands)
-    key = np.broadcast_to(np.arange(bands, dtype=np.uint64), sig.shape[:2]).copy()
-    for c in range(sig.shape[2]):
-        key = key * _MIX + sig[:, :, c]
-    whole = np.zeros(len(texts), np.uint64)
-    for band in range(bands):
-        whole = whole * _MIX + key[:, band]
+    key = band_keys(sig, bands)
+    whole = band_keys(key, 1)[:, 0]
     return pa.table({"key": key.T.ravel(), "sig": np.tile(whole, bands),
                      "pos": np.tile(pos, bands),
                      "band": np.repeat(np.arange(bands, dtype=np.uint8), len(texts))})
@@ -169,11 +164,6 @@ def _facts(block: pa.Table, stage: Dedupe, nodes: np.ndarray, candidates: np.nda
     return pa.table({"pos": pos[mine], "id": pa.array(ids, pa.binary()),
                      "keep": pa.array(keep, pa.binary()),
                      "shingles": pa.array(shingle_bytes, pa.binary())})
-
-
-def _similar(a: set, b: set, threshold: float) -> bool:
-    inter = len(a & b)
-    return inter >= threshold * (len(a) + len(b) - inter)
 
 
 def _drops(stage: Dedupe, nodes: np.ndarray, clusters: Clusters, facts: dict) -> dict[int, str]:

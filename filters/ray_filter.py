@@ -34,6 +34,7 @@ from distill.cluster import ray_data, resources, session, shuffle, worker_errors
 from distill.filters.base import RowStage, Stage
 from distill.filters.pipeline import Filtered, build_stages, log_stage
 from distill.filters.ray_blocks import (
+    by_position,
     empty,
     in_order,
     pickled,
@@ -118,25 +119,26 @@ def run_stages(table: pa.Table, spec: list, first: int, board) -> pa.Table:
     if key not in _BUILT:
         _BUILT[key] = build_stages(spec), [0.0] * len(spec)
     stages, seconds = _BUILT[key]
-    table = table.take(np.argsort(table.column("_pos").to_numpy(), kind="stable"))
+    table = by_position(table)
     rows, drop = rows_of(table), table.column("_drop").to_numpy().copy()
     for k, stage in enumerate(stages):
         start = time.perf_counter()
-        alive = np.flatnonzero(drop == -1)
-        for i, (row, reason) in zip(alive, decide(stage, [rows[i] for i in alive])):
-            rows[i] = row if reason is None else dropped_row(row, stage, reason)
-            drop[i] = -1 if reason is None else first + k
+        apply(stage, rows, drop, first + k)
         seconds[k] += time.perf_counter() - start
         ray.get(board.put.remote(f"{socket.gethostname()}:{os.getpid()}", first + k,
                                  stage.report(), seconds[k]))
     return pickled(table.column("_pos"), rows, drop)
 
 
-def decide(stage: Stage, rows: list[dict]) -> list[tuple[dict, str | None]]:
-    """What the stage says of each row, as ``Stage.__call__`` asks it."""
-    for row in rows:
+def apply(stage: Stage, rows: list[dict], drop: np.ndarray, index: int) -> None:
+    """Run stage number ``index`` over the rows no earlier stage dropped, as
+    ``Stage.__call__`` asks it; the rows it drops get its name and reason, and ``index``."""
+    alive = np.flatnonzero(drop == -1)
+    for row in (rows[i] for i in alive):
         stage._require(row)
-    return stage.select(rows)
+    for i, (row, reason) in zip(alive, stage.select([rows[i] for i in alive])):
+        rows[i] = row if reason is None else dropped_row(row, stage, reason)
+        drop[i] = -1 if reason is None else index
 
 
 def dropped_row(row: dict, stage: Stage, reason: str) -> dict:
@@ -201,10 +203,7 @@ def _on_driver(ray, blocks: list, stage: Stage, index: int) -> pa.Table:
     tables = ray.get(blocks)
     rows, drop = in_order(tables)
     pos = np.concatenate([np.zeros(0, np.int64), *(t.column("_pos").to_numpy() for t in tables)])
-    alive = np.flatnonzero(drop == -1)
-    for i, (row, reason) in zip(alive, decide(stage, [rows[i] for i in alive])):
-        rows[i] = row if reason is None else dropped_row(row, stage, reason)
-        drop[i] = -1 if reason is None else index
+    apply(stage, rows, drop, index)
     return pickled(np.sort(pos), rows, drop)
 
 
