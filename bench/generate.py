@@ -18,7 +18,7 @@ from pathlib import Path
 
 from distill.datagen import generate, load_prompt
 from distill.datagen.backends import Request, Sampling, get_backend
-from distill.datagen.models import resolve_model
+from distill.models import resolve_model
 
 
 def problems(n: int) -> list[dict]:

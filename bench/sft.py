@@ -131,7 +131,7 @@ def main() -> None:
     args = p.parse_args()
 
     from distill import io
-    from distill.datagen.models import resolve_model
+    from distill.models import resolve_model
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-sft-"))
     model = resolve_model(None if args.model in ("default", "small") else args.model)

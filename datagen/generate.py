@@ -10,14 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-from tqdm import tqdm
 
 from distill import io
 from distill.datagen.backends import (
@@ -28,9 +26,11 @@ from distill.datagen.backends import (
     backend_options_for,
     get_backend,
 )
-from distill.datagen.models import DEFAULT_MODEL, resolve_model
 from distill.datagen.prompts import PromptFile, load_prompt
 from distill.errors import DistillError
+from distill.log import log
+from distill.log import progress as progress_bar
+from distill.models import DEFAULT_MODEL, resolve_model
 from distill.sources import load_source
 
 # Settings that change what a row says; a rerun must match them to reuse rows.
@@ -128,7 +128,7 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
     pending = [it for it in items if it.missing]
     total = len(items) * sampling.n
     reused = total - sum(len(it.missing) for it in pending)
-    _log(f"{out}: {total} rows planned; " + (
+    log(f"{out}: {total} rows planned; " + (
         f"reusing {reused} already there (same prompt, model and sampling), "
         f"generating {total - reused}" if reused else f"generating all {total}"))
 
@@ -185,9 +185,7 @@ class Sink:
     def __init__(self, out: Path, schema: pa.Schema, total: int, progress: bool):
         self.out, self.schema, self.writer = out, schema, None
         self.written, self.tokens, self.reasons = 0, 0, Counter()
-        self.bar = tqdm(total=total, unit="row", disable=not progress or not total,
-                        file=sys.stderr,
-                        dynamic_ncols=True)
+        self.bar = progress_bar(total, "generate", "row", progress)
         self.start = time.perf_counter()
 
     def write(self, rows: list[dict]) -> None:
@@ -286,7 +284,7 @@ def _check_reuse(out: Path, key: dict, regenerate: bool) -> None:
         return
     what = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in changed.items())
     if regenerate:
-        _log(f"{out}: settings changed ({what}); --regenerate: discarding "
+        log(f"{out}: settings changed ({what}); --regenerate: discarding "
              f"{len(io.read_ids(out))} existing rows")
         shutil.rmtree(out / io.DATA_DIR)
         return
@@ -315,6 +313,3 @@ def _hash(fields: dict) -> str:
     blob = json.dumps(fields, sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from distill.errors import DistillError
+from distill.flags import Parser, take_positionals
 
 
 def _field(text: str) -> tuple[str, str]:
@@ -171,7 +172,7 @@ def _run(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="distill", description="Distill reasoning into small models: generate, filter, "
         "publish, train, evaluate.")
     parser.add_argument("--version", action="version", version=f"distill {_version()}")
@@ -203,6 +204,7 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    take_positionals(args)
     try:
         args.func(args)
     except DistillError as e:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import yaml
 
 from distill import io
 from distill.errors import DistillError
+from distill.log import log
 
 STAGES = ("generate", "filter", "publish", "train", "eval")
 STATE = "state.json"
@@ -63,9 +63,9 @@ def run_recipe(path: str | Path, out: str | Path | None = None, *, from_stage: s
         upstream = fingerprint
         done = state.get(stage, {})
         if not forced and done.get("fingerprint") == fingerprint and done.get("status") == "done":
-            _log(f"[{stage}] finished before with these settings: skipped")
+            log(f"[{stage}] finished before with these settings: skipped")
         else:
-            _log(f"[{stage}] running into {out / stage}")
+            log(f"[{stage}] running into {out / stage}")
             start = time.perf_counter()
             state[stage] = {"fingerprint": fingerprint, "status": "running"}
             _save_state(out, state)
@@ -76,7 +76,7 @@ def run_recipe(path: str | Path, out: str | Path | None = None, *, from_stage: s
         if stage == until_stage:
             break
     summary = _summary(recipe, out, state)
-    _log(f"summary: {out / 'summary.md'}")
+    log(f"summary: {out / 'summary.md'}")
     return summary
 
 
@@ -156,7 +156,7 @@ def _train(recipe: dict, out: Path) -> dict:
 
 
 def _teacher_model(recipe: dict) -> str:
-    from distill.datagen.models import resolve_model
+    from distill.models import resolve_model
 
     return resolve_model((recipe.get("teacher") or {}).get("model"))
 
@@ -228,6 +228,3 @@ def _save_state(out: Path, state: dict) -> None:
     tmp.write_text(json.dumps(state, indent=2, default=str) + "\n")
     tmp.replace(out / STATE)
 
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

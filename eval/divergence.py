@@ -33,7 +33,7 @@ def divergence(teacher: str | None, student: str | None, texts, *, max_texts: in
     numbers."""
     import torch
 
-    from distill.datagen.models import load_model_and_tokenizer
+    from distill.models import load_model_and_tokenizer
 
     if not teacher or not student:
         return {"note": "a run without a local model path (e.g. an openai backend run)"}

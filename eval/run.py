@@ -22,9 +22,9 @@ from distill import io
 from distill.answers import extract_gold, is_correct
 from distill.datagen import generate, load_prompt
 from distill.datagen.backends import Backend, backend_options_for, get_backend
-from distill.datagen.models import DEFAULT_MODEL, resolve_model
 from distill.errors import DistillError
 from distill.eval import metrics as M
+from distill.models import DEFAULT_MODEL, count_parameters, resolve_model
 from distill.tasks import load_task
 
 GREEDY, SAMPLES = "greedy", "samples"
@@ -121,7 +121,7 @@ def evaluate(model: str | None, task: str, out: str | Path, *, prompt: str | Non
         "model": str(model or (backend.model if isinstance(backend, Backend) else DEFAULT_MODEL)),
         "model_path": str(model_path) if model_path else None, "backend": backend_name,
         "params": params if params is not None else _engine_params(engine) or (
-            None if backend_name == "openai" else count_parameters(model_path)),
+            None if backend_name == "openai" else _parameters(model_path)),
         "max_tokens": max_tokens, "n": n, "temperature": sample_t if n > 1 else 0.0,
         "seed": seed, **summarize(items, n),
         "speed": speed.get(GREEDY) or old.get("speed"),
@@ -174,22 +174,6 @@ def resolve_eval_model(model: str | None) -> str:
         return str(ckpts[-1])
     raise DistillError(f"{model}: not a model folder (no config.json, no final/, model/ or "
                        "checkpoint-N/ with one)")
-
-
-def count_parameters(model_path: str | None) -> int | None:
-    """Parameters of a model folder or hub id, counted on the meta device (no weights load)."""
-    if not model_path:
-        return None
-    try:
-        import torch
-        from transformers import AutoConfig, AutoModelForCausalLM
-
-        config = AutoConfig.from_pretrained(model_path)
-        with torch.device("meta"):
-            lm = AutoModelForCausalLM.from_config(config)
-        return int(sum(p.numel() for p in lm.parameters()))
-    except Exception:  # noqa: BLE001 - unknown architectures, offline hub ids: no count
-        return None
 
 
 def execute_programs(rows: list[dict], timeout: float = 5.0, progress: bool = False) -> None:
@@ -276,4 +260,14 @@ def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _parameters(model_path: str | None) -> int | None:
+    """The model's parameter count for the report; None where it cannot be counted."""
+    if not model_path:
+        return None
+    try:
+        return count_parameters(model_path)
+    except Exception:  # noqa: BLE001 - unknown architectures, offline hub ids: no count
         return None

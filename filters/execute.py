@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from tqdm import tqdm
-
 from distill.answers import normalize_number
 from distill.filters.base import Stage
+from distill.log import progress
 from distill.sandbox import run_program
 
 EXEC_FIELDS = ("stdout", "stderr", "returncode", "timed_out", "seconds")
@@ -49,8 +47,7 @@ class Execute(Stage):
         reasons: dict[int, str | None] = {}
         if todo:
             with ThreadPoolExecutor(min(self.workers, len(todo))) as pool, \
-                    tqdm(total=len(todo), desc="execute", unit="prog", file=sys.stderr,
-                         disable=not self.progress) as bar:
+                    progress(len(todo), "execute", "prog", self.progress) as bar:
                 futures = {pool.submit(self._run, rows[i]["code"]): i for i in todo}
                 for future in as_completed(futures):
                     i = futures[future]

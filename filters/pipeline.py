@@ -62,7 +62,7 @@ def _entry(entry, where: str) -> tuple[str, dict]:
     return name, options or {}
 
 
-def load_config(path: str | Path) -> list:
+def load_filter_config(path: str | Path) -> list:
     """The ``stages`` list of a filter YAML file (a shipped preset name or a path)."""
     p = Path(path)
     if not p.exists():
@@ -129,7 +129,7 @@ def run_filter(in_dir: str | Path, out_dir: str | Path, *, config: str | Path | 
     if not io.shard_paths(in_dir):
         raise DistillError(f"{in_dir}: not a dataset folder (no data/part-*.parquet)")
     preset = ((io.read_manifest(in_dir) or {}).get("prompt") or {}).get("kind", "cot")
-    spec = load_config(config or (preset if preset in ("pot", "instruction") else "cot"))
+    spec = load_filter_config(config or (preset if preset in ("pot", "instruction") else "cot"))
     if stages is not None:
         spec = pick_stages(spec, stages)
     pipeline = build_stages(spec, f"{config or preset}: stages")

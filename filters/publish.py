@@ -25,6 +25,7 @@ import yaml
 
 from distill import io
 from distill.errors import DistillError
+from distill.log import pct
 
 FORMATS = ("messages", "prompt-completion", "alpaca", "sharegpt")
 # Row columns a published row keeps next to its format's columns (those the input has).
@@ -502,7 +503,7 @@ def _funnel_section(src: Input, has_funnel: bool) -> list[str]:
     if not fun:
         return ["## Filter funnel", "", "This dataset was not filtered by `distill filter`.", ""]
     lines = ["## Filter funnel", "", (f"{fun['rows_in']} generated rows in, "
-             f"**{fun['kept']} kept** ({_pct(fun['kept'], fun['rows_in'])})."), ""]
+             f"**{fun['kept']} kept** ({pct(fun['kept'], fun['rows_in'])})."), ""]
     if has_funnel:
         lines += ["![filter funnel](funnel.png)", ""]
     lines += ["| stage | seen | kept | dropped | top drop reasons |", "|---|---:|---:|---:|---|"]
@@ -604,6 +605,3 @@ def _clip(text: str, n: int = 1500) -> str:
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
-
-def _pct(a: int, b: int) -> str:
-    return f"{100 * a / b:.1f}%" if b else "-"

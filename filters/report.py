@@ -6,6 +6,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from distill.log import pct
+
 
 def write_report(out_dir: Path, rows_in: int, stages: list[dict], dropped: list[dict]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -22,7 +24,7 @@ def write_report(out_dir: Path, rows_in: int, stages: list[dict], dropped: list[
 def _markdown(report: dict, dropped: list[dict]) -> str:
     n = report["rows_in"]
     lines = ["# Filter report", "",
-             (f"{n} rows in, **{report['kept']} kept** ({_pct(report['kept'], n)}), "
+             (f"{n} rows in, **{report['kept']} kept** ({pct(report['kept'], n)}), "
               f"{report['dropped']} dropped."), "", "![funnel](funnel.png)", "",
              "| stage | seen | kept | dropped | top reasons | seconds |",
              "|---|---:|---:|---:|---|---:|"]
@@ -62,7 +64,7 @@ def funnel_chart(path: Path, rows_in: int, stages: list[dict]) -> None:
     bars = ax.barh(labels[::-1], counts[::-1], color="#4c72b0")
     for bar, c in zip(bars, counts[::-1]):
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
-                f" {c} ({_pct(c, rows_in)})", va="center", fontsize=9)
+                f" {c} ({pct(c, rows_in)})", va="center", fontsize=9)
     ax.set_xlabel("rows remaining after the stage")
     ax.set_xlim(0, max(counts + [1]) * 1.25)
     ax.set_title("Filter funnel")
@@ -70,6 +72,3 @@ def funnel_chart(path: Path, rows_in: int, stages: list[dict]) -> None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
-
-def _pct(a: int, b: int) -> str:
-    return f"{100 * a / b:.1f}%" if b else "-"

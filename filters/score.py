@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 from distill.datagen.backends import Request, Sampling, get_backend
-from distill.datagen.models import resolve_model
 from distill.datagen.prompts import load_prompt
 from distill.filters.base import Stage
+from distill.models import resolve_model
 
 SCORE = re.compile(r"score\s*[:=]?\s*(\d+(?:\.\d+)?)|(\d+(?:\.\d+)?)\s*/\s*10", re.IGNORECASE)
 

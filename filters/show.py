@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from distill import io
 from distill.errors import DistillError
 from distill.filters.publish import SPLIT_ORDER, describe, funnel, lengths, lineage
+from distill.log import pct
 
 TEXT_CLIP = 6000  # characters of a prompt or completion kept in the page
 
@@ -154,7 +155,7 @@ def summary(path: str | Path, samples: int = 3) -> str:
         lines += ["funnel:", f"  {'input':<16}{rows_in:>8}"]
         for s in v.funnel["stages"]:
             top = ", ".join(f"{r} ({c})" for r, c in list((s.get("reasons") or {}).items())[:3])
-            lines.append(f"  {s['stage']:<16}{s['kept']:>8}  {_pct(s['kept'], rows_in):>6}  "
+            lines.append(f"  {s['stage']:<16}{s['kept']:>8}  {pct(s['kept'], rows_in):>6}  "
                          f"-{s['dropped']:<6} {top}")
     if v.reasons:
         lines.append("drop reasons:")
@@ -197,9 +198,6 @@ def _one_line(text: str, n: int) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[:n - 1] + "…"
 
-
-def _pct(a: int, b: int) -> str:
-    return f"{100 * a / b:.1f}%" if b else "-"
 
 
 # --- HTML --------------------------------------------------------------------------------
@@ -296,7 +294,7 @@ def _svg_funnel(fun: dict) -> str:
                      f"text-anchor='end'>{html.escape(label)}</text>"
                      f"<rect x='{label_w}' y='{y + 3}' width='{w:.1f}' height='{row_h - 8}' "
                      f"rx='3' fill='#4c72b0'/><text x='{label_w + w + 6:.1f}' y='{y + 18}'>"
-                     f"{c} ({_pct(c, fun['rows_in'])})</text></g>")
+                     f"{c} ({pct(c, fun['rows_in'])})</text></g>")
     return "".join(parts) + "</svg>"
 
 

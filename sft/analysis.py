@@ -24,8 +24,8 @@ def temperature_profile(model: str | None, texts, *, temperatures=(0.5, 1.0, 2.0
     that entropy) and the probability mass of the top 1, 5 and 10 tokens."""
     import torch
 
-    from distill.datagen.models import DEFAULT_MODEL, load_model_and_tokenizer
     from distill.eval.divergence import load_texts
+    from distill.models import DEFAULT_MODEL, load_model_and_tokenizer
 
     if not temperatures or any(t <= 0 for t in temperatures):
         raise DistillError(f"temperatures must be positive, got {list(temperatures)}")

@@ -148,13 +148,13 @@ def _train(args, name: str, **overrides) -> None:
     for folder in (args.data, args.eval_data):
         if folder is not None and not args.help_config:
             resolve_data_dir(folder)  # fail fast, before trl's slow import
-    from distill.sft.config import build_config, config_help, load_recipe
+    from distill.sft.config import build_config, config_help, load_train_config
 
     config_class, train = _method(name)
     if args.help_config:
         print(config_help(config_class))
         return
-    recipe = load_recipe(args.config, config_class)
+    recipe = load_train_config(args.config, config_class)
     model = args.model or recipe.get("model")
     data = args.data or recipe.get("data")
     out = args.out or recipe.get("out")

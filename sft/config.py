@@ -139,7 +139,7 @@ def bf16_available() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
-def load_recipe(path: str | Path | None, config_class=None) -> dict:
+def load_train_config(path: str | Path | None, config_class=None) -> dict:
     """A recipe YAML: config fields (of ``config_class``, default ``DistillSFTConfig``) plus the
     inputs ``model``, ``data``, ``eval_data``, ``out``."""
     if path is None:

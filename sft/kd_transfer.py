@@ -22,13 +22,13 @@ With ``self_distill_decay`` the teacher is an exponential moving average of the 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 from accelerate.utils import is_peft_model
 
 from distill.errors import DistillError
+from distill.log import log
 from distill.sft.ema import EMACallback, EMATeacher
 from distill.sft.feature_losses import (
     ATTENTION_LOSSES,
@@ -142,7 +142,7 @@ class TransferKDTrainer(DistillKDTrainer):
                                                  t_cfg.num_hidden_layers, "--attention-layers")
             use_eager(student, "student")
             use_eager(self.teacher, "teacher")
-            _log("attention transfer: student and teacher run eager attention (the only one "
+            log("attention transfer: student and teacher run eager attention (the only one "
                  "that returns attention maps); expect slower steps and more memory")
             self.student_outputs["output_attentions"] = True
             self.teacher_outputs["output_attentions"] = True
@@ -249,6 +249,3 @@ def _bare(model):
     """The transformers model under a PEFT wrapper."""
     return model.get_base_model() if is_peft_model(model) else model
 
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

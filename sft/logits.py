@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import pyarrow as pa
 
 from distill import io
 from distill.errors import DistillError
+from distill.log import log
 
 KIND = "logits"
 SCHEMA = pa.schema([("example", pa.int64()), ("row", pa.int64()), ("id", pa.string()),
@@ -134,7 +134,7 @@ def capture_logits(teacher: str, data: str | Path, out: str | Path, top_k: int, 
                                     "id": ids_of[e], "tokens": counted[e],
                                     "ids": ids.reshape(-1), "logprobs": logprobs.reshape(-1)})
             writer.write(records)
-            _log(f"logits: {len(done) + lo + len(part)}/{len(labels)} sequences")
+            log(f"logits: {len(done) + lo + len(part)}/{len(labels)} sequences")
     finally:
         writer.close()
     disk = sum(p.stat().st_size for p in io.shard_paths(out))
@@ -261,6 +261,3 @@ def _prepare_folder(out: Path, manifest: dict, restart: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     io.write_manifest(out, manifest)
 
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

@@ -40,14 +40,14 @@ def _capture(args) -> None:
     from distill.sft.data import resolve_data_dir
 
     resolve_data_dir(args.data)
-    from distill.sft.config import DistillSFTConfig, build_config, load_recipe
+    from distill.sft.config import DistillSFTConfig, build_config, load_train_config
     from distill.sft.kd_config import DistillKDConfig
     from distill.sft.logits import capture_logits
 
     if args.batch_size < 1:
         raise DistillError(f"--batch-size must be >= 1, got {args.batch_size}")
     known = {f.name for f in fields(DistillSFTConfig)}
-    recipe = {k: v for k, v in load_recipe(args.config, DistillKDConfig).items() if k in known}
+    recipe = {k: v for k, v in load_train_config(args.config, DistillKDConfig).items() if k in known}
     config = build_config(recipe, args.trl_args, output_dir=args.out)
     result = capture_logits(args.teacher, args.data, args.out, args.top_k, student=args.student,
                             config=config, batch_size=args.batch_size, dtype=args.dtype,

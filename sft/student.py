@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.errors import DistillError
+from distill.models import count_parameters, resolve_model
 from distill.sft.feature_losses import uniform_layers
 
 KEEP = ("depth", "width", "balanced")
@@ -39,12 +40,10 @@ SHAPE_FIELDS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_
                 "head_dim", "intermediate_size", "vocab_size", "tie_word_embeddings")
 
 
-def load_config(source):
+def load_model_config(source):
     """A transformers config from a model folder, a ``config.json`` file, a hub id, a config
     object, or None (the embedded default teacher)."""
     from transformers import AutoConfig, PretrainedConfig
-
-    from distill.datagen.models import resolve_model
 
     if isinstance(source, PretrainedConfig):
         return source
@@ -71,9 +70,9 @@ def head_dim(config) -> int:
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
-def count_parameters(config) -> int:
-    """Parameters of a decoder of ``config``'s family, from its shapes (tied embeddings
-    counted once)."""
+def estimate_parameters(config) -> int:
+    """Parameters of a decoder of ``config``'s family, from its shapes alone (tied embeddings
+    counted once); ``distill.models.count_parameters`` builds the model to count them."""
     fam = _family(config)
     h, v, i = config.hidden_size, config.vocab_size, config.intermediate_size
     q = config.num_attention_heads * head_dim(config)
@@ -86,15 +85,6 @@ def count_parameters(config) -> int:
     embed = v * h * (1 if config.tie_word_embeddings else 2)
     return embed + config.num_hidden_layers * layer + h  # + final norm
 
-
-def instantiated_parameters(config) -> int:
-    """``sum(p.numel())`` of the model built from ``config`` on the meta device (no memory)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    return int(sum(p.numel() for p in model.parameters()))
 
 
 @dataclass
@@ -134,7 +124,7 @@ class StudentDesign:
 
 def design_student(teacher, *, ratio: float | None = None, params: int | None = None,
                    keep: str = "balanced", multiple_of: int = 64) -> StudentDesign:
-    """A student config of ``teacher``'s family (config source: see ``load_config``) with about
+    """A student config of ``teacher``'s family (config source: see ``load_model_config``) with about
     ``teacher_params / ratio`` or ``params`` parameters. ``keep``: ``depth`` keeps the layer
     count and shrinks width, ``width`` keeps width and drops layers, ``balanced`` shrinks both
     by the same factor. The candidate nearest the target (in log scale) wins."""
@@ -144,8 +134,8 @@ def design_student(teacher, *, ratio: float | None = None, params: int | None = 
         raise DistillError(f"--keep must be one of {', '.join(KEEP)}, got {keep!r}")
     if multiple_of < 1:
         raise DistillError(f"--multiple-of must be >= 1, got {multiple_of}")
-    config = load_config(teacher)
-    teacher_params = count_parameters(config)
+    config = load_model_config(teacher)
+    teacher_params = estimate_parameters(config)
     if ratio is not None and ratio < 1:
         raise DistillError(f"--ratio is teacher size / student size and must be >= 1, got {ratio}")
     target = int(teacher_params / ratio) if ratio is not None else int(params)
@@ -165,9 +155,9 @@ def design_student(teacher, *, ratio: float | None = None, params: int | None = 
             shapes.add((heads if keep == "width" else max(1, round(heads * n_layers / layers)),
                         n_layers))
     candidates = [_shrink(config, n, n_layers, multiple_of) for n, n_layers in sorted(shapes)]
-    best = min(candidates, key=lambda c: (abs(math.log(count_parameters(c) / target)),
+    best = min(candidates, key=lambda c: (abs(math.log(estimate_parameters(c) / target)),
                                           -c.num_hidden_layers, -c.hidden_size))
-    counted, built = count_parameters(best), instantiated_parameters(best)
+    counted, built = estimate_parameters(best), count_parameters(best)
     if counted != built:
         raise DistillError(f"parameter count {counted:,} differs from the built model's "
                            f"{built:,} ({best.model_type}): this family's layout is not the one "
@@ -240,17 +230,15 @@ class InitReport:
 
 def init_student(teacher, config, out: str | Path, *, layers: list[int] | None = None,
                  seed: int = 0) -> InitReport:
-    """Build the student of ``config`` (a config source, see ``load_config``) from
+    """Build the student of ``config`` (a config source, see ``load_model_config``) from
     ``teacher``'s weights (a model folder or hub id; None: the embedded default) and write it,
     the teacher's tokenizer, ``init_report.json`` and ``init_report.md`` to ``out``.
     ``layers``: the teacher block each student block starts from (default: uniform)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from distill.datagen.models import resolve_model
-
     teacher_path = resolve_model(None if teacher is None else str(teacher))
-    t_config, s_config = load_config(teacher_path), load_config(config)
+    t_config, s_config = load_model_config(teacher_path), load_model_config(config)
     if t_config.model_type != s_config.model_type:
         raise DistillError(f"student config is a {s_config.model_type!r} model, the teacher a "
                            f"{t_config.model_type!r} one: init copies tensors by name")

@@ -9,9 +9,8 @@ hold every real token."""
 
 from __future__ import annotations
 
-import sys
-
 from distill.errors import DistillError
+from distill.log import log
 
 SEQUENCE_ROUTE = ("distill at the sequence level instead: generate completions with the "
                   "teacher (distill generate), then train the student on them with "
@@ -62,7 +61,7 @@ def shared_vocab(student_rows: int, teacher_rows: int, tokenizer, teacher_name: 
                            f"{teacher_name} ({teacher_rows}) share {shared} rows, fewer than the "
                            f"tokenizer's {len(tokenizer)} tokens")
     if student_rows != teacher_rows:
-        _log(f"kd: vocabularies padded to {student_rows} (student) and {teacher_rows} (teacher) "
+        log(f"kd: vocabularies padded to {student_rows} (student) and {teacher_rows} (teacher) "
              f"rows: distributions are compared on the first {shared}")
     return shared
 
@@ -96,6 +95,3 @@ def load_teacher(path: str, dtype: str = "auto", device=None):
     model.requires_grad_(False)
     return model
 
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

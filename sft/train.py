@@ -6,12 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from distill.errors import DistillError
+from distill.log import log
 
 RUN_FILE = "distill_sft.json"
 
@@ -98,7 +98,7 @@ def fit(model: str | None, data: str | Path, out: str | Path, config, method: Me
     from accelerate import PartialState
     from transformers import AutoTokenizer
 
-    from distill.datagen.models import resolve_model
+    from distill.models import resolve_model
     from distill.sft.card import write_card
     from distill.sft.data import build_examples, load_rows
 
@@ -139,7 +139,7 @@ def fit(model: str | None, data: str | Path, out: str | Path, config, method: Me
     if not state.is_main_process:
         checkpoint = _last_complete_checkpoint(out)
     if checkpoint and state.is_main_process:
-        _log(f"resuming from {checkpoint}")
+        log(f"resuming from {checkpoint}")
 
     trainer = method.trainer_class(
         model=str(model_path), args=config, train_dataset=train_dataset,
@@ -174,7 +174,7 @@ def _save(trainer, out: Path, config) -> None:
     trainer.save_model(str(out / "adapter"))
     plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
     if trainer.is_fsdp_enabled or (plugin is not None and plugin.zero_stage == 3):
-        _log("LoRA on sharded weights (FSDP, ZeRO-3): saved the adapter only; merge it with "
+        log("LoRA on sharded weights (FSDP, ZeRO-3): saved the adapter only; merge it with "
              "peft's merge_and_unload on one machine")
         return
     if config.merge_lora and trainer.is_world_process_zero():
@@ -192,7 +192,7 @@ def check_pad_token(tokenizer) -> None:
     if pick is None:
         raise DistillError("the tokenizer has neither a pad, unk nor eos token: set one")
     tokenizer.pad_token = pick
-    _log(f"warning: the tokenizer has no pad token; padding with {pick!r} "
+    log(f"warning: the tokenizer has no pad token; padding with {pick!r} "
          f"(id {tokenizer.pad_token_id}); labels are padded with -100, so this token still "
          "trains where it is part of a completion")
 
@@ -204,11 +204,11 @@ def _resume_point(out: Path, run: dict, restart: bool) -> str | None:
         for c in checkpoints:
             shutil.rmtree(c)
         if checkpoints:
-            _log(f"restart: deleted {len(checkpoints)} checkpoints in {out}")
+            log(f"restart: deleted {len(checkpoints)} checkpoints in {out}")
         return None
     for c in checkpoints:
         if not _complete(c):  # killed while saving: trainer_state.json is written last
-            _log(f"removing incomplete {c.name} (the run was stopped while saving it)")
+            log(f"removing incomplete {c.name} (the run was stopped while saving it)")
             shutil.rmtree(c)
     last = _last_complete_checkpoint(out)
     if last is None:
@@ -264,6 +264,3 @@ def _plain(value):
 def _config_dict(config) -> dict:
     return {k: _plain(v) for k, v in config.to_dict().items()}
 
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

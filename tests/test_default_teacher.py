@@ -5,7 +5,7 @@ from conftest import REPO
 
 from distill import io
 from distill.cli import main
-from distill.datagen.models import default_model_dir
+from distill.models import default_model_dir
 
 
 @pytest.mark.slow

@@ -118,7 +118,7 @@ def test_rows_with_columns_only_some_stages_add_are_all_written(tmp_path):
 
 @pytest.mark.parametrize("preset", ["cot", "pot", "instruction", "rejection-sampling"])
 def test_every_shipped_preset_builds(preset):
-    from distill.filters.pipeline import build_stages, load_config
+    from distill.filters.pipeline import build_stages, load_filter_config
 
-    stages = build_stages(load_config(preset), preset)
+    stages = build_stages(load_filter_config(preset), preset)
     assert stages and all(s.name for s in stages)

@@ -19,7 +19,7 @@ from test_sft_toy import split, write_dataset
 from distill import io
 from distill.cli import build_parser, main
 from distill.errors import DistillError
-from distill.sft.config import build_config, load_recipe
+from distill.sft.config import build_config, load_train_config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_ARGS = ["--per_device_train_batch_size", "8", "--learning_rate", "1e-3",
@@ -66,11 +66,11 @@ def test_flags_pass_through_to_the_config(tmp_path):
 
 def test_recipes_load(tmp_path):
     for path in sorted((REPO / "recipes").glob("sft-*.yaml")):
-        build_config(load_recipe(path), [], output_dir=str(tmp_path))
+        build_config(load_train_config(path), [], output_dir=str(tmp_path))
     bad = tmp_path / "bad.yaml"
     bad.write_text("learning_rate: 1e-4\nlerning_rate: 2\n")
     with pytest.raises(DistillError, match="unknown keys lerning_rate"):
-        load_recipe(bad)
+        load_train_config(bad)
 
 
 def test_accelerate_configs_load():

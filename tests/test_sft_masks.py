@@ -28,7 +28,7 @@ def config(**kw):
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from distill.datagen.models import resolve_model
+    from distill.models import resolve_model
 
     return AutoTokenizer.from_pretrained(resolve_model(None))
 

@@ -10,7 +10,7 @@ import torch
 
 from distill.chat import ensure_chat_template
 from distill.datagen.backends import Backend, Completion, Request, Sampling
-from distill.datagen.models import load_model_and_tokenizer
+from distill.models import load_model_and_tokenizer
 
 
 class HFBackend(Backend):

@@ -67,3 +67,16 @@ def load_model_and_tokenizer(model: str, *, device: str | None = None, dtype: st
     except OSError as e:
         raise DistillError(f"cannot load model {model!r}: {str(e).splitlines()[0]}") from None
     return lm.to(device).eval(), tokenizer
+
+
+def count_parameters(model) -> int:
+    """Parameters of a model (folder, hub id or transformers config), counted on the meta
+    device: no weights are loaded."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
+
+    config = model if isinstance(model, PretrainedConfig) else AutoConfig.from_pretrained(
+        resolve_model(model))
+    with torch.device("meta"):
+        lm = AutoModelForCausalLM.from_config(config)
+    return int(sum(p.numel() for p in lm.parameters()))

@@ -1,0 +1,69 @@
+"""The one CLI grammar's building blocks (see docs/cli.md): parsers that take no abbreviated
+flags, and old spellings that keep working for one release with a one-line notice."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+REMOVED_IN = "0.3"
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that refuses abbreviations (``--learning_rat`` is not
+    ``--learning_rate``); its sub-commands are ``Parser`` too."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def add_subparsers(self, **kwargs):
+        kwargs.setdefault("parser_class", Parser)
+        return super().add_subparsers(**kwargs)
+
+
+def deprecated(old: str, new: str) -> None:
+    """Tell, on one stderr line, that ``old`` is going away in favour of ``new``."""
+    print(f"distill: {old} is deprecated and will be removed in {REMOVED_IN}; use {new}",
+          file=sys.stderr, flush=True)
+
+
+class _Renamed(argparse.Action):
+    def __init__(self, option_strings, dest, new, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        deprecated(option_string, self.new)
+        setattr(namespace, self.dest, True if self.nargs == 0 else values)
+
+
+def renamed(parser: argparse.ArgumentParser, old: str, new: str, **kwargs) -> None:
+    """Accept the old flag ``old`` as the flag ``new`` already added to ``parser`` (hidden
+    from help; using it prints the notice). ``kwargs``: ``type``, or ``nargs=0`` for a
+    switch."""
+    action = next(a for a in parser._actions if new in a.option_strings)
+    parser.add_argument(old, dest=action.dest, action=_Renamed, new=new, **kwargs)
+
+
+def positional_renamed(parser: argparse.ArgumentParser, name: str, new: str) -> None:
+    """An old optional positional argument, hidden from help; ``take_positionals`` moves
+    its value to the flag ``new``."""
+    parser.add_argument(name, nargs="?", help=argparse.SUPPRESS)
+    parser.set_defaults(**{f"_positional_{name}": new})
+
+
+def take_positionals(args: argparse.Namespace) -> None:
+    """Move the values of old positionals (``positional_renamed``) to their flags, with the
+    notice; an error when both spellings are given."""
+    for key, new in [(k, v) for k, v in vars(args).items() if k.startswith("_positional_")]:
+        name = key.removeprefix("_positional_")
+        value, dest = getattr(args, name), new.lstrip("-").replace("-", "_")
+        if value is not None:
+            if getattr(args, dest, None) is not None:
+                raise SystemExit(f"distill: error: give {new} once (the positional {name.upper()}"
+                                 f" is the old spelling of {new})")
+            deprecated(f"the positional {name.upper()}", new)
+            setattr(args, dest, value)
+        delattr(args, name)
+        delattr(args, key)
