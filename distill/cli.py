@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prompts(sub)
     # Each stage adds its own verbs; imported here so ``import distill`` stays light.
     from distill.eval.cli import register as add_eval
-    from distill.filters.publish_cli import register as add_publish
+    from distill.publish.cli import register as add_publish
     from distill.sft.cli import register as add_train
     from distill.sft.logits_cli import register as add_logits
     from distill.sft.student_cli import register as add_student

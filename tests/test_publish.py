@@ -12,7 +12,7 @@ from distilled import build
 from distill import io
 from distill.cli import main
 from distill.errors import DistillError
-from distill.filters.publish import assign_splits, publish, to_format
+from distill.publish.publish import assign_splits, publish, to_format
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

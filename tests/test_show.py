@@ -12,8 +12,8 @@ from distilled import build
 
 from distill.cli import main
 from distill.errors import DistillError
-from distill.filters.publish import publish
-from distill.filters.show import summary, write_html
+from distill.publish.publish import publish
+from distill.publish.show import summary, write_html
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 
 from distill import io
 from distill.errors import DistillError
-from distill.filters.publish import SPLIT_ORDER, describe, funnel, lengths, lineage
 from distill.log import pct
+from distill.publish.publish import SPLIT_ORDER, describe, funnel, lengths, lineage
 
 TEXT_CLIP = 6000  # characters of a prompt or completion kept in the page
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from distill.filters.publish import FORMATS
+from distill.publish.publish import FORMATS
 
 
 def register(sub) -> None:
@@ -43,7 +43,7 @@ def register(sub) -> None:
 
 
 def _publish(args) -> None:
-    from distill.filters.publish import publish
+    from distill.publish.publish import publish
 
     result = publish(args.in_dir, args.to, test_size=args.test_size,
                      split_column=args.split_column, format=args.format, seed=args.seed,
@@ -55,7 +55,7 @@ def _publish(args) -> None:
 
 
 def _show(args) -> None:
-    from distill.filters.show import summary, write_html
+    from distill.publish.show import summary, write_html
 
     print(summary(args.dir, samples=args.samples))
     if args.html:
