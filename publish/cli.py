@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from distill.publish.publish import FORMATS
+from distill.publish.formats import FORMATS
 
 
 def register(sub) -> None:
@@ -55,7 +55,8 @@ def _publish(args) -> None:
 
 
 def _show(args) -> None:
-    from distill.publish.show import summary, write_html
+    from distill.publish.page import write_html
+    from distill.publish.show import summary
 
     print(summary(args.dir, samples=args.samples))
     if args.html:

@@ -12,7 +12,9 @@ from distilled import build
 from distill import io
 from distill.cli import main
 from distill.errors import DistillError
-from distill.publish.publish import assign_splits, publish, to_format
+from distill.publish.formats import to_format
+from distill.publish.publish import publish
+from distill.publish.splits import assign_splits
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -12,8 +12,9 @@ from distilled import build
 
 from distill.cli import main
 from distill.errors import DistillError
+from distill.publish.page import write_html
 from distill.publish.publish import publish
-from distill.publish.show import summary, write_html
+from distill.publish.show import summary
 
 
 @pytest.fixture(scope="module")
