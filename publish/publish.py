@@ -42,18 +42,18 @@ class PublishResult:
         return line + (f"\npushed to {self.url}" if self.url else "")
 
 
-def publish(in_dir: str | Path, to: str | Path, *, test_size: float | None = None,
+def publish(in_dir: str | Path, out: str | Path, *, test_size: float | None = None,
             split_column: str | None = None, format: str = "messages", seed: int = 0,
             license: str = "other", language: list[str] | None = None,
             name: str | None = None, samples: int = 3, metadata: bool = True,
             to_hub: str | None = None, private: bool = False,
             token: str | None = None) -> PublishResult:
-    """Write ``to`` as a hub-ready dataset folder from ``in_dir`` (see ``distill publish``);
+    """Write ``out`` as a hub-ready dataset folder from ``in_dir`` (see ``distill publish``);
     with ``to_hub``, then push it. The local folder is complete before any push starts."""
     src = resolve(in_dir)
-    out = Path(to)
+    out = Path(out)
     if out.resolve() in (Path(in_dir).resolve(), src.folder.resolve()):
-        raise DistillError(f"--to {out}: would overwrite the input; choose another folder")
+        raise DistillError(f"--out {out}: would overwrite the input; choose another folder")
     rows = io.read_rows(src.folder)
     if not rows:
         raise DistillError(f"{src.folder}: no rows to publish")
