@@ -23,10 +23,10 @@ def _add_generate(sub) -> None:
                        description="Generate a dataset of teacher completions. Rerunning the "
                        "same command resumes: rows already in --out are kept.")
     p.add_argument("--prompt", required=True, help="shipped prompt name or path to a YAML file")
-    p.add_argument("--data", help="the problems: jsonl/json/csv/parquet/txt file, dataset "
-                   "folder, or hub id (required)")
-    p.add_argument("--out", required=True, help="output dataset folder")
-    p.add_argument("--teacher", help="HF folder or hub id (default: embedded "
+    p.add_argument("--data", metavar="PATH", help="the problems: jsonl/json/csv/parquet/txt "
+                   "file, dataset folder, or hub id (required)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output dataset folder")
+    p.add_argument("--teacher", metavar="MODEL", help="HF folder or hub id (default: embedded "
                    "SmolLM2-135M-Instruct)")
     renamed(p, "--source", "--data")
     renamed(p, "--model", "--teacher")
@@ -132,9 +132,9 @@ def _add_filter(sub) -> None:
     p = sub.add_parser("filter", help="filter a generated dataset: keep, drop with reasons, report",
                        description="Run filter stages over --data; write OUT/kept, "
                        "OUT/dropped, OUT/report.md, report.json and funnel.png.")
-    p.add_argument("--data", help="the dataset folder to filter, e.g. a generate output "
-                   "(required)")
-    p.add_argument("--out", help="output folder (required)")
+    p.add_argument("--data", metavar="DIR", help="the dataset folder to filter, e.g. a "
+                   "generate output (required)")
+    p.add_argument("--out", metavar="DIR", help="output folder (required)")
     positional_renamed(p, "in_dir", "--data")
     positional_renamed(p, "out_dir", "--out")
     p.add_argument("--config", help="filter YAML file or preset (cot, pot, instruction, "

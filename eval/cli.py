@@ -21,7 +21,7 @@ def register(sub) -> None:
     p.add_argument("--model", help="HF folder, hub id, `distill train` output folder, or the "
                    "served model name with --backend openai (default: embedded "
                    "SmolLM2-135M-Instruct)")
-    p.add_argument("--data", help="a benchmark (gsm8k, svamp, asdiv, mawps) or a "
+    p.add_argument("--data", metavar="BENCHMARK|FILE", help="a benchmark (gsm8k, svamp, asdiv, mawps) or a "
                    "jsonl/json/csv/parquet file with question and answer fields")
     p.add_argument("--out", help="output folder")
     renamed(p, "--task", "--data")

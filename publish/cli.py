@@ -12,8 +12,9 @@ def register(sub) -> None:
                        "card with the lineage, funnel, lengths and samples), funnel.png, "
                        "lengths.png, manifest.json. --data is a filter output (its kept/ is "
                        "published) or a dataset folder.")
-    p.add_argument("--data", help="a filter output or a dataset folder (required)")
-    p.add_argument("--out", help="output folder (required)")
+    p.add_argument("--data", metavar="DIR", help="a filter output or a dataset folder "
+                   "(required)")
+    p.add_argument("--out", metavar="DIR", help="output folder (required)")
     positional_renamed(p, "in_dir", "--data")
     renamed(p, "--to", "--out")
     p.add_argument("--test-size", type=float, help="held-out problems (source_id): a fraction "
@@ -38,7 +39,7 @@ def register(sub) -> None:
                        description="Print rows, columns, the filter funnel, lengths and a few "
                        "samples of --data (a filter output, a dataset folder or a published "
                        "folder). --html FILE writes one self-contained page.")
-    s.add_argument("--data", help="a filter output, a dataset folder or a published folder "
+    s.add_argument("--data", metavar="DIR", help="a filter output, a dataset folder or a published folder "
                    "(required)")
     positional_renamed(s, "dir", "--data")
     s.add_argument("--samples", type=int, default=3, help="samples to print")

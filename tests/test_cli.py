@@ -1,11 +1,13 @@
 """``distill generate`` on bad input: one clear line, exit 2, nothing already written lost; the
 one CLI grammar: each renamed flag in its new and old spelling, no abbreviations."""
 
+import argparse
+
 import pytest
 
 from distill import io
 from distill.cli import build_parser, main
-from distill.flags import take_positionals
+from distill.flags import Parser, take_positionals
 
 
 @pytest.fixture
@@ -147,3 +149,19 @@ def test_abbreviated_flags_are_refused(argv, capsys):
 def test_an_input_given_in_both_spellings_is_refused():
     with pytest.raises(SystemExit, match="give --data once"):
         parse(["filter", "x", "--data", "y", "--out", "o"])
+
+
+def test_every_parser_of_these_commands_refuses_abbreviations():
+    def walk(parser, path):
+        yield path, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    yield from walk(child, f"{path} {name}")
+
+    commands = ("generate", "filter", "run", "prompts", "publish", "show", "eval")
+    parsers = [(path, p) for path, p in walk(build_parser(), "distill")
+               if path == "distill" or path.split()[1] in commands]
+    assert len(parsers) == 12
+    for path, parser in parsers:
+        assert isinstance(parser, Parser) and not parser.allow_abbrev, path
