@@ -12,17 +12,18 @@ from distill.flags import renamed, require
 def register(sub) -> None:
     p = sub.add_parser(
         "eval", help="evaluate a model on a task (accuracy, pass@k, maj@k); or compare runs",
-        usage="distill eval --data BENCHMARK|FILE --out DIR [--model M] [--prompt NAME] [--n N] "
-        "[--limit N] [--backend ...] [options]\n       distill eval compare RUN_DIR... --out DIR "
-        "[--teacher RUN_DIR] [--texts FILE]",
+        usage="distill eval --data BENCHMARK|FILE --out DIR [--model M] [--prompt NAME] "
+        "[--n N] [--limit N] [--backend ...] [options]\n       distill eval compare "
+        "RUN_DIR... --out DIR [--teacher RUN_DIR] [--texts FILE]",
         description="Evaluate a model on a math task and write OUT/metrics.json and the "
         "per-item dataset (OUT/data/*.parquet). Rerunning resumes. `distill eval compare "
         "RUN_DIR... --out DIR` compares finished runs.")
     p.add_argument("--model", help="HF folder, hub id, `distill train` output folder, or the "
                    "served model name with --backend openai (default: embedded "
                    "SmolLM2-135M-Instruct)")
-    p.add_argument("--data", metavar="BENCHMARK|FILE", help="a benchmark (gsm8k, svamp, asdiv, mawps) or a "
-                   "jsonl/json/csv/parquet file with question and answer fields")
+    p.add_argument("--data", metavar="BENCHMARK|FILE", help="a benchmark (gsm8k, svamp, "
+                   "asdiv, mawps) or a jsonl/json/csv/parquet file with question and answer "
+                   "fields")
     p.add_argument("--out", help="output folder")
     renamed(p, "--task", "--data")
     p.add_argument("--prompt", help="prompt file name or path: gsm8k-cot (default), "

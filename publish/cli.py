@@ -39,8 +39,8 @@ def register(sub) -> None:
                        description="Print rows, columns, the filter funnel, lengths and a few "
                        "samples of --data (a filter output, a dataset folder or a published "
                        "folder). --html FILE writes one self-contained page.")
-    s.add_argument("--data", metavar="DIR", help="a filter output, a dataset folder or a published folder "
-                   "(required)")
+    s.add_argument("--data", metavar="DIR", help="a filter output, a dataset folder or a "
+                   "published folder (required)")
     positional_renamed(s, "dir", "--data")
     s.add_argument("--samples", type=int, default=3, help="samples to print")
     s.add_argument("--html", metavar="FILE", help="write a self-contained HTML page")
