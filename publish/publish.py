@@ -1,9 +1,10 @@
 """``distill publish``: a filtered (or plain) dataset folder becomes a folder ready for the hub.
 
 The output holds ``data/{split}-NNNNN-of-NNNNN.parquet`` (train/test split by problem, so
-samples of one problem never straddle splits), ``README.md`` (a dataset card whose YAML
-``configs`` make ``datasets.load_dataset(OUT)`` find the splits; how the data was made, read
-from the lineage of manifests; the filter funnel; length plots; samples; limitations),
+samples of one problem never straddle splits), ``README.md`` (the dataset card of
+``distill.publish.card``, whose YAML ``configs`` make ``datasets.load_dataset(OUT)`` find the
+splits; how the data was made, read from the lineage of manifests; the filter funnel; length
+plots; samples; limitations),
 ``funnel.png`` (when the input has one), ``lengths.png`` and ``manifest.json``.
 ``push`` uploads the finished folder with ``huggingface_hub``.
 """
