@@ -4,9 +4,8 @@ The output holds ``data/{split}-NNNNN-of-NNNNN.parquet`` (train/test split by pr
 samples of one problem never straddle splits), ``README.md`` (the dataset card of
 ``distill.publish.card``, whose YAML ``configs`` make ``datasets.load_dataset(OUT)`` find the
 splits; how the data was made, read from the lineage of manifests; the filter funnel; length
-plots; samples; limitations),
-``funnel.png`` (when the input has one), ``lengths.png`` and ``manifest.json``.
-``push`` uploads the finished folder with ``huggingface_hub``.
+plots; samples; limitations), ``funnel.png`` (when the input has one), ``lengths.png`` and
+``manifest.json``. ``push`` uploads the finished folder with ``huggingface_hub``.
 """
 
 from __future__ import annotations
