@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import importlib
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ import yaml
 
 from distill import io
 from distill.errors import DistillError
-from distill.filters.base import Stage
+from distill.filters.base import Filtered, Stage, log_stage
 
 STAGES = {
     "parse": "distill.filters.parse:Parse",
@@ -101,18 +100,6 @@ class FilterResult:
     stages: list[dict]
 
 
-@dataclass
-class Filtered:
-    """What running the stages gave: rows in, kept and dropped rows (in the local order), and
-    per stage its seconds and its report's extra entries."""
-
-    rows_in: int
-    kept: list[dict]
-    dropped: list[dict]
-    seconds: list[float]
-    reports: list[dict]
-
-
 def run_filter(in_dir: str | Path, out_dir: str | Path, *, config: str | Path | None = None,
                stages: list[str] | None = None, executor: str = "local",
                ray_address: str | None = None, ray_workers: int | None = None) -> FilterResult:
@@ -138,7 +125,7 @@ def run_filter(in_dir: str | Path, out_dir: str | Path, *, config: str | Path | 
 
         run = filter_on_ray(in_dir, spec, pipeline, ray_address, ray_workers)
     else:
-        run = _filter_here(io.read_rows(in_dir), pipeline)
+        run = filter_rows(io.read_rows(in_dir), pipeline)
     summary = [{"stage": s.name, "options": s.options, **s.stats.to_dict(),
                 "seconds": round(t, 3), **r} for s, t, r in zip(pipeline, run.seconds, run.reports)]
     lineage = {"kind": "filter", "created": io.now(), "input": str(in_dir),
@@ -150,20 +137,16 @@ def run_filter(in_dir: str | Path, out_dir: str | Path, *, config: str | Path | 
     return FilterResult(out_dir, run.rows_in, len(run.kept), len(run.dropped), summary)
 
 
-def _filter_here(rows: list[dict], pipeline: list[Stage]) -> Filtered:
+def filter_rows(rows: list[dict], pipeline: list[Stage]) -> Filtered:
+    """Run the stages here, in order, each over the rows the ones before it kept."""
     kept, dropped, timings = rows, [], []
     for stage in pipeline:
         start = time.perf_counter()
-        kept, out = stage(kept)
+        kept, out = stage.apply(kept)
         dropped += out
         timings.append(time.perf_counter() - start)
         log_stage(stage, len(kept), timings[-1])
     return Filtered(len(rows), kept, dropped, timings, [s.report() for s in pipeline])
-
-
-def log_stage(stage: Stage, left: int, seconds: float) -> None:
-    print(f"filter {stage.name}: {stage.stats.seen} seen, {stage.stats.dropped} dropped, "
-          f"{left} left ({seconds:.1f}s)", file=sys.stderr, flush=True)
 
 
 def write_rows(folder: Path, rows: list[dict], manifest: dict) -> None:
