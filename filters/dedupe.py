@@ -182,7 +182,7 @@ class Clusters:
 
 class Dedupe(Stage):
     """Keep one row per cluster of duplicate texts (see the module docstring). ``exact`` and
-    ``minhash`` have a distributed plan (``distill.filters.ray_dedupe``)."""
+    ``minhash`` have a distributed plan (``distill.filters.ray.dedupe``)."""
 
     name = "dedupe"
     adds = ("duplicate_of",)  # to the rows it drops
@@ -205,7 +205,7 @@ class Dedupe(Stage):
         self.needs = ("question", "completion") if field == "both" else (field,)
         self.needs += (keep,) if keep else ()
         if method in ("exact", "minhash"):
-            self.distributed = "distill.filters.ray_dedupe:duplicates"
+            self.distributed = "distill.filters.ray.dedupe:duplicates"
         self.clusters = 0
 
     @property

@@ -6,7 +6,7 @@ import pytest
 
 from distill.errors import DistillError
 from distill.filters.decontaminate import Decontaminate, normalize_words
-from distill.filters.pipeline import build_stages
+from distill.filters.stages import build_stages
 from distill.tasks import load_task
 
 GSM8K_TEST = load_task("gsm8k", "test", hub=False)

@@ -5,7 +5,7 @@ import pytest
 from distill.errors import DistillError
 from distill.filters import dedupe
 from distill.filters.dedupe import Dedupe
-from distill.filters.pipeline import build_stages
+from distill.filters.stages import build_stages
 
 PARAGRAPHS = [
     ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in "

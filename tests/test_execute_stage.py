@@ -9,7 +9,8 @@ import pytest
 from distill import io
 from distill.filters.base import RowStage
 from distill.filters.execute import EXEC_FIELDS, Execute
-from distill.filters.pipeline import build_stages, run_filter, write_rows
+from distill.filters.pipeline import run_filter, write_rows
+from distill.filters.stages import build_stages
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 HAVE_ANSWERS = importlib.util.find_spec("distill.answers") is not None

@@ -119,7 +119,8 @@ def test_rows_with_columns_only_some_stages_add_are_all_written(tmp_path):
 
 @pytest.mark.parametrize("preset", ["cot", "pot", "instruction", "rejection-sampling"])
 def test_every_shipped_preset_builds(preset):
-    from distill.filters.pipeline import build_stages, load_filter_config
+    from distill.filters.pipeline import load_filter_config
+    from distill.filters.stages import build_stages
 
     stages = build_stages(load_filter_config(preset), preset)
     assert stages and all(s.name for s in stages)

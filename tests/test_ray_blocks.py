@@ -9,7 +9,7 @@ import pyarrow as pa
 from distill import io
 from distill.filters.base import GroupStage, RowStage
 from distill.filters.dedupe import Dedupe
-from distill.filters.ray_blocks import (
+from distill.filters.ray.blocks import (
     alive,
     concat,
     in_order,
@@ -18,7 +18,7 @@ from distill.filters.ray_blocks import (
     replaced,
     rows_of,
 )
-from distill.filters.ray_filter import group_hashes, steps
+from distill.filters.ray.filter import group_hashes, steps
 
 ROWS = [{"id": f"r{i}", "completion": f"text {i}", "score": None if i % 3 else float(i),
          "messages": [{"role": "user", "content": f"q{i}"}]} for i in range(7)]

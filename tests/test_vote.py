@@ -3,7 +3,7 @@
 import pytest
 
 from distill.errors import DistillError
-from distill.filters.pipeline import build_stages
+from distill.filters.stages import build_stages
 from distill.filters.vote import Agreement, PassRate, Vote
 from distill.tasks import load_task
 

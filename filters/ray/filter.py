@@ -1,7 +1,7 @@
 """``distill filter --executor ray``: the filter stages as Ray Data pipelines, keeping and
 dropping the same rows, in the same order, as the local run.
 
-Rows travel as Arrow blocks (``ray_blocks``), one per input shard, which workers read
+Rows travel as Arrow blocks (``blocks``), one per input shard, which workers read
 themselves. Each stage runs where its declaration (``distill.filters.base``) says its
 decisions need it:
 
@@ -9,7 +9,7 @@ decisions need it:
   consecutive row stages once;
 * scope "group": rows are hash-partitioned by the stage's ``group_key``, so each group lands
   whole on one worker, which runs the stage over its groups;
-* scope "dataset" with a ``distributed`` plan (dedupe ``exact`` and ``minhash``: ``ray_dedupe``):
+* scope "dataset" with a ``distributed`` plan (dedupe ``exact`` and ``minhash``: ``dedupe``):
   that plan, a function ``(ray, blocks, stage, parts)`` that returns the rows to drop by
   position, each with its reason and the columns it adds;
 * scope "dataset" without one (dedupe ``semantic``): on the driver, over the rows still kept.
@@ -36,8 +36,7 @@ import pyarrow as pa
 from distill import io
 from distill.cluster import ray_data, resources, session, shuffle, worker_errors
 from distill.filters.base import Filtered, Stage, log_stage
-from distill.filters.pipeline import build_stages
-from distill.filters.ray_blocks import (
+from distill.filters.ray.blocks import (
     by_position,
     empty,
     in_order,
@@ -46,6 +45,7 @@ from distill.filters.ray_blocks import (
     replaced,
     rows_of,
 )
+from distill.filters.stages import build_stages
 
 
 def filter_on_ray(in_dir: Path, spec: list, pipeline: list[Stage], address: str | None,

@@ -15,7 +15,7 @@ that keeps the same rows as the local stage.
 4. Components, on the driver over the edge list (rows with a duplicate only): union-find; each
    cluster keeps its first row, or the one with the best ``keep`` value.
 
-Rows are identified by ``_pos``, their position in the input (see ``ray_blocks``).
+Rows are identified by ``_pos``, their position in the input (see ``blocks``).
 """
 
 from __future__ import annotations
@@ -39,13 +39,13 @@ from distill.filters.dedupe import (
     signatures,
     similar,
 )
-from distill.filters.ray_blocks import alive, rows_of
+from distill.filters.ray.blocks import alive, rows_of
 
 
 def duplicates(ray, blocks: list, stage: Dedupe, parts: int) -> dict[int, tuple[str, dict]]:
     """The dedupe stage's distributed plan: {position of each row to drop: (its reason,
     ``duplicate_of``: the id of the row its cluster keeps)}, for the rows still kept in
-    ``blocks`` (refs to the blocks of ``ray_blocks``), with buckets grouped in ``parts``
+    ``blocks`` (refs to the blocks of ``distill.filters.ray.blocks``), with buckets grouped in ``parts``
     partitions; sets ``stage.clusters``."""
     edges = _columns(ray.get(shuffle(ray, blocks, _keys, (stage,), ["key"], parts,
                                      _bucket_edges, (stage.method,))))
