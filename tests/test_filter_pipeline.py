@@ -7,7 +7,7 @@ import pytest
 
 from distill import io
 from distill.cli import main
-from distill.datagen.generate import row_schema
+from distill.datagen.plan import row_schema
 from distill.errors import DistillError
 from distill.filters.base import GroupStage, RowStage, Stage
 from distill.filters.pipeline import filter_rows, run_filter

@@ -3,7 +3,7 @@
 import pytest
 
 from distill import io
-from distill.datagen.generate import row_id
+from distill.datagen.plan import row_id
 from distill.errors import DistillError
 from distill.filters.parse import Parse
 from distill.filters.pipeline import write_rows
