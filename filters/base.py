@@ -72,10 +72,8 @@ class Stage:
 
     def apply(self, rows: list[dict]) -> tuple[list[dict], list[dict]]:
         """Run the stage: (kept rows, dropped rows with ``dropped_by`` and ``drop_reason``)."""
-        for row in rows:
-            self.require(row)
         kept, dropped = [], []
-        for row, reason in self.select(rows):
+        for row, reason in self.decide(rows):
             self.stats.seen += 1
             if reason is None:
                 self.stats.kept += 1
@@ -83,8 +81,16 @@ class Stage:
             else:
                 self.stats.dropped += 1
                 self.stats.reasons[reason] += 1
-                dropped.append(self.dropped_row(row, reason))
+                dropped.append(row)
         return kept, dropped
+
+    def decide(self, rows: list[dict]) -> list[tuple[dict, str | None]]:
+        """Each row as the stage leaves it and ``None`` (kept), or with ``dropped_by`` and
+        ``drop_reason`` and the reason (dropped); counts nothing."""
+        for row in rows:
+            self.require(row)
+        return [(row, None) if reason is None else (self.dropped_row(row, reason), reason)
+                for row, reason in self.select(rows)]
 
     def dropped_row(self, row: dict, reason: str) -> dict:
         return {**row, "dropped_by": self.name, "drop_reason": reason}

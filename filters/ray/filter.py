@@ -53,12 +53,12 @@ def filter_on_ray(in_dir: Path, spec: list, pipeline: list[Stage], address: str 
     """Run ``pipeline`` (built from ``spec``) over the dataset at ``in_dir`` on Ray, with
     ``workers`` tasks at a time per step (default: the cluster's CPUs)."""
     with session(address) as ray, worker_errors():
-        workers = workers or max(1, resources(ray)[0])
+        workers, plan = workers or max(1, resources(ray)[0]), steps(pipeline)
         board = ray.remote(num_cpus=0)(Board).remote() if any(
-            kind in ("rows", "groups") for kind, _, _ in steps(pipeline)) else None
+            kind in ("rows", "groups") for kind, _, _ in plan) else None
         read, seconds = ray.remote(read_shard), {}
         blocks = [read.remote(i, str(p)) for i, p in enumerate(io.shard_paths(in_dir))]
-        for kind, first, stages in steps(pipeline):
+        for kind, first, stages in plan:
             args = (spec[first:first + len(stages)], first, board)
             start = time.perf_counter()
             if kind == "rows":
@@ -130,14 +130,11 @@ def run_stages(table: pa.Table, spec: list, first: int, board) -> pa.Table:
 
 
 def apply(stage: Stage, rows: list[dict], drop: np.ndarray, index: int) -> None:
-    """Run stage number ``index`` over the rows no earlier stage dropped, as ``Stage.apply``
-    does; the rows it drops get its name and reason, and ``index``."""
+    """Run stage number ``index`` over the rows no earlier stage dropped (``Stage.decide``);
+    the rows it drops get its name and reason, and ``index`` in ``drop``."""
     alive = np.flatnonzero(drop == -1)
-    for row in (rows[i] for i in alive):
-        stage.require(row)
-    for i, (row, reason) in zip(alive, stage.select([rows[i] for i in alive])):
-        rows[i] = row if reason is None else stage.dropped_row(row, reason)
-        drop[i] = -1 if reason is None else index
+    for i, (row, reason) in zip(alive, stage.decide([rows[i] for i in alive])):
+        rows[i], drop[i] = row, -1 if reason is None else index
 
 
 def steps(pipeline: list[Stage]) -> list[tuple[str, int, list[Stage]]]:
@@ -168,9 +165,8 @@ def group_hashes(block: pa.Table, key) -> pa.Table:
 def _distributed(ray, blocks: list, stage: Stage, index: int, parts: int) -> list:
     """Run the stage's distributed plan (``stage.distributed``: "module:function")."""
     module, function = stage.distributed.split(":")
-    drops = getattr(importlib.import_module(module), function)(ray, blocks, stage, parts)
+    drops = ray.put(getattr(importlib.import_module(module), function)(ray, blocks, stage, parts))
     apply = ray.remote(_apply_drops)
-    drops = ray.put(drops)
     return [apply.remote(b, drops, stage, index) for b in blocks]
 
 
