@@ -13,16 +13,19 @@ row and returns ``None`` to keep it or a short reason to drop it. Group stages s
 ``GroupStage`` and implement ``group_key(row)`` and ``check_group(rows)``. Any stage may
 instead implement ``select(rows)`` over all the rows it is given (a "row" stage that batches
 its rows, like execute).
+
+``apply(rows)`` runs a stage: (kept rows, dropped rows), counted in ``stats``; ``decide(rows)``
+is the same decisions uncounted, for an executor that counts them itself.
 """
 
 from __future__ import annotations
 
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from distill.errors import DistillError
+from distill.log import log
 
 SCOPES = ("row", "group", "dataset")
 
@@ -148,5 +151,5 @@ class Filtered:
 
 
 def log_stage(stage: Stage, left: int, seconds: float) -> None:
-    print(f"filter {stage.name}: {stage.stats.seen} seen, {stage.stats.dropped} dropped, "
-          f"{left} left ({seconds:.1f}s)", file=sys.stderr, flush=True)
+    log(f"filter {stage.name}: {stage.stats.seen} seen, {stage.stats.dropped} dropped, "
+        f"{left} left ({seconds:.1f}s)")
