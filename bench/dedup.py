@@ -122,7 +122,7 @@ def datasketch_keepers(texts: list[str], threshold: float, num_perm: int) -> lis
 def ours_keepers(rows: list[dict], threshold: float, num_perm: int) -> tuple[list[int], float]:
     stage = Dedupe(method="minhash", threshold=threshold, num_perm=num_perm, ngram=NGRAM)
     start = time.perf_counter()
-    _, dropped = stage(rows)
+    _, dropped = stage.apply(rows)
     seconds = time.perf_counter() - start
     index = {r["id"]: i for i, r in enumerate(rows)}
     keepers = list(range(len(rows)))
@@ -170,12 +170,12 @@ def main() -> None:
           f"Jaccard {js.min():.2f}..{js.max():.2f}, {np.sum(js >= args.threshold)} at or above "
           f"{args.threshold}; num_perm {args.num_perm}, {NGRAM}-word shingles")
 
-    Dedupe(method="minhash")(rows[:1000])  # warm up imports
+    Dedupe(method="minhash").apply(rows[:1000])  # warm up imports
     keepers, ours_s = ours_keepers(rows, args.threshold, args.num_perm)
     workers, dedupe.WORKERS = dedupe.WORKERS, 1
     _, ours_1_s = ours_keepers(rows, args.threshold, args.num_perm)
     start = time.perf_counter()
-    kept, _ = Dedupe(method="exact")(rows)
+    kept, _ = Dedupe(method="exact").apply(rows)
     exact_s = time.perf_counter() - start
     m = args.datasketch_rows or len(rows)
     start = time.perf_counter()

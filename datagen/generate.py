@@ -1,52 +1,21 @@
 """The generate job: prompt file x source rows x n samples -> a dataset folder.
 
-Rows get an ``id`` that depends only on the prompt name, the source row and the sample
-index, so the same command again skips what is on disk and generates only the rest. Each
-backend call becomes one atomic shard: a crash loses at most the batch in flight.
+``generate`` makes the plan (``distill.datagen.plan``: the rows, their ids, what the folder
+already holds) and runs it here (``distill.datagen.local``) or on a Ray cluster
+(``distill.datagen.ray``); either way the rows, shards, manifest and resume are the same.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
-
 from distill import io
-from distill.datagen.backends import (
-    Backend,
-    Completion,
-    Request,
-    Sampling,
-    backend_options_for,
-    get_backend,
-)
-from distill.datagen.prompts import PromptFile, load_prompt
+from distill.datagen.backends import Backend, backend_options_for
+from distill.datagen.local import run_engine, run_local
+from distill.datagen.plan import Sink, make_plan, row_schema
 from distill.errors import DistillError
-from distill.log import log
-from distill.log import progress as progress_bar
-from distill.models import DEFAULT_MODEL, resolve_model
-from distill.sources import load_source
-
-# Settings that change what a row says; a rerun must match them to reuse rows.
-ROW_KEY = ("model", "prompt_sha256", "temperature", "top_p", "max_tokens", "stop", "seed",
-           "logprobs")
-
-
-@dataclass
-class Item:
-    """One rendered prompt: the unit a backend request and a resume decision are about."""
-
-    key: str
-    source_id: str
-    fields: dict
-    messages: list[dict]
-    missing: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -72,20 +41,6 @@ class GenerateResult:
         return "\n".join(lines)
 
 
-def row_schema(logprobs: bool) -> pa.Schema:
-    message = pa.struct([("role", pa.string()), ("content", pa.string())])
-    cols = [("id", pa.string()), ("source_id", pa.string()), ("sample_index", pa.int32()),
-            ("question", pa.string()), ("gold", pa.string()), ("template", pa.string()),
-            ("kind", pa.string()), ("task", pa.string()), ("messages", pa.list_(message)),
-            ("completion", pa.string()), ("finish_reason", pa.string()),
-            ("prompt_tokens", pa.int32()), ("tokens", pa.int32()), ("model", pa.string()),
-            ("backend", pa.string()), ("sampling", pa.string()), ("source", pa.string())]
-    if logprobs:
-        cols += [("top_ids", pa.list_(pa.list_(pa.int32()))),
-                 ("top_logprobs", pa.list_(pa.list_(pa.float32())))]
-    return pa.schema(cols)
-
-
 def generate(prompt: str, source: str, out: str, *, model: str | None = None,
              backend: str | Backend = "auto", base_url: str | None = None,
              n: int | None = None, limit: int | None = None, temperature: float | None = None,
@@ -106,210 +61,31 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
         raise DistillError(f"executor must be local or ray, not {executor!r}")
     if executor == "ray" and isinstance(backend, Backend):
         raise DistillError("executor ray builds one engine per worker: pass a backend name")
-    pf = load_prompt(prompt).with_shots(shots)
-    overrides = {"n": n, "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
-                 "seed": seed}
-    sampling = Sampling(**{**pf.sampling, **{k: v for k, v in overrides.items() if v is not None}},
-                        logprobs=logprobs)
-    rows = load_source(source, fields=fields, limit=limit, shuffle=shuffle,
-                       seed=sampling.seed, split=split, subset=subset)
-    items, duplicates = _render(pf, rows, tasks)
-    model_name = model or DEFAULT_MODEL
-    out = Path(out)
-    key = {"model": model_name, "prompt_sha256": pf.sha256,
-           **{k: v for k, v in sampling.to_dict().items() if k in ROW_KEY}, "shots": shots}
     if backend == "openai" and not model:
         raise DistillError("--backend openai needs --model: the model name the server serves")
-    _check_reuse(out, key, regenerate)
-
-    done = io.read_ids(out) if (out / io.DATA_DIR).exists() else set()
-    for item in items:
-        item.missing = [k for k in range(sampling.n) if row_id(item.key, k) not in done]
-    pending = [it for it in items if it.missing]
-    total = len(items) * sampling.n
-    reused = total - sum(len(it.missing) for it in pending)
-    log(f"{out}: {total} rows planned; " + (
-        f"reusing {reused} already there (same prompt, model and sampling), "
-        f"generating {total - reused}" if reused else f"generating all {total}"))
-
-    manifest = _manifest(pf, source, key, sampling, total, model_name, fields)
-    if (previous := io.read_manifest(out)) and "backend" in previous:
-        manifest["backend"] = previous["backend"]  # kept when nothing is left to generate
-    out.mkdir(parents=True, exist_ok=True)
-    io.write_manifest(out, {**manifest, "status": "running"})
-    plan = Plan(pf, sampling, model_name, pending)
-    sink = Sink(out, row_schema(sampling.logprobs > 0), total - reused, progress)
+    plan = make_plan(prompt, source, out, model=model, n=n, limit=limit, temperature=temperature,
+                     top_p=top_p, max_tokens=max_tokens, seed=seed, logprobs=logprobs,
+                     fields=fields, tasks=tasks, shuffle=shuffle, split=split, subset=subset,
+                     shots=shots, regenerate=regenerate)
+    manifest = plan.manifest
+    sink = Sink(plan.out, row_schema(plan.sampling.logprobs > 0), plan.total - plan.reused,
+                progress)
     try:
-        if pending and isinstance(backend, Backend):
-            _run(backend, plan, sink)
+        if plan.pending and isinstance(backend, Backend):
+            run_engine(backend, plan, sink)
             manifest["backend"] = backend.name
-        elif pending:
+        elif plan.pending:
             options = backend_options_for(backend, base_url, batch_size, backend_options)
-            manifest["backend"] = _run_engines(plan, sink, backend, model, options, executor,
-                                               ray_address, ray_workers)
+            if executor == "ray":
+                from distill.datagen.ray.generate import run_on_ray
+
+                manifest["backend"] = run_on_ray(plan, sink, backend, model, options,
+                                                 ray_address, ray_workers)
+            else:
+                manifest["backend"] = run_local(plan, sink, backend, model, options)
     finally:
         sink.close()
-    manifest.update(status="complete", finished=io.now(), rows=len(io.read_ids(out)))
-    io.write_manifest(out, manifest)
-    return GenerateResult(out, total, reused, sink.written, sink.tokens,
-                          time.perf_counter() - start, dict(sink.reasons), duplicates)
-
-
-@dataclass
-class Plan:
-    """The rendered items that still miss rows, and how their requests and rows are made."""
-
-    pf: PromptFile
-    sampling: Sampling
-    model_name: str
-    pending: list[Item]
-
-    def batches(self, size: int) -> list[list[Item]]:
-        return [self.pending[i:i + size] for i in range(0, len(self.pending), size)]
-
-    def requests(self, batch: list[Item]) -> list[Request]:
-        return [Request(it.messages, len(it.missing), _seed(self.sampling.seed, it))
-                for it in batch]
-
-    def rows(self, batch: list[Item], outputs: list[list[Completion]], backend: str) -> list[dict]:
-        sampling_json = json.dumps(self.sampling.to_dict(), sort_keys=True)
-        return [_row(it, k, c, self.pf, backend, self.model_name, sampling_json)
-                for it, completions in zip(batch, outputs)
-                for k, c in zip(it.missing, completions)]
-
-
-class Sink:
-    """Writes each batch of finished rows as one atomic shard; counts rows, tokens and
-    finish reasons, with a progress bar."""
-
-    def __init__(self, out: Path, schema: pa.Schema, total: int, progress: bool):
-        self.out, self.schema, self.writer = out, schema, None
-        self.written, self.tokens, self.reasons = 0, 0, Counter()
-        self.bar = progress_bar(total, "generate", "row", progress)
-        self.start = time.perf_counter()
-
-    def write(self, rows: list[dict]) -> None:
-        if self.writer is None:
-            self.writer = io.ShardWriter(self.out, self.schema)
-        self.writer.write(rows)
-        self.written += len(rows)
-        self.tokens += sum(r["tokens"] for r in rows)
-        self.reasons.update(r["finish_reason"] for r in rows)
-        self.bar.update(len(rows))
-        self.bar.set_postfix_str(f"{self.tokens / (time.perf_counter() - self.start):.1f} tok/s")
-
-    def close(self) -> None:
-        self.bar.close()
-        if self.writer is not None:
-            self.writer.close()
-
-
-def make_engine(backend: str, model: str | None, options: dict) -> Backend:
-    """The backend ``backend`` for ``model`` (None: the embedded default teacher)."""
-    return get_backend(backend, model if backend == "openai" else resolve_model(model), **options)
-
-
-def _run_engines(plan: Plan, sink: Sink, backend: str, model: str | None, options: dict,
-                 executor: str, ray_address: str | None, ray_workers: int | None) -> str:
-    """Generate the plan's rows with engines built here or on Ray; the backend's name."""
-    if executor == "ray":
-        from distill.datagen.ray_generate import run_on_ray
-
-        return run_on_ray(plan, sink, backend, model, options, ray_address, ray_workers)
-    engine = make_engine(backend, model, options)
-    try:
-        _run(engine, plan, sink)
-    finally:
-        engine.close()
-    return engine.name
-
-
-def row_id(key: str, sample_index: int) -> str:
-    return hashlib.sha256(f"{key}\x00{sample_index}".encode()).hexdigest()[:20]
-
-
-def _render(pf: PromptFile, rows, tasks) -> tuple[list[Item], int]:
-    """Render every row up front, so a bad row stops the run before any generation."""
-    items: dict[str, Item] = {}
-    duplicates = 0
-    for row in rows:
-        source_id = str(row.fields["id"]) if "id" in row.fields else _hash(row.fields)
-        for expanded in pf.expand(row.fields, row.where, tasks):
-            task = expanded.get("task")
-            item_key = f"{pf.name}\x00{source_id}" + (f"\x00{task}" if task else "")
-            if item_key in items:
-                duplicates += 1
-                continue
-            items[item_key] = Item(item_key, source_id, expanded, pf.render(expanded, row.where))
-    return list(items.values()), duplicates
-
-
-def _run(engine: Backend, plan: Plan, sink: Sink) -> None:
-    for batch in plan.batches(engine.batch_size):
-        outputs = engine.generate(plan.requests(batch), plan.sampling)
-        sink.write(plan.rows(batch, outputs, engine.name))
-
-
-def _row(item: Item, k: int, c: Completion, pf: PromptFile, backend: str, model_name: str,
-         sampling_json: str) -> dict:
-    f = item.fields
-    gold = f.get("gold", f.get("answer"))
-    row = {
-        "id": row_id(item.key, k), "source_id": item.source_id, "sample_index": k,
-        "question": str(f.get("question") or f.get("instruction") or item.messages[-1]["content"]),
-        "gold": None if gold is None else str(gold), "template": pf.name, "kind": pf.kind,
-        "task": f.get("task"), "messages": item.messages, "completion": c.text,
-        "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens, "tokens": c.tokens,
-        "model": model_name, "backend": backend, "sampling": sampling_json,
-        "source": json.dumps(f, sort_keys=True, default=str),
-    }
-    if c.top_ids is not None:
-        row.update(top_ids=c.top_ids, top_logprobs=c.top_logprobs)
-    return row
-
-
-def _check_reuse(out: Path, key: dict, regenerate: bool) -> None:
-    old = io.read_manifest(out)
-    has_rows = bool(io.shard_paths(out))
-    if old is None or not has_rows:
-        if has_rows and not regenerate:
-            raise DistillError(f"{out}: holds shards but no manifest.json; "
-                               "pass --regenerate to discard them, or choose another --out")
-        if regenerate:
-            shutil.rmtree(out / io.DATA_DIR, ignore_errors=True)
-        return
-    changed = {k: (old.get("row_key", {}).get(k), v) for k, v in key.items()
-               if old.get("row_key", {}).get(k) != v}
-    if not changed:
-        return
-    what = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in changed.items())
-    if regenerate:
-        log(f"{out}: settings changed ({what}); --regenerate: discarding "
-             f"{len(io.read_ids(out))} existing rows")
-        shutil.rmtree(out / io.DATA_DIR)
-        return
-    raise DistillError(f"{out}: its rows were made with other settings ({what}); nothing was "
-                       "reused. Pass --regenerate to discard them, or choose another --out")
-
-
-def _manifest(pf: PromptFile, source: str, key: dict, sampling: Sampling, total: int,
-              model_name: str, fields) -> dict:
-    return {
-        "kind": "generate", "created": io.now(), "model": model_name,
-        "prompt": {"name": pf.name, "path": pf.path, "sha256": pf.sha256, "kind": pf.kind,
-                   "answer_format": pf.answer_format},
-        "source": {"path": source, "fields": fields or {}},
-        "sampling": sampling.to_dict(), "row_key": key, "rows_planned": total,
-        "versions": io.package_versions(),
-    }
-
-
-def _seed(base: int, item: Item) -> int:
-    digest = hashlib.sha256(f"{base}\x00{item.key}\x00{item.missing[0]}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
-def _hash(fields: dict) -> str:
-    blob = json.dumps(fields, sort_keys=True, default=str, ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
+    manifest.update(status="complete", finished=io.now(), rows=len(io.read_ids(plan.out)))
+    io.write_manifest(plan.out, manifest)
+    return GenerateResult(plan.out, plan.total, plan.reused, sink.written, sink.tokens,
+                          time.perf_counter() - start, dict(sink.reasons), plan.duplicates)

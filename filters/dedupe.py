@@ -181,9 +181,11 @@ class Clusters:
 
 
 class Dedupe(Stage):
-    """Keep one row per cluster of duplicate texts (see the module docstring)."""
+    """Keep one row per cluster of duplicate texts (see the module docstring). ``exact`` and
+    ``minhash`` have a distributed plan (``distill.filters.ray.dedupe``)."""
 
     name = "dedupe"
+    adds = ("duplicate_of",)  # to the rows it drops
 
     def __init__(self, method: str = "minhash", field: str = "completion",
                  threshold: float | None = None, num_perm: int = 128, ngram: int = 5,
@@ -202,15 +204,21 @@ class Dedupe(Stage):
         self.keep, self.model, self.batch_size = keep, model, batch_size
         self.needs = ("question", "completion") if field == "both" else (field,)
         self.needs += (keep,) if keep else ()
+        if method in ("exact", "minhash"):
+            self.distributed = "distill.filters.ray.dedupe:duplicates"
         self.clusters = 0
 
-    def _text(self, row: dict) -> str:
+    @property
+    def drop_reason(self) -> str:
+        return ("duplicate" if self.method == "exact" else "near-duplicate") + f" ({self.method})"
+
+    def text(self, row: dict) -> str:
         if self.field == "both":
             return f"{row['question'] or ''}\n{row['completion'] or ''}"
         return row[self.field] or ""
 
     def select(self, rows: list[dict]) -> list[tuple[dict, str | None]]:
-        texts, clusters = [self._text(r) for r in rows], Clusters(len(rows))
+        texts, clusters = [self.text(r) for r in rows], Clusters(len(rows))
         {"exact": self._exact, "minhash": self._minhash, "semantic": self._semantic}[
             self.method](texts, clusters)
         labels = [clusters.find(i) for i in range(len(rows))]
@@ -220,10 +228,8 @@ class Dedupe(Stage):
             if self.keep and is_better(rows[i].get(self.keep), rows[best].get(self.keep)):
                 keeper[label] = i
         self.clusters = int(np.sum(np.bincount(labels) > 1)) if rows else 0
-        reason = "duplicate" if self.method == "exact" else "near-duplicate"
-        reason += f" ({self.method})"
         return [(row, None) if keeper[label] == i else
-                ({**row, "duplicate_of": rows[keeper[label]]["id"]}, reason)
+                ({**row, "duplicate_of": rows[keeper[label]]["id"]}, self.drop_reason)
                 for i, (row, label) in enumerate(zip(rows, labels))]
 
     def _exact(self, texts: list[str], clusters: Clusters) -> list[int]:

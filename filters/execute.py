@@ -26,7 +26,9 @@ class Execute(Stage):
     through untouched."""
 
     name = "execute"
+    scope = "row"  # each row alone; the rows it is given run on a thread pool
     needs = ("code",)
+    adds = ("exec", "answer", "answer_format")
 
     def __init__(self, timeout: float = 5.0, memory_mb: int = 512, workers: int | None = None,
                  drop_failed: bool = True, progress: bool = True):

@@ -15,6 +15,7 @@ class Parse(RowStage):
 
     name = "parse"
     needs = ("completion", "kind")
+    adds = ("answer", "answer_raw", "answer_span", "answer_format", "reasoning", "code")
 
     def __init__(self, drop_missing: bool = True, allow_last_number: bool = True):
         super().__init__()

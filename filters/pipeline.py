@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,52 +12,10 @@ import yaml
 
 from distill import io
 from distill.errors import DistillError
-from distill.filters.base import Stage
+from distill.filters.base import Filtered, Stage, log_stage
+from distill.filters.stages import build_stages, stage_class
 
-STAGES = {
-    "parse": "distill.filters.parse:Parse",
-    "verify": "distill.filters.verify:Verify",
-    "execute": "distill.filters.execute:Execute",
-    "vote": "distill.filters.vote:Vote",
-    "pass_rate": "distill.filters.vote:PassRate",
-    "agreement": "distill.filters.vote:Agreement",
-    "dedupe": "distill.filters.dedupe:Dedupe",
-    "quality": "distill.filters.quality:Quality",
-    "decontaminate": "distill.filters.decontaminate:Decontaminate",
-    "score": "distill.filters.score:Score",
-}
 SHARD_ROWS = 10_000
-
-
-def stage_class(name: str) -> type[Stage]:
-    if name not in STAGES:
-        raise DistillError(f"unknown filter stage {name!r}; stages: {', '.join(STAGES)}")
-    module, cls = STAGES[name].split(":")
-    return getattr(importlib.import_module(module), cls)
-
-
-def build_stages(spec: list, where: str = "stages") -> list[Stage]:
-    """Stages from a list of names or one-key mappings ``{name: {option: value}}``."""
-    stages = []
-    for i, entry in enumerate(spec):
-        name, options = (entry, {}) if isinstance(entry, str) else _entry(entry, f"{where}[{i}]")
-        cls = stage_class(name)
-        try:
-            stage = cls(**(options or {}))
-            stage.options = dict(options or {})
-            stages.append(stage)
-        except TypeError as e:
-            raise DistillError(f"{where}[{i}] ({name}): {e}".replace("__init__() ", "")) from None
-    return stages
-
-
-def _entry(entry, where: str) -> tuple[str, dict]:
-    if not isinstance(entry, dict) or len(entry) != 1:
-        raise DistillError(f"{where}: a stage is a name or a one-key mapping {{name: options}}")
-    name, options = next(iter(entry.items()))
-    if options is not None and not isinstance(options, dict):
-        raise DistillError(f"{where} ({name}): options must be a mapping")
-    return name, options or {}
 
 
 def load_filter_config(path: str | Path) -> list:
@@ -101,18 +57,6 @@ class FilterResult:
     stages: list[dict]
 
 
-@dataclass
-class Filtered:
-    """What running the stages gave: rows in, kept and dropped rows (in the local order), and
-    per stage its seconds and its report's extra entries."""
-
-    rows_in: int
-    kept: list[dict]
-    dropped: list[dict]
-    seconds: list[float]
-    reports: list[dict]
-
-
 def run_filter(in_dir: str | Path, out_dir: str | Path, *, config: str | Path | None = None,
                stages: list[str] | None = None, executor: str = "local",
                ray_address: str | None = None, ray_workers: int | None = None) -> FilterResult:
@@ -120,7 +64,7 @@ def run_filter(in_dir: str | Path, out_dir: str | Path, *, config: str | Path | 
     report. ``config`` is a filter YAML file or preset name (default: the preset for the
     input's prompt kind: cot, pot or instruction); ``stages`` picks and orders stages.
     ``executor="ray"`` runs them as Ray Data pipelines on ``ray_workers`` workers of the
-    cluster at ``ray_address`` (``filters/ray_filter.py``), keeping and dropping the same rows."""
+    cluster at ``ray_address`` (``distill.filters.ray``), keeping and dropping the same rows."""
     from distill.filters.report import write_report
 
     if executor not in ("local", "ray"):
@@ -134,11 +78,11 @@ def run_filter(in_dir: str | Path, out_dir: str | Path, *, config: str | Path | 
         spec = pick_stages(spec, stages)
     pipeline = build_stages(spec, f"{config or preset}: stages")
     if executor == "ray":
-        from distill.filters.ray_filter import filter_on_ray
+        from distill.filters.ray.filter import filter_on_ray
 
         run = filter_on_ray(in_dir, spec, pipeline, ray_address, ray_workers)
     else:
-        run = _filter_here(io.read_rows(in_dir), pipeline)
+        run = filter_rows(io.read_rows(in_dir), pipeline)
     summary = [{"stage": s.name, "options": s.options, **s.stats.to_dict(),
                 "seconds": round(t, 3), **r} for s, t, r in zip(pipeline, run.seconds, run.reports)]
     lineage = {"kind": "filter", "created": io.now(), "input": str(in_dir),
@@ -150,20 +94,16 @@ def run_filter(in_dir: str | Path, out_dir: str | Path, *, config: str | Path | 
     return FilterResult(out_dir, run.rows_in, len(run.kept), len(run.dropped), summary)
 
 
-def _filter_here(rows: list[dict], pipeline: list[Stage]) -> Filtered:
+def filter_rows(rows: list[dict], pipeline: list[Stage]) -> Filtered:
+    """Run the stages here, in order, each over the rows the ones before it kept."""
     kept, dropped, timings = rows, [], []
     for stage in pipeline:
         start = time.perf_counter()
-        kept, out = stage(kept)
+        kept, out = stage.apply(kept)
         dropped += out
         timings.append(time.perf_counter() - start)
         log_stage(stage, len(kept), timings[-1])
     return Filtered(len(rows), kept, dropped, timings, [s.report() for s in pipeline])
-
-
-def log_stage(stage: Stage, left: int, seconds: float) -> None:
-    print(f"filter {stage.name}: {stage.stats.seen} seen, {stage.stats.dropped} dropped, "
-          f"{left} left ({seconds:.1f}s)", file=sys.stderr, flush=True)
 
 
 def write_rows(folder: Path, rows: list[dict], manifest: dict) -> None:

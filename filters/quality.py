@@ -65,6 +65,7 @@ class Quality(RowStage):
     ``repeat_ngram`` (8), ``require_answer`` (false). A null bound is not checked."""
 
     name = "quality"
+    adds = ("quality",)
 
     def __init__(self, field: str = "completion", min_chars: int | None = 1,
                  max_chars: int | None = None, min_tokens: int | None = None,

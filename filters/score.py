@@ -26,7 +26,9 @@ class Score(Stage):
     scored below it or left unscored."""
 
     name = "score"
+    scope = "row"  # each row alone; the rows it is given go to the judge in batches
     needs = ("question", "completion")
+    adds = ("score", "score_reply")
 
     def __init__(self, model: str | None = None, backend: str = "auto",
                  base_url: str | None = None, prompt: str = "judge-quality",

@@ -16,6 +16,7 @@ class Verify(RowStage):
 
     name = "verify"
     needs = ("answer", "gold")
+    adds = ("correct",)
 
     def __init__(self, drop_incorrect: bool = True, missing_gold: str = "keep"):
         super().__init__()

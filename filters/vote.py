@@ -15,24 +15,17 @@ instruction grid expands one source row into several tasks). ``agreement`` group
 from __future__ import annotations
 
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 
 from distill.errors import DistillError
-from distill.filters.base import Stage
+from distill.filters.base import GroupStage
 
 
 def problem_key(row: dict) -> tuple:
     return (row.get("source_id"), row.get("task"))
 
 
-def _groups(rows: list[dict], key) -> dict:
-    groups: dict = defaultdict(list)
-    for row in rows:
-        groups[key(row)].append(row)
-    return groups
-
-
-class Vote(Stage):
+class Vote(GroupStage):
     """Majority vote over the non-null answers of each problem.
 
     A problem has a clear majority when its most frequent answer is not tied with another,
@@ -48,6 +41,8 @@ class Vote(Stage):
 
     name = "vote"
     needs = ("source_id", "answer")
+    adds = ("votes", "majority", "vote_share")
+    group_key = staticmethod(problem_key)
 
     def __init__(self, min_votes: int = 2, min_share: float = 0.5):
         super().__init__()
@@ -58,40 +53,38 @@ class Vote(Stage):
         self.min_votes, self.min_share = min_votes, min_share
         self.problems = Counter()
 
-    def select(self, rows: list[dict]) -> list[tuple[dict, str | None]]:
-        decisions = {}
-        for group in _groups(rows, problem_key).values():
-            counts = Counter(r["answer"] for r in group if r["answer"] is not None)
-            answered = sum(counts.values())
-            ranked = counts.most_common(2)
-            majority = None
-            if ranked:
-                top, n = ranked[0]
-                tied = len(ranked) > 1 and ranked[1][1] == n
-                if not tied and n >= self.min_votes and n / answered >= self.min_share:
-                    majority = top
-            self.problems["with majority" if majority is not None else "no clear majority"] += 1
-            for r in group:
-                votes = counts[r["answer"]] if r["answer"] is not None else 0
-                r["votes"] = votes
-                r["majority"] = majority
-                r["vote_share"] = round(votes / answered, 4) if answered else 0.0
-                if r["answer"] is None:
-                    reason = "no answer"
-                elif majority is None:
-                    reason = "no clear majority"
-                elif r["answer"] != majority:
-                    reason = "disagrees with majority"
-                else:
-                    reason = None
-                decisions[id(r)] = reason
-        return [(r, decisions[id(r)]) for r in rows]
+    def check_group(self, group: list[dict]) -> list[str | None]:
+        counts = Counter(r["answer"] for r in group if r["answer"] is not None)
+        answered = sum(counts.values())
+        ranked = counts.most_common(2)
+        majority = None
+        if ranked:
+            top, n = ranked[0]
+            tied = len(ranked) > 1 and ranked[1][1] == n
+            if not tied and n >= self.min_votes and n / answered >= self.min_share:
+                majority = top
+        self.problems["with majority" if majority is not None else "no clear majority"] += 1
+        reasons = []
+        for r in group:
+            votes = counts[r["answer"]] if r["answer"] is not None else 0
+            r["votes"] = votes
+            r["majority"] = majority
+            r["vote_share"] = round(votes / answered, 4) if answered else 0.0
+            if r["answer"] is None:
+                reasons.append("no answer")
+            elif majority is None:
+                reasons.append("no clear majority")
+            elif r["answer"] != majority:
+                reasons.append("disagrees with majority")
+            else:
+                reasons.append(None)
+        return reasons
 
     def report(self) -> dict:
         return {"problems": dict(self.problems)}
 
 
-class PassRate(Stage):
+class PassRate(GroupStage):
     """Keep the problems whose share of correct samples lies in ``[lo, hi]`` (both bounds
     inclusive; defaults 0.1 and 0.9), with all their rows, correct or not.
 
@@ -107,6 +100,8 @@ class PassRate(Stage):
 
     name = "pass_rate"
     needs = ("source_id", "correct")
+    adds = ("pass_rate",)
+    group_key = staticmethod(problem_key)
 
     def __init__(self, lo: float = 0.1, hi: float = 0.9):
         super().__init__()
@@ -119,26 +114,23 @@ class PassRate(Stage):
         self.problems = Counter()
         self.rates = Counter()
 
-    def select(self, rows: list[dict]) -> list[tuple[dict, str | None]]:
-        decisions = {}
-        for group in _groups(rows, problem_key).values():
-            judged = [r["correct"] for r in group if r["correct"] is not None]
-            rate = sum(bool(c) for c in judged) / len(judged) if judged else None
-            if rate is None:
-                reason, label = None, "no gold"
-            elif rate > self.hi + 1e-12:
-                reason, label = f"too easy (pass rate > {self.hi:g})", "too easy"
-            elif rate < self.lo - 1e-12:
-                reason, label = f"too hard (pass rate < {self.lo:g})", "too hard"
-            else:
-                reason, label = None, "kept"
-            self.problems[label] += 1
-            if rate is not None:
-                self.rates[f"{rate:.1f}"] += 1
-            for r in group:
-                r["pass_rate"] = None if rate is None else round(rate, 4)
-                decisions[id(r)] = reason
-        return [(r, decisions[id(r)]) for r in rows]
+    def check_group(self, group: list[dict]) -> list[str | None]:
+        judged = [r["correct"] for r in group if r["correct"] is not None]
+        rate = sum(bool(c) for c in judged) / len(judged) if judged else None
+        if rate is None:
+            reason, label = None, "no gold"
+        elif rate > self.hi + 1e-12:
+            reason, label = f"too easy (pass rate > {self.hi:g})", "too easy"
+        elif rate < self.lo - 1e-12:
+            reason, label = f"too hard (pass rate < {self.lo:g})", "too hard"
+        else:
+            reason, label = None, "kept"
+        self.problems[label] += 1
+        if rate is not None:
+            self.rates[f"{rate:.1f}"] += 1
+        for r in group:
+            r["pass_rate"] = None if rate is None else round(rate, 4)
+        return [reason] * len(group)
 
     def report(self) -> dict:
         out = {"problems": dict(self.problems),
@@ -155,7 +147,7 @@ def question_key(row: dict) -> str:
 
 def _answers_match():
     """``distill.answers.is_correct`` (numeric / symbolic equivalence) when present, else
-    string equality; memoized per stage run."""
+    string equality; memoized per stage."""
     try:
         from distill.answers import is_correct
     except ModuleNotFoundError as e:
@@ -176,7 +168,7 @@ def _answers_match():
     return match
 
 
-class Agreement(Stage):
+class Agreement(GroupStage):
     """CoT/PoT cross-check. For a problem (rows sharing ``question``) answered by both kinds,
     a row is kept when its ``answer`` matches the answer of at least one row of the other
     kind; otherwise it is dropped as "CoT and PoT disagree" ("no answer" when it has none).
@@ -185,35 +177,33 @@ class Agreement(Stage):
 
     name = "agreement"
     needs = ("question", "kind", "answer")
+    adds = ("agreement",)
+    group_key = staticmethod(question_key)
     KINDS = ("cot", "pot")
 
     def __init__(self):
         super().__init__()
         self.problems = Counter()
+        self.match = _answers_match()
 
-    def select(self, rows: list[dict]) -> list[tuple[dict, str | None]]:
-        match = _answers_match()
-        decisions = {}
-        for group in _groups(rows, question_key).values():
-            by_kind = {k: [r for r in group if r["kind"] == k] for k in self.KINDS}
-            both = all(by_kind.values())
-            self.problems["both kinds" if both else "one kind"] += 1
-            for r in group:
-                decisions[id(r)] = None
-                r["agreement"] = None
-                if not both or r["kind"] not in self.KINDS:
-                    continue
+    def check_group(self, group: list[dict]) -> list[str | None]:
+        by_kind = {k: [r for r in group if r["kind"] == k] for k in self.KINDS}
+        both = all(by_kind.values())
+        self.problems["both kinds" if both else "one kind"] += 1
+        reasons = []
+        for r in group:
+            reason = None
+            r["agreement"] = None
+            if both and r["kind"] in self.KINDS:
                 other = by_kind["pot" if r["kind"] == "cot" else "cot"]
                 if r["answer"] is None:
-                    r["agreement"] = 0
-                    decisions[id(r)] = "no answer"
-                    continue
-                n = sum(1 for o in other if o["answer"] is not None
-                        and match(r["answer"], o["answer"]))
-                r["agreement"] = n
-                if n == 0:
-                    decisions[id(r)] = "CoT and PoT disagree"
-        return [(r, decisions[id(r)]) for r in rows]
+                    r["agreement"], reason = 0, "no answer"
+                else:
+                    r["agreement"] = sum(1 for o in other if o["answer"] is not None
+                                         and self.match(r["answer"], o["answer"]))
+                    reason = None if r["agreement"] else "CoT and PoT disagree"
+            reasons.append(reason)
+        return reasons
 
     def report(self) -> dict:
         return {"problems": dict(self.problems)}

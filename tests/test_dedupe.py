@@ -5,7 +5,7 @@ import pytest
 from distill.errors import DistillError
 from distill.filters import dedupe
 from distill.filters.dedupe import Dedupe
-from distill.filters.pipeline import build_stages
+from distill.filters.stages import build_stages
 
 PARAGRAPHS = [
     ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in "
@@ -58,7 +58,7 @@ def test_case_and_whitespace_variants_collapse(method):
              "Tom has 3 apples and buys 2 more, so he has 6.",
              "TOM HAS 3 APPLES AND BUYS 2 MORE, SO HE HAS 5."]
     stage = Dedupe(method=method)
-    kept, dropped = stage(rows_of(texts))
+    kept, dropped = stage.apply(rows_of(texts))
     assert ids(kept) == ["r0", "r2"]
     assert ids(dropped) == ["r1", "r3"]
     assert {r["duplicate_of"] for r in dropped} == {"r0"}
@@ -76,7 +76,7 @@ def test_minhash_finds_planted_near_duplicates_and_keeps_different_texts():
     assert jaccard(base, near) >= 0.8
     assert jaccard(base, far) < 0.5
     texts = [base, *PARAGRAPHS[1:], near, far]
-    kept, dropped = Dedupe()(rows_of(texts))  # minhash, threshold 0.8
+    kept, dropped = Dedupe().apply(rows_of(texts))  # minhash, threshold 0.8
     assert ids(dropped) == ["r4"] and dropped[0]["duplicate_of"] == "r0"
     assert ids(kept) == ["r0", "r1", "r2", "r3", "r5"]
 
@@ -86,8 +86,8 @@ def test_minhash_threshold_follows_the_true_jaccard():
     variant = replace_words(base, [10, 40])
     j = jaccard(base, variant)
     assert 0.6 < j < 0.8
-    assert len(Dedupe(threshold=j - 0.1)(rows_of([base, variant]))[0]) == 1
-    assert len(Dedupe(threshold=min(j + 0.15, 1.0))(rows_of([base, variant]))[0]) == 2
+    assert len(Dedupe(threshold=j - 0.1).apply(rows_of([base, variant]))[0]) == 1
+    assert len(Dedupe(threshold=min(j + 0.15, 1.0)).apply(rows_of([base, variant]))[0]) == 2
 
 
 def test_clusters_are_connected_components_across_chunks(monkeypatch):
@@ -96,7 +96,7 @@ def test_clusters_are_connected_components_across_chunks(monkeypatch):
     b = replace_words(a, [5])
     c = replace_words(b, [60])
     stage = Dedupe()
-    kept, dropped = stage(rows_of([PARAGRAPHS[3], a, PARAGRAPHS[0], b, PARAGRAPHS[1], c]))
+    kept, dropped = stage.apply(rows_of([PARAGRAPHS[3], a, PARAGRAPHS[0], b, PARAGRAPHS[1], c]))
     assert ids(kept) == ["r0", "r1", "r2", "r4"]
     assert [r["duplicate_of"] for r in dropped] == ["r1", "r1"]
     assert stage.report() == {"clusters": 1}
@@ -105,18 +105,18 @@ def test_clusters_are_connected_components_across_chunks(monkeypatch):
 def test_keep_column_picks_the_best_row():
     text = PARAGRAPHS[0]
     texts = [text, text.upper(), replace_words(text, [30]), text, PARAGRAPHS[1]]
-    kept, dropped = Dedupe(keep="quality")(rows_of(texts, quality=[0.2, None, 0.9, 0.9, 0.1]))
+    kept, dropped = Dedupe(keep="quality").apply(rows_of(texts, quality=[0.2, None, 0.9, 0.9, 0.1]))
     assert ids(kept) == ["r2", "r4"]  # 0.9 twice: the first of them wins
     assert {r["duplicate_of"] for r in dropped} == {"r2"}
-    kept, _ = Dedupe(keep="quality")(rows_of(texts, quality=[None, float("nan"), None, 3, 5]))
+    kept, _ = Dedupe(keep="quality").apply(rows_of(texts, quality=[None, float("nan"), None, 3, 5]))
     assert ids(kept) == ["r3", "r4"]
-    kept, _ = Dedupe(keep="quality")(rows_of(texts, quality=[None] * 5))
+    kept, _ = Dedupe(keep="quality").apply(rows_of(texts, quality=[None] * 5))
     assert ids(kept) == ["r0", "r4"]
 
 
 def test_keep_column_must_exist():
     with pytest.raises(DistillError, match="quality"):
-        Dedupe(keep="quality")(rows_of(PARAGRAPHS))
+        Dedupe(keep="quality").apply(rows_of(PARAGRAPHS))
 
 
 @pytest.mark.parametrize("field, kept_ids", [("completion", ["r0", "r1"]),
@@ -126,22 +126,22 @@ def test_on_question_or_completion(field, kept_ids):
     rows = [{"id": "r0", "question": PARAGRAPHS[0], "completion": PARAGRAPHS[2]},
             {"id": "r1", "question": PARAGRAPHS[0], "completion": PARAGRAPHS[3]},
             {"id": "r2", "question": PARAGRAPHS[1], "completion": PARAGRAPHS[3]}]
-    kept, _ = Dedupe(field=field)(rows)
+    kept, _ = Dedupe(field=field).apply(rows)
     assert ids(kept) == kept_ids
 
 
 def test_both_joins_question_and_completion():
     rows = [{"id": "a", "question": "What is 2 + 3?", "completion": "2 + 3 = 5. The answer is 5."},
             {"id": "b", "question": "what is 2 + 3?", "completion": "2 + 3 = 5.  The answer is 5."}]
-    assert ids(Dedupe(field="both", method="exact")(rows)[0]) == ["a"]
+    assert ids(Dedupe(field="both", method="exact").apply(rows)[0]) == ["a"]
 
 
 def test_short_and_empty_texts():
     texts = ["", "", "Yes.", "yes.", "No.", "The answer is 4", "the answer is 4"]
-    kept, dropped = Dedupe()(rows_of(texts))
+    kept, dropped = Dedupe().apply(rows_of(texts))
     assert ids(kept) == ["r0", "r2", "r4", "r5"]
     assert [r["duplicate_of"] for r in dropped] == ["r0", "r2", "r5"]
-    assert Dedupe()([]) == ([], [])
+    assert Dedupe().apply([]) == ([], [])
 
 
 def test_built_from_a_pipeline_spec_and_bad_options():
@@ -162,7 +162,7 @@ def test_semantic_catches_paraphrases_with_the_shipped_model():
              "Natalia sold clips to 48 of her friends in April.",
              "Natalia sold clips to forty-eight of her friends in April."]
     stage = Dedupe(method="semantic", threshold=0.9, batch_size=4)
-    kept, dropped = stage(rows_of(texts))
+    kept, dropped = stage.apply(rows_of(texts))
     assert ids(kept) == ["r0", "r2", "r3", "r4", "r5"]
     assert [(r["id"], r["duplicate_of"]) for r in dropped] == [("r1", "r0"), ("r6", "r5")]
     assert {r["drop_reason"] for r in dropped} == {"near-duplicate (semantic)"}
@@ -186,13 +186,13 @@ def test_hashed_shingles_match_word_ngrams():
 def test_text_with_nul_keeps_rows_aligned():
     texts = ["alpha beta\0gamma delta epsilon zeta", "one two three four five six",
              "ALPHA BETA\0GAMMA DELTA EPSILON ZETA"]
-    kept, dropped = Dedupe()(rows_of(texts))
+    kept, dropped = Dedupe().apply(rows_of(texts))
     assert ids(kept) == ["r0", "r1"] and dropped[0]["duplicate_of"] == "r0"
 
 
 def test_a_dense_cluster_of_variants_collapses_to_one_row():
     variants = [replace_words(PARAGRAPHS[2], [i % 60]) for i in range(300)]
     stage = Dedupe()
-    kept, dropped = stage(rows_of([*variants, *PARAGRAPHS]))
+    kept, dropped = stage.apply(rows_of([*variants, *PARAGRAPHS]))
     assert ids(kept) == ["r0", "r300", "r301", "r303"]  # r302 is PARAGRAPHS[2] itself
     assert len(dropped) == 300 and stage.report() == {"clusters": 1}

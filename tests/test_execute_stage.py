@@ -9,7 +9,8 @@ import pytest
 from distill import io
 from distill.filters.base import RowStage
 from distill.filters.execute import EXEC_FIELDS, Execute
-from distill.filters.pipeline import build_stages, run_filter, write_rows
+from distill.filters.pipeline import run_filter, write_rows
+from distill.filters.stages import build_stages
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 HAVE_ANSWERS = importlib.util.find_spec("distill.answers") is not None
@@ -36,7 +37,7 @@ def executed():
     data = rows()
     cot = copy.deepcopy(data[5])
     stage = Execute(timeout=3, workers=2, progress=False)  # slack for a loaded CI machine
-    kept, dropped = stage(data)
+    kept, dropped = stage.apply(data)
     return stage, kept, dropped, cot
 
 
@@ -76,7 +77,7 @@ def test_answers_and_exec_columns(executed):
 @pytest.mark.skipif(not HAVE_ANSWERS, reason="distill.answers not there yet")
 def test_answer_is_normalized():
     data = [{"id": "n", "code": "print(1234.50)\nprint('1,234.0')\n", "answer": None}]
-    kept, _ = Execute(progress=False)(data)
+    kept, _ = Execute(progress=False).apply(data)
     from distill.answers import normalize_number
 
     assert kept[0]["answer"] == normalize_number("1,234.0") == "1234"
@@ -84,7 +85,7 @@ def test_answer_is_normalized():
 
 def test_keep_failed_rows():
     stage = Execute(timeout=3, workers=2, drop_failed=False, progress=False)
-    kept, dropped = stage(rows())
+    kept, dropped = stage.apply(rows())
     assert len(kept) == 7 and dropped == []
     by_id = {r["id"]: r for r in kept}
     assert by_id["crash"]["exec"]["returncode"] == 1 and by_id["crash"]["answer"] is None
@@ -96,12 +97,12 @@ def test_needs_code_column_and_options():
     from distill.errors import DistillError
 
     with pytest.raises(DistillError, match="code"):
-        Execute(progress=False)([{"id": "x", "completion": "print(1)"}])
+        Execute(progress=False).apply([{"id": "x", "completion": "print(1)"}])
     with pytest.raises(DistillError, match="positive"):
         build_stages([{"execute": {"timeout": 0}}])
     stage = build_stages([{"execute": {"timeout": 2, "memory_mb": 256, "workers": 3}}])[0]
     assert (stage.timeout, stage.memory_mb, stage.workers, stage.drop_failed) == (2, 256, 3, True)
-    assert Execute(progress=False)([]) == ([], [])
+    assert Execute(progress=False).apply([]) == ([], [])
 
 
 class Correct(RowStage):
@@ -115,8 +116,8 @@ class Correct(RowStage):
 
 def test_pipeline_goes_on(tmp_path):
     """Execute's kept rows feed the next stage; run_filter writes both sides with ``exec``."""
-    kept, _ = Execute(timeout=3, workers=2, progress=False)(rows())
-    kept2, dropped2 = Correct()(kept)
+    kept, _ = Execute(timeout=3, workers=2, progress=False).apply(rows())
+    kept2, dropped2 = Correct().apply(kept)
     assert [r["id"] for r in kept2] == ["good", "blank-lines", "cot"]
     assert [r["id"] for r in dropped2] == ["text"]
 

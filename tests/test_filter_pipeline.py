@@ -7,9 +7,10 @@ import pytest
 
 from distill import io
 from distill.cli import main
-from distill.datagen.generate import row_schema
+from distill.datagen.plan import row_schema
 from distill.errors import DistillError
-from distill.filters.pipeline import run_filter
+from distill.filters.base import GroupStage, RowStage, Stage
+from distill.filters.pipeline import filter_rows, run_filter
 
 SOLUTIONS = {  # source_id -> (gold, completions the teacher wrote)
     "p1": ("14", ["3 notebooks cost 3 * 4 = 12 dollars. With the pen: 12 + 2 = 14.\n#### 14",
@@ -132,7 +133,57 @@ def test_rows_with_columns_only_some_stages_add_are_all_written(tmp_path):
 
 @pytest.mark.parametrize("preset", ["cot", "pot", "instruction", "rejection-sampling"])
 def test_every_shipped_preset_builds(preset):
-    from distill.filters.pipeline import build_stages, load_filter_config
+    from distill.filters.pipeline import load_filter_config
+    from distill.filters.stages import build_stages
 
     stages = build_stages(load_filter_config(preset), preset)
     assert stages and all(s.name for s in stages)
+
+
+class Short(RowStage):
+    """A stage no registry knows: keeps completions of at most ``limit`` characters."""
+
+    name = "short"
+    needs = ("completion",)
+    adds = ("length",)
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+
+    def check(self, row):
+        row["length"] = len(row["completion"])
+        return None if row["length"] <= self.limit else "too long"
+
+
+class FirstOfProblem(GroupStage):
+    """Another: keeps the first row of each problem (rows of one ``source_id``)."""
+
+    name = "first_of_problem"
+    needs = ("source_id",)
+    adds = ("samples",)
+
+    def group_key(self, row):
+        return row["source_id"]
+
+    def check_group(self, rows):
+        for row in rows:
+            row["samples"] = len(rows)
+        return [None] + ["not the first"] * (len(rows) - 1)
+
+
+def test_stages_run_here_from_their_declaration_alone():
+    texts = {"a-0": "#### 1", "b-0": "a long way round to #### 2", "a-1": "#### 3", "b-1": "#### 2",
+             "b-2": "#### 2"}
+    rows = [{"id": i, "source_id": i[0], "completion": t} for i, t in texts.items()]
+    short, first = Short(10), FirstOfProblem()
+    assert (short.scope, first.scope) == ("row", "group")
+    run = filter_rows(rows, [short, first])
+    assert [(r["id"], r["length"], r["samples"]) for r in run.kept] == [("a-0", 6, 2),
+                                                                        ("b-1", 6, 2)]
+    assert [(r["id"], r["dropped_by"], r["drop_reason"]) for r in run.dropped] == [
+        ("b-0", "short", "too long"), ("a-1", "first_of_problem", "not the first"),
+        ("b-2", "first_of_problem", "not the first")]
+    assert (first.stats.seen, first.stats.kept) == (4, 2)
+    with pytest.raises(TypeError, match="scope is one of row, group, dataset"):
+        type("Odd", (Stage,), {"scope": "shard"})

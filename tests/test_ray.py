@@ -24,7 +24,7 @@ import pytest
 
 from distill import io
 from distill.datagen import generate
-from distill.datagen.generate import row_schema
+from distill.datagen.plan import row_schema
 from distill.errors import DistillError
 from distill.filters.pipeline import run_filter
 

@@ -1,12 +1,15 @@
 """The Arrow blocks that carry rows between the ray executor's tasks: rows no stage changed
 come back exactly as the local executor reads them, rows a stage returned come back exactly
-as it returned them, and the gathered rows are in input order. No Ray needed."""
+as it returned them, and the gathered rows are in input order; the executor plans its steps
+from what the stages declare. No Ray needed."""
 
 import numpy as np
 import pyarrow as pa
 
 from distill import io
-from distill.filters.ray_blocks import (
+from distill.filters.base import GroupStage, RowStage
+from distill.filters.dedupe import Dedupe
+from distill.filters.ray.blocks import (
     alive,
     concat,
     in_order,
@@ -15,6 +18,7 @@ from distill.filters.ray_blocks import (
     replaced,
     rows_of,
 )
+from distill.filters.ray.filter import group_hashes, steps
 
 ROWS = [{"id": f"r{i}", "completion": f"text {i}", "score": None if i % 3 else float(i),
          "messages": [{"role": "user", "content": f"q{i}"}]} for i in range(7)]
@@ -55,3 +59,34 @@ def test_gathered_blocks_are_in_input_order_whatever_their_kind(tmp_path):
     rows, drop = in_order([mixed])
     assert rows == ROWS[:4] + [{**r, "answer": "4"} for r in ROWS[4:]]
     assert drop.tolist() == [-1, -1, -1, -1, -1, 0, -1]
+
+
+class ByRemainder(GroupStage):
+    """A group stage no executor knows: groups rows by their number modulo 3."""
+
+    name = "by_remainder"
+
+    def group_key(self, row):
+        return int(row["id"][1:]) % 3
+
+
+class Keep(RowStage):
+    name = "keep"
+
+    def check(self, row):
+        return None
+
+
+def test_the_executor_runs_stages_as_they_declare_and_groups_by_the_declared_key(tmp_path):
+    pipeline = [Keep(), Keep(), ByRemainder(), Keep(), Dedupe(method="exact"),
+                Dedupe(method="semantic")]
+    assert [(kind, first, len(stages)) for kind, first, stages in steps(pipeline)] == [
+        ("rows", 0, 2), ("groups", 2, 1), ("rows", 3, 1), ("distributed", 4, 1),
+        ("driver", 5, 1)]
+    block = shards(tmp_path, ROWS, 7)[0]
+    drop = np.full(7, -1)
+    drop[3] = 0  # dropped before: it only passes through, grouped by its position
+    block = replaced(block, np.array([3]), [ROWS[3]], drop)
+    groups = group_hashes(block, ByRemainder().group_key).column("_group").to_pylist()
+    assert groups[0] == groups[6] and groups[1] == groups[4] and groups[2] == groups[5]
+    assert len({groups[0], groups[1], groups[2], groups[3]}) == 4

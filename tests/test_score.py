@@ -17,9 +17,9 @@ def rows():
 
 
 def test_score_stage_asks_the_judge_and_applies_the_threshold(tiny_model):
-    kept, dropped = Score(model=tiny_model, backend="hf", max_tokens=8)(rows())
+    kept, dropped = Score(model=tiny_model, backend="hf", max_tokens=8).apply(rows())
     assert len(kept) == 3 and all("score" in r and r["score_reply"] is not None for r in kept)
     # the tiny random judge never writes a score: with a threshold, every row is dropped
-    kept, dropped = Score(model=tiny_model, backend="hf", max_tokens=8, threshold=5)(rows())
+    kept, dropped = Score(model=tiny_model, backend="hf", max_tokens=8, threshold=5).apply(rows())
     assert kept == [] and {r["drop_reason"] for r in dropped} == {"judge gave no score"}
 

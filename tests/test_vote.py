@@ -3,7 +3,7 @@
 import pytest
 
 from distill.errors import DistillError
-from distill.filters.pipeline import build_stages
+from distill.filters.stages import build_stages
 from distill.filters.vote import Agreement, PassRate, Vote
 from distill.tasks import load_task
 
@@ -32,7 +32,7 @@ def test_vote_majority_kept():
             + samples(2, ["70000"])                      # a single vote
             + samples(3, ["1", "1", "2", "3", "4", "5"]))  # plurality of 2/6 < 0.5
     stage = Vote()
-    kept, dropped = stage(rows)
+    kept, dropped = stage.apply(rows)
     assert ids(kept) == ["cot-0-0", "cot-0-1", "cot-0-2"]
     reasons = {r["id"]: r["drop_reason"] for r in dropped}
     assert reasons["cot-0-3"] == "disagrees with majority"
@@ -49,7 +49,7 @@ def test_vote_majority_kept():
 
 def test_vote_options():
     rows = samples(2, ["70000"]) + samples(3, ["1", "1", "2", "3", "4", "5"])
-    kept, _ = Vote(min_votes=1, min_share=0.3)(rows)
+    kept, _ = Vote(min_votes=1, min_share=0.3).apply(rows)
     assert ids(kept) == ["cot-2-0", "cot-3-0", "cot-3-1"]
     with pytest.raises(DistillError, match="min_share"):
         Vote(min_share=2)
@@ -58,7 +58,7 @@ def test_vote_options():
 def test_vote_groups_by_source_id_and_task():
     a = samples(0, ["18", "18"])
     b = [{**r, "id": r["id"] + "-t", "task": "explain", "answer": "5"} for r in a]
-    kept, dropped = Vote()(a + b)
+    kept, dropped = Vote().apply(a + b)
     assert len(kept) == 4 and not dropped
 
 
@@ -70,7 +70,7 @@ def test_pass_rate_bounds():
             + samples(4, ["x"] * 10, correct=[True] * 9 + [False])   # 0.90: kept (inclusive)
             + samples(5, ["x"] * 3, correct=[None] * 3))              # no gold: kept
     stage = PassRate()
-    kept, dropped = stage(rows)
+    kept, dropped = stage.apply(rows)
     reasons = {r["drop_reason"] for r in dropped}
     assert reasons == {"too easy (pass rate > 0.9)", "too hard (pass rate < 0.1)"}
     assert len(dropped) == 8
@@ -82,7 +82,7 @@ def test_pass_rate_bounds():
     rep = stage.report()
     assert rep["problems"] == {"too easy": 1, "too hard": 1, "kept": 3, "no gold": 1}
 
-    kept, _ = PassRate(lo=0.0, hi=1.0)(rows)
+    kept, _ = PassRate(lo=0.0, hi=1.0).apply(rows)
     assert len(kept) == len(rows)
     with pytest.raises(DistillError, match="lo"):
         PassRate(lo=0.8, hi=0.2)
@@ -90,7 +90,7 @@ def test_pass_rate_bounds():
 
 def test_pass_rate_warns_when_only_correct_rows_arrive():
     stage = PassRate()
-    stage(samples(0, ["18", "18"]) + samples(1, ["3"]))
+    stage.apply(samples(0, ["18", "18"]) + samples(1, ["3"]))
     assert "note" in stage.report()
 
 
@@ -101,7 +101,7 @@ def test_cot_pot_agreement():
             + samples(3, ["540"], kind="pot", source_id="other-file-7")
             + samples(3, ["540", "541"], kind="cot"))               # source ids differ
     stage = Agreement()
-    kept, dropped = stage(rows)
+    kept, dropped = stage.apply(rows)
     assert ids(kept) == ["cot-0-0", "cot-1-0", "cot-3-0", "pot-0-0", "pot-3-0"]
     reasons = {r["id"]: r["drop_reason"] for r in dropped}
     assert reasons == {"cot-0-1": "CoT and PoT disagree", "pot-0-1": "no answer",
@@ -116,16 +116,16 @@ def test_registry_and_dropped_by():
     vote, pass_rate, agreement = build_stages(["vote", {"pass_rate": {"lo": 0.1, "hi": 0.9}},
                                                "agreement"])
     assert (type(vote), type(pass_rate), type(agreement)) == (Vote, PassRate, Agreement)
-    _, dropped = vote(samples(0, ["18", "18", "17"]))
+    _, dropped = vote.apply(samples(0, ["18", "18", "17"]))
     assert dropped[0]["dropped_by"] == "vote"
     with pytest.raises(DistillError, match="needs the column 'correct'"):
-        pass_rate([{"id": "x", "source_id": "s"}])
+        pass_rate.apply([{"id": "x", "source_id": "s"}])
 
 
 def test_agreement_compares_answers_by_value():
     """With distill.answers present, "0.5" (CoT) and "1/2" (PoT) are the same answer."""
     pytest.importorskip("distill.answers")
     rows = samples(0, ["0.5", "2"], kind="cot") + samples(0, ["1/2"], kind="pot")
-    kept, dropped = Agreement()(rows)
+    kept, dropped = Agreement().apply(rows)
     assert ids(kept) == ["cot-0-0", "pot-0-0"]
     assert [r["id"] for r in dropped] == ["cot-0-1"]

@@ -1,15 +1,18 @@
 """``distill filter --executor ray``: the filter stages as Ray Data pipelines, keeping and
 dropping the same rows, in the same order, as the local run.
 
-Rows travel as Arrow blocks (``ray_blocks``), one per input shard, which workers read
-themselves. Each stage runs where its decisions need it:
+Rows travel as Arrow blocks (``blocks``), one per input shard, which workers read
+themselves. Each stage runs where its declaration (``distill.filters.base``) says its
+decisions need it:
 
-* row by row (parse, verify, quality, decontaminate, execute, score): ``map_batches`` tasks;
-  each worker process builds its own instances of a run of consecutive row-wise stages once;
-* by problem (vote, pass_rate) or by question (agreement): rows are hash-partitioned by that
-  key, so each group lands whole on one worker, which runs the stage over its groups;
-* dedupe ``exact`` and ``minhash``: the distributed algorithm of ``ray_dedupe``;
-* any other stage (dedupe ``semantic``): on the driver, over the rows still kept.
+* scope "row": ``map_batches`` tasks; each worker process builds its own instances of a run of
+  consecutive row stages once;
+* scope "group": rows are hash-partitioned by the stage's ``group_key``, so each group lands
+  whole on one worker, which runs the stage over its groups;
+* scope "dataset" with a ``distributed`` plan (dedupe ``exact`` and ``minhash``: ``dedupe``):
+  that plan, a function ``(ray, blocks, stage, parts)`` that returns the rows to drop by
+  position, each with its reason and the columns it adds;
+* scope "dataset" without one (dedupe ``semantic``): on the driver, over the rows still kept.
 
 The driver gathers the result in input order and counts each stage's seen, kept,
 dropped and reasons from it. A stage that ran on several workers gives one report per
@@ -19,6 +22,7 @@ worker, under ``workers``, where their reports differ; its seconds are summed ov
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import pickle
 import socket
@@ -31,9 +35,8 @@ import pyarrow as pa
 
 from distill import io
 from distill.cluster import ray_data, resources, session, shuffle, worker_errors
-from distill.filters.base import RowStage, Stage
-from distill.filters.pipeline import Filtered, build_stages, log_stage
-from distill.filters.ray_blocks import (
+from distill.filters.base import Filtered, Stage, log_stage
+from distill.filters.ray.blocks import (
     by_position,
     empty,
     in_order,
@@ -42,11 +45,7 @@ from distill.filters.ray_blocks import (
     replaced,
     rows_of,
 )
-from distill.filters.ray_dedupe import drop_reason, duplicates_on_ray
-from distill.filters.vote import problem_key, question_key
-
-PER_ROW = ("execute", "score")  # Stage subclasses that decide each row on its own
-GROUP_KEYS = {"vote": problem_key, "pass_rate": problem_key, "agreement": question_key}
+from distill.filters.stages import build_stages
 
 
 def filter_on_ray(in_dir: Path, spec: list, pipeline: list[Stage], address: str | None,
@@ -54,12 +53,12 @@ def filter_on_ray(in_dir: Path, spec: list, pipeline: list[Stage], address: str 
     """Run ``pipeline`` (built from ``spec``) over the dataset at ``in_dir`` on Ray, with
     ``workers`` tasks at a time per step (default: the cluster's CPUs)."""
     with session(address) as ray, worker_errors():
-        workers = workers or max(1, resources(ray)[0])
+        workers, plan = workers or max(1, resources(ray)[0]), steps(pipeline)
         board = ray.remote(num_cpus=0)(Board).remote() if any(
-            kind in ("rows", "groups") for kind, _, _ in _runs(pipeline)) else None
+            kind in ("rows", "groups") for kind, _, _ in plan) else None
         read, seconds = ray.remote(read_shard), {}
         blocks = [read.remote(i, str(p)) for i, p in enumerate(io.shard_paths(in_dir))]
-        for kind, first, stages in _runs(pipeline):
+        for kind, first, stages in plan:
             args = (spec[first:first + len(stages)], first, board)
             start = time.perf_counter()
             if kind == "rows":
@@ -67,12 +66,12 @@ def filter_on_ray(in_dir: Path, spec: list, pipeline: list[Stage], address: str 
                     run_stages, fn_args=args, batch_size=None, batch_format="pyarrow",
                     compute=ray.data.TaskPoolStrategy(size=workers)).to_arrow_refs()
             elif kind == "groups":
-                blocks = shuffle(ray, blocks, _group_keys, (stages[0].name,), ["_group"],
+                blocks = shuffle(ray, blocks, group_hashes, (stages[0].group_key,), ["_group"],
                                  2 * workers, run_stages, args)
-            elif kind == "driver":
-                blocks = [ray.put(_on_driver(ray, blocks, stages[0], first))]
+            elif kind == "distributed":
+                blocks = _distributed(ray, blocks, stages[0], first, 2 * workers)
             else:
-                blocks = _dedupe(ray, blocks, stages[0], first, 2 * workers)
+                blocks = [ray.put(_on_driver(ray, blocks, stages[0], first))]
             seconds[first] = time.perf_counter() - start
         rows, drop = in_order(ray.get(blocks))
         worked = ray.get(board.get.remote()) if board else {}
@@ -131,25 +130,20 @@ def run_stages(table: pa.Table, spec: list, first: int, board) -> pa.Table:
 
 
 def apply(stage: Stage, rows: list[dict], drop: np.ndarray, index: int) -> None:
-    """Run stage number ``index`` over the rows no earlier stage dropped, as
-    ``Stage.__call__`` asks it; the rows it drops get its name and reason, and ``index``."""
+    """Run stage number ``index`` over the rows no earlier stage dropped (``Stage.decide``);
+    the rows it drops get its name and reason, and ``index`` in ``drop``."""
     alive = np.flatnonzero(drop == -1)
-    for row in (rows[i] for i in alive):
-        stage._require(row)
-    for i, (row, reason) in zip(alive, stage.select([rows[i] for i in alive])):
-        rows[i] = row if reason is None else dropped_row(row, stage, reason)
-        drop[i] = -1 if reason is None else index
+    for i, (row, reason) in zip(alive, stage.decide([rows[i] for i in alive])):
+        rows[i], drop[i] = row, -1 if reason is None else index
 
 
-def dropped_row(row: dict, stage: Stage, reason: str) -> dict:
-    return {**row, "dropped_by": stage.name, "drop_reason": reason}
-
-
-def _runs(pipeline: list[Stage]):
-    """(kind, index of the first stage, stages) for each run of stages that execute alike."""
+def steps(pipeline: list[Stage]) -> list[tuple[str, int, list[Stage]]]:
+    """(kind, index of the first stage, stages) for each run of stages that execute alike, from
+    what each stage declares: "rows", "groups", "distributed" or "driver"."""
     runs: list[tuple[str, int, list[Stage]]] = []
     for i, stage in enumerate(pipeline):
-        kind = _kind(stage)
+        kind = {"row": "rows", "group": "groups"}.get(stage.scope) or (
+            "distributed" if stage.distributed else "driver")
         if kind == "rows" and runs and runs[-1][0] == "rows":
             runs[-1][2].append(stage)
         else:
@@ -157,43 +151,36 @@ def _runs(pipeline: list[Stage]):
     return runs
 
 
-def _kind(stage: Stage) -> str:
-    if isinstance(stage, RowStage) or stage.name in PER_ROW:
-        return "rows"
-    if stage.name in GROUP_KEYS:
-        return "groups"
-    if stage.name == "dedupe" and stage.method in ("exact", "minhash"):
-        return "dedupe"
-    return "driver"
-
-
-def _group_keys(block: pa.Table, name: str) -> pa.Table:
-    """The block with ``_group``: a hash of each row's group key (of its position, for rows
+def group_hashes(block: pa.Table, key) -> pa.Table:
+    """The block with ``_group``: a hash of each row's ``key(row)`` (of its position, for rows
     dropped before, which only pass through)."""
     if not block.num_rows:  # an empty block may lack the columns too
         block = empty()
-    key = GROUP_KEYS[name]
     groups = [hashlib.blake2b(repr(key(r) if d == -1 else p).encode(), digest_size=8).digest()
               for r, d, p in zip(rows_of(block), *(block.column(c).to_pylist()
                                                    for c in ("_drop", "_pos")))]
     return block.append_column("_group", pa.array(np.frombuffer(b"".join(groups), np.uint64)))
 
 
-def _dedupe(ray, blocks: list, stage, index: int, parts: int) -> list:
-    drops = ray.put(duplicates_on_ray(ray, blocks, stage, parts))
+def _distributed(ray, blocks: list, stage: Stage, index: int, parts: int) -> list:
+    """Run the stage's distributed plan (``stage.distributed``: "module:function")."""
+    module, function = stage.distributed.split(":")
+    drops = ray.put(getattr(importlib.import_module(module), function)(ray, blocks, stage, parts))
     apply = ray.remote(_apply_drops)
     return [apply.remote(b, drops, stage, index) for b in blocks]
 
 
-def _apply_drops(block: pa.Table, drops: dict[int, str], stage, index: int) -> pa.Table:
-    """Drop the block's duplicates, with ``duplicate_of``; only they are turned into dicts."""
+def _apply_drops(block: pa.Table, drops: dict[int, tuple[str, dict]], stage: Stage,
+                 index: int) -> pa.Table:
+    """Drop the block's rows in ``drops``, with their reason and added columns; only they are
+    turned into dicts."""
     pos = block.column("_pos").to_numpy() if block.num_rows else np.zeros(0, np.int64)
     at = np.flatnonzero(np.isin(pos, np.fromiter(drops, np.int64, len(drops))))
     if not len(at):
         return block
-    reason, drop = drop_reason(stage), block.column("_drop").to_numpy().copy()
+    drop = block.column("_drop").to_numpy().copy()
     drop[at] = index
-    rows = [dropped_row({**row, "duplicate_of": drops[p]}, stage, reason)
+    rows = [stage.dropped_row({**row, **drops[p][1]}, drops[p][0])
             for row, p in zip(rows_of(block.take(at)), pos[at].tolist())]
     return replaced(block, at, rows, drop)
 

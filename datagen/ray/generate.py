@@ -1,6 +1,6 @@
 """``distill generate --executor ray``: the engine batches of a generate plan run on a Ray Data
 actor pool, one engine per actor (a vLLM engine per GPU or per tensor-parallel group, the hf
-backend per CPU), and stream back to the driver, which writes them with the local path's
+backend per CPU), and stream back to the driver, which writes them with the plan's
 ``Sink``: the same ids, rows, shards, manifest and resume.
 
 Each engine batch is one row of the input dataset, so the batches are exactly the local
@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from distill.cluster import ray_data, resources, session
 from distill.datagen.backends import Backend, Sampling, vllm_available
-from distill.datagen.generate import Plan, Sink, make_engine
+from distill.datagen.plan import Plan, Sink, make_engine
 from distill.errors import DistillError
 
 

@@ -15,7 +15,7 @@ that keeps the same rows as the local stage.
 4. Components, on the driver over the edge list (rows with a duplicate only): union-find; each
    cluster keeps its first row, or the one with the best ``keep`` value.
 
-Rows are identified by ``_pos``, their position in the input (see ``ray_blocks``).
+Rows are identified by ``_pos``, their position in the input (see ``blocks``).
 """
 
 from __future__ import annotations
@@ -39,13 +39,14 @@ from distill.filters.dedupe import (
     signatures,
     similar,
 )
-from distill.filters.ray_blocks import alive, rows_of
+from distill.filters.ray.blocks import alive, rows_of
 
 
-def duplicates_on_ray(ray, blocks: list, stage: Dedupe, parts: int) -> dict[int, str]:
-    """{position of each row to drop: the id of the row its cluster keeps}, for the rows still
-    kept in ``blocks`` (refs to the blocks of ``ray_blocks``), with buckets
-    grouped in ``parts`` partitions; sets ``stage.clusters``."""
+def duplicates(ray, blocks: list, stage: Dedupe, parts: int) -> dict[int, tuple[str, dict]]:
+    """The dedupe stage's distributed plan: {position of each row to drop: (its reason,
+    ``duplicate_of``: the id of the row its cluster keeps)}, for the rows still kept in
+    ``blocks`` (refs to the blocks of ``distill.filters.ray.blocks``), with buckets grouped in ``parts``
+    partitions; sets ``stage.clusters``."""
     edges = _columns(ray.get(shuffle(ray, blocks, _keys, (stage,), ["key"], parts,
                                      _bucket_edges, (stage.method,))))
     if not len(edges["a"]):
@@ -73,17 +74,12 @@ def duplicates_on_ray(ray, blocks: list, stage: Dedupe, parts: int) -> dict[int,
     return _drops(stage, nodes, clusters, facts)
 
 
-def drop_reason(stage: Dedupe) -> str:
-    """The reason a dropped duplicate gives, as the local stage words it."""
-    return ("duplicate" if stage.method == "exact" else "near-duplicate") + f" ({stage.method})"
-
-
 def _keys(block: pa.Table, stage: Dedupe) -> pa.Table:
     """One bucket ``key`` per kept row of the block (exact: the first half of the text's
     digest), or per row and band (minhash: the band's values hashed, with the band's index);
     ``sig``: the rest of the digest (exact) or a hash of the whole signature (minhash)."""
     table = alive(block)
-    texts = [stage._text(r) for r in _needed(table, stage)]
+    texts = [stage.text(r) for r in _needed(table, stage)]
     pos = table.column("_pos").to_numpy()
     if stage.method == "exact":
         digests = [hashlib.blake2b(" ".join(t.lower().split()).encode(), digest_size=16).digest()
@@ -108,7 +104,7 @@ def _needed(table: pa.Table, stage: Dedupe, *extra: str) -> list[dict]:
     rows = rows_of(table, [*stage.needs, *extra])
     for i, row in enumerate(rows):
         if any(c not in row for c in stage.needs):
-            stage._require(rows_of(table.slice(i, 1))[0])
+            stage.require(rows_of(table.slice(i, 1))[0])
     return rows
 
 
@@ -156,7 +152,7 @@ def _facts(block: pa.Table, stage: Dedupe, nodes: np.ndarray, candidates: np.nda
     check = np.isin(pos[mine], candidates)
     shingle_bytes: list[bytes | None] = [None] * len(mine)
     if check.any():
-        flat, offsets = shingles([stage._text(r) for r, c in zip(rows, check) if c], stage.ngram)
+        flat, offsets = shingles([stage.text(r) for r, c in zip(rows, check) if c], stage.ngram)
         for n, i in enumerate(np.flatnonzero(check)):
             shingle_bytes[i] = flat[offsets[n]:offsets[n + 1]].tobytes()
     keep = [pickle.dumps(r.get(stage.keep) if stage.keep else None) for r in rows]
@@ -166,7 +162,8 @@ def _facts(block: pa.Table, stage: Dedupe, nodes: np.ndarray, candidates: np.nda
                      "shingles": pa.array(shingle_bytes, pa.binary())})
 
 
-def _drops(stage: Dedupe, nodes: np.ndarray, clusters: Clusters, facts: dict) -> dict[int, str]:
+def _drops(stage: Dedupe, nodes: np.ndarray, clusters: Clusters,
+           facts: dict) -> dict[int, tuple[str, dict]]:
     """The rows each cluster drops, with the id of the row it keeps (the local stage's rule)."""
     where = dict(zip(facts["pos"].tolist(), range(len(facts["pos"]))))
     keep_value = [pickle.loads(k) for k in facts["keep"]]
@@ -179,7 +176,8 @@ def _drops(stage: Dedupe, nodes: np.ndarray, clusters: Clusters, facts: dict) ->
         if stage.keep and is_better(keep_value[where[p]], keep_value[where[best]]):
             keeper[root] = p
     stage.clusters = sum(len(ps) > 1 for ps in members.values())
-    return {p: pickle.loads(facts["id"][where[keeper[root]]])
+    reason = stage.drop_reason
+    return {p: (reason, {"duplicate_of": pickle.loads(facts["id"][where[keeper[root]]])})
             for root, ps in members.items() for p in ps if p != keeper[root]}
 
 

@@ -1,0 +1,251 @@
+"""The generate plan: which rows a prompt file x source rows x n samples makes, their ids,
+which of them the output folder already holds (resume), and the sink that writes the rest.
+Both executors (``distill.datagen.local`` and ``distill.datagen.ray``) run a plan.
+
+Rows get an ``id`` that depends only on the prompt name, the source row and the sample
+index, so the same command again skips what is on disk and generates only the rest. Each
+backend call becomes one atomic shard: a crash loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from distill import io
+from distill.datagen.backends import (
+    Backend,
+    Completion,
+    Request,
+    Sampling,
+    get_backend,
+)
+from distill.datagen.prompts import PromptFile, load_prompt
+from distill.errors import DistillError
+from distill.log import log
+from distill.log import progress as progress_bar
+from distill.models import DEFAULT_MODEL, resolve_model
+from distill.sources import load_source
+
+# Settings that change what a row says; a rerun must match them to reuse rows.
+ROW_KEY = ("model", "prompt_sha256", "temperature", "top_p", "max_tokens", "stop", "seed",
+           "logprobs")
+
+
+@dataclass
+class Item:
+    """One rendered prompt: the unit a backend request and a resume decision are about."""
+
+    key: str
+    source_id: str
+    fields: dict
+    messages: list[dict]
+    missing: list[int] = field(default_factory=list)
+
+
+def row_schema(logprobs: bool) -> pa.Schema:
+    message = pa.struct([("role", pa.string()), ("content", pa.string())])
+    cols = [("id", pa.string()), ("source_id", pa.string()), ("sample_index", pa.int32()),
+            ("question", pa.string()), ("gold", pa.string()), ("template", pa.string()),
+            ("kind", pa.string()), ("task", pa.string()), ("messages", pa.list_(message)),
+            ("completion", pa.string()), ("finish_reason", pa.string()),
+            ("prompt_tokens", pa.int32()), ("tokens", pa.int32()), ("model", pa.string()),
+            ("backend", pa.string()), ("sampling", pa.string()), ("source", pa.string())]
+    if logprobs:
+        cols += [("top_ids", pa.list_(pa.list_(pa.int32()))),
+                 ("top_logprobs", pa.list_(pa.list_(pa.float32())))]
+    return pa.schema(cols)
+
+
+def make_plan(prompt: str, source: str, out: str | Path, *, model: str | None = None,
+              n: int | None = None, limit: int | None = None,
+              temperature: float | None = None, top_p: float | None = None,
+              max_tokens: int | None = None, seed: int | None = None, logprobs: int = 0,
+              fields: dict[str, str] | None = None, tasks: list[str] | None = None,
+              shuffle: bool = False, split: str = "train", subset: str | None = None,
+              shots: int | None = None, regenerate: bool = False) -> Plan:
+    """Render every source row, check what ``out`` already holds, and mark its manifest
+    running; the arguments are ``generate``'s."""
+    pf = load_prompt(prompt).with_shots(shots)
+    overrides = {"n": n, "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
+                 "seed": seed}
+    sampling = Sampling(**{**pf.sampling, **{k: v for k, v in overrides.items() if v is not None}},
+                        logprobs=logprobs)
+    rows = load_source(source, fields=fields, limit=limit, shuffle=shuffle,
+                       seed=sampling.seed, split=split, subset=subset)
+    items, duplicates = _render(pf, rows, tasks)
+    model_name = model or DEFAULT_MODEL
+    out = Path(out)
+    key = {"model": model_name, "prompt_sha256": pf.sha256,
+           **{k: v for k, v in sampling.to_dict().items() if k in ROW_KEY}, "shots": shots}
+    _check_reuse(out, key, regenerate)
+
+    done = io.read_ids(out) if (out / io.DATA_DIR).exists() else set()
+    for item in items:
+        item.missing = [k for k in range(sampling.n) if row_id(item.key, k) not in done]
+    pending = [it for it in items if it.missing]
+    total = len(items) * sampling.n
+    reused = total - sum(len(it.missing) for it in pending)
+    log(f"{out}: {total} rows planned; " + (
+        f"reusing {reused} already there (same prompt, model and sampling), "
+        f"generating {total - reused}" if reused else f"generating all {total}"))
+
+    manifest = _manifest(pf, source, key, sampling, total, model_name, fields)
+    if (previous := io.read_manifest(out)) and "backend" in previous:
+        manifest["backend"] = previous["backend"]  # kept when nothing is left to generate
+    out.mkdir(parents=True, exist_ok=True)
+    io.write_manifest(out, {**manifest, "status": "running"})
+    return Plan(pf, sampling, model_name, pending, out, total, reused, duplicates, manifest)
+
+
+@dataclass
+class Plan:
+    """The rendered items that still miss rows, and how their requests and rows are made;
+    the folder, its row counts (planned, reused), the duplicate source rows skipped, and the
+    manifest to write when done."""
+
+    pf: PromptFile
+    sampling: Sampling
+    model_name: str
+    pending: list[Item]
+    out: Path
+    total: int
+    reused: int
+    duplicates: int
+    manifest: dict
+
+    def batches(self, size: int) -> list[list[Item]]:
+        return [self.pending[i:i + size] for i in range(0, len(self.pending), size)]
+
+    def requests(self, batch: list[Item]) -> list[Request]:
+        return [Request(it.messages, len(it.missing), _seed(self.sampling.seed, it))
+                for it in batch]
+
+    def rows(self, batch: list[Item], outputs: list[list[Completion]], backend: str) -> list[dict]:
+        sampling_json = json.dumps(self.sampling.to_dict(), sort_keys=True)
+        return [_row(it, k, c, self.pf, backend, self.model_name, sampling_json)
+                for it, completions in zip(batch, outputs)
+                for k, c in zip(it.missing, completions)]
+
+
+class Sink:
+    """Writes each batch of finished rows as one atomic shard; counts rows, tokens and
+    finish reasons, with a progress bar."""
+
+    def __init__(self, out: Path, schema: pa.Schema, total: int, progress: bool):
+        self.out, self.schema, self.writer = out, schema, None
+        self.written, self.tokens, self.reasons = 0, 0, Counter()
+        self.bar = progress_bar(total, "generate", "row", progress)
+        self.start = time.perf_counter()
+
+    def write(self, rows: list[dict]) -> None:
+        if self.writer is None:
+            self.writer = io.ShardWriter(self.out, self.schema)
+        self.writer.write(rows)
+        self.written += len(rows)
+        self.tokens += sum(r["tokens"] for r in rows)
+        self.reasons.update(r["finish_reason"] for r in rows)
+        self.bar.update(len(rows))
+        self.bar.set_postfix_str(f"{self.tokens / (time.perf_counter() - self.start):.1f} tok/s")
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def make_engine(backend: str, model: str | None, options: dict) -> Backend:
+    """The backend ``backend`` for ``model`` (None: the embedded default teacher)."""
+    return get_backend(backend, model if backend == "openai" else resolve_model(model), **options)
+
+
+def row_id(key: str, sample_index: int) -> str:
+    return hashlib.sha256(f"{key}\x00{sample_index}".encode()).hexdigest()[:20]
+
+
+def _render(pf: PromptFile, rows, tasks) -> tuple[list[Item], int]:
+    """Render every row up front, so a bad row stops the run before any generation."""
+    items: dict[str, Item] = {}
+    duplicates = 0
+    for row in rows:
+        source_id = str(row.fields["id"]) if "id" in row.fields else _hash(row.fields)
+        for expanded in pf.expand(row.fields, row.where, tasks):
+            task = expanded.get("task")
+            item_key = f"{pf.name}\x00{source_id}" + (f"\x00{task}" if task else "")
+            if item_key in items:
+                duplicates += 1
+                continue
+            items[item_key] = Item(item_key, source_id, expanded, pf.render(expanded, row.where))
+    return list(items.values()), duplicates
+
+
+def _row(item: Item, k: int, c: Completion, pf: PromptFile, backend: str, model_name: str,
+         sampling_json: str) -> dict:
+    f = item.fields
+    gold = f.get("gold", f.get("answer"))
+    row = {
+        "id": row_id(item.key, k), "source_id": item.source_id, "sample_index": k,
+        "question": str(f.get("question") or f.get("instruction") or item.messages[-1]["content"]),
+        "gold": None if gold is None else str(gold), "template": pf.name, "kind": pf.kind,
+        "task": f.get("task"), "messages": item.messages, "completion": c.text,
+        "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens, "tokens": c.tokens,
+        "model": model_name, "backend": backend, "sampling": sampling_json,
+        "source": json.dumps(f, sort_keys=True, default=str),
+    }
+    if c.top_ids is not None:
+        row.update(top_ids=c.top_ids, top_logprobs=c.top_logprobs)
+    return row
+
+
+def _check_reuse(out: Path, key: dict, regenerate: bool) -> None:
+    old = io.read_manifest(out)
+    has_rows = bool(io.shard_paths(out))
+    if old is None or not has_rows:
+        if has_rows and not regenerate:
+            raise DistillError(f"{out}: holds shards but no manifest.json; "
+                               "pass --regenerate to discard them, or choose another --out")
+        if regenerate:
+            shutil.rmtree(out / io.DATA_DIR, ignore_errors=True)
+        return
+    changed = {k: (old.get("row_key", {}).get(k), v) for k, v in key.items()
+               if old.get("row_key", {}).get(k) != v}
+    if not changed:
+        return
+    what = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in changed.items())
+    if regenerate:
+        log(f"{out}: settings changed ({what}); --regenerate: discarding "
+             f"{len(io.read_ids(out))} existing rows")
+        shutil.rmtree(out / io.DATA_DIR)
+        return
+    raise DistillError(f"{out}: its rows were made with other settings ({what}); nothing was "
+                       "reused. Pass --regenerate to discard them, or choose another --out")
+
+
+def _manifest(pf: PromptFile, source: str, key: dict, sampling: Sampling, total: int,
+              model_name: str, fields) -> dict:
+    return {
+        "kind": "generate", "created": io.now(), "model": model_name,
+        "prompt": {"name": pf.name, "path": pf.path, "sha256": pf.sha256, "kind": pf.kind,
+                   "answer_format": pf.answer_format},
+        "source": {"path": source, "fields": fields or {}},
+        "sampling": sampling.to_dict(), "row_key": key, "rows_planned": total,
+        "versions": io.package_versions(),
+    }
+
+
+def _seed(base: int, item: Item) -> int:
+    digest = hashlib.sha256(f"{base}\x00{item.key}\x00{item.missing[0]}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def _hash(fields: dict) -> str:
+    blob = json.dumps(fields, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
