@@ -115,7 +115,7 @@ def main() -> None:
     clusters = {n: Cluster(tmp / f"ray{n}", n) for n in (1, 2)}
     distill = [sys.executable, "-m", "distill.cli"]
     pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
-    model = ["--model", args.model] if args.model else []
+    model = ["--teacher", args.model] if args.model else []
     seconds: dict[tuple[str, str], list[float]] = {}
     try:
         for r in range(args.rounds):
@@ -125,11 +125,12 @@ def main() -> None:
                     if where != "local" else []
                 prefix = pin if where == "local" else []
                 seconds.setdefault(("dedupe", where), []).append(timed(
-                    [*prefix, *distill, "filter", str(data), str(tmp / f"f-{name}"),
+                    [*prefix, *distill, "filter", "--data", str(data),
+                     "--out", str(tmp / f"f-{name}"),
                      "--config", str(config), *ray]))
                 if args.gen_rows:
                     seconds.setdefault(("generate", where), []).append(timed(
-                        [*prefix, *distill, "generate", "--prompt", "gsm8k-cot", "--source",
+                        [*prefix, *distill, "generate", "--prompt", "gsm8k-cot", "--data",
                          str(source), "--out", str(tmp / f"g-{name}"), "--backend", "hf",
                          *model, "--temperature", "0", "--max-tokens", str(args.max_tokens),
                          "--batch-size", str(args.batch_size), "--no-progress", *ray]))

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from distill.errors import DistillError
-from distill.flags import Parser, take_positionals
+from distill.flags import Parser, positional_renamed, renamed, require, take_positionals
 
 
 def _field(text: str) -> tuple[str, str]:
@@ -19,29 +19,32 @@ def _field(text: str) -> tuple[str, str]:
 
 
 def _add_generate(sub) -> None:
-    p = sub.add_parser("generate", help="a teacher writes completions for a prompt file x source",
+    p = sub.add_parser("generate", help="a teacher writes completions for a prompt file x data",
                        description="Generate a dataset of teacher completions. Rerunning the "
                        "same command resumes: rows already in --out are kept.")
     p.add_argument("--prompt", required=True, help="shipped prompt name or path to a YAML file")
-    p.add_argument("--source", required=True,
-                   help="jsonl/json/csv/parquet/txt file, dataset folder, or hub id")
-    p.add_argument("--out", required=True, help="output dataset folder")
-    p.add_argument("--model", help="HF folder or hub id (default: embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--data", metavar="PATH", help="the problems: jsonl/json/csv/parquet/txt "
+                   "file, dataset folder, or hub id (required)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output dataset folder")
+    p.add_argument("--teacher", metavar="MODEL", help="HF folder or hub id (default: embedded "
+                   "SmolLM2-135M-Instruct)")
+    renamed(p, "--source", "--data")
+    renamed(p, "--model", "--teacher")
     p.add_argument("--backend", default="auto", choices=["auto", "vllm", "openai", "hf"])
     p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--n", type=int, help="samples per prompt (default: the prompt file's)")
-    p.add_argument("--limit", type=int, help="use only the first N source rows")
+    p.add_argument("--limit", type=int, help="use only the first N rows of --data")
     p.add_argument("--temperature", type=float)
     p.add_argument("--top-p", type=float)
     p.add_argument("--max-tokens", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--logprobs", type=int, default=0, help="keep top-k log-probs per token")
     p.add_argument("--field", type=_field, action="append", default=[], metavar="VAR=FIELD",
-                   help="template variable VAR reads source field FIELD (repeatable)")
+                   help="template variable VAR reads field FIELD of --data (repeatable)")
     p.add_argument("--tasks", help="comma-separated subset of the prompt file's task grid")
     p.add_argument("--shots", type=int,
                    help="use only the prompt file's first N few-shot exemplars (default: all)")
-    p.add_argument("--shuffle", action="store_true", help="shuffle source rows (with --seed)")
+    p.add_argument("--shuffle", action="store_true", help="shuffle --data rows (with --seed)")
     p.add_argument("--split", default="train", help="split of a dataset folder or hub dataset")
     p.add_argument("--subset", help="config name of a hub dataset")
     p.add_argument("--batch-size", type=int, help="prompts per engine call and per shard")
@@ -65,13 +68,14 @@ def _add_executor(p, workers: str) -> None:
 def _generate(args) -> None:
     from distill.datagen import generate
 
+    require(args, "generate", "--data")
     options = {}
     if args.tensor_parallel_size:
         options["tensor_parallel_size"] = args.tensor_parallel_size
     if args.concurrency:
         options["concurrency"] = args.concurrency
     result = generate(
-        args.prompt, args.source, args.out, model=args.model, backend=args.backend,
+        args.prompt, args.data, args.out, model=args.teacher, backend=args.backend,
         base_url=args.base_url, n=args.n, limit=args.limit, temperature=args.temperature,
         top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed, logprobs=args.logprobs,
         fields=dict(args.field) or None, tasks=args.tasks.split(",") if args.tasks else None,
@@ -126,10 +130,13 @@ def _prompts_render(args) -> None:
 
 def _add_filter(sub) -> None:
     p = sub.add_parser("filter", help="filter a generated dataset: keep, drop with reasons, report",
-                       description="Run filter stages over IN_DIR; write OUT_DIR/kept, "
-                       "OUT_DIR/dropped, OUT_DIR/report.md, report.json and funnel.png.")
-    p.add_argument("in_dir")
-    p.add_argument("out_dir")
+                       description="Run filter stages over --data; write OUT/kept, "
+                       "OUT/dropped, OUT/report.md, report.json and funnel.png.")
+    p.add_argument("--data", metavar="DIR", help="the dataset folder to filter, e.g. a "
+                   "generate output (required)")
+    p.add_argument("--out", metavar="DIR", help="output folder (required)")
+    positional_renamed(p, "in_dir", "--data")
+    positional_renamed(p, "out_dir", "--out")
     p.add_argument("--config", help="filter YAML file or preset (cot, pot, instruction, "
                    "rejection-sampling); default: the preset for the input's prompt kind")
     p.add_argument("--stages", help="comma-separated stages to run, in order, e.g. "
@@ -141,7 +148,8 @@ def _add_filter(sub) -> None:
 def _filter(args) -> None:
     from distill.filters.pipeline import run_filter
 
-    result = run_filter(args.in_dir, args.out_dir, config=args.config,
+    require(args, "filter", "--data", "--out")
+    result = run_filter(args.data, args.out, config=args.config,
                         stages=args.stages.split(",") if args.stages else None,
                         executor=args.executor, ray_address=args.ray_address,
                         ray_workers=args.ray_workers)
@@ -183,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prompts(sub)
     # Each stage adds its own verbs; imported here so ``import distill`` stays light.
     from distill.eval.cli import register as add_eval
-    from distill.filters.publish_cli import register as add_publish
+    from distill.publish.cli import register as add_publish
     from distill.sft.cli import register as add_train
     from distill.sft.logits_cli import register as add_logits
     from distill.sft.student_cli import register as add_student

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from distill.errors import DistillError
+
 REMOVED_IN = "0.3"
 
 
@@ -67,3 +69,11 @@ def take_positionals(args: argparse.Namespace) -> None:
             setattr(args, dest, value)
         delattr(args, name)
         delattr(args, key)
+
+
+def require(args: argparse.Namespace, command: str, *flags: str, hint: str = "") -> None:
+    """One error naming the ``flags`` that ``command`` needs and did not get. For flags with an
+    old spelling, where argparse's ``required`` would not count the old spelling."""
+    missing = [f for f in flags if getattr(args, f.lstrip("-").replace("-", "_"), None) is None]
+    if missing:
+        raise DistillError(f"distill {command} needs {' and '.join(missing)}{hint}")

@@ -128,7 +128,7 @@ def _filter(recipe: dict, out: Path) -> dict:
 
 
 def _publish(recipe: dict, out: Path) -> dict:
-    from distill.filters.publish import publish
+    from distill.publish.publish import publish
 
     publish(out / "filter", out / "publish", **(recipe["publish"] or {}))
     return {"folder": str(out / "publish")}

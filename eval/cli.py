@@ -1,27 +1,31 @@
 """``distill eval`` and ``distill eval compare``: parse, then call ``evaluate`` / ``compare``.
 
-``compare`` is an optional sub-verb of ``eval``: without it, ``eval`` evaluates one model."""
+``compare`` is an optional sub-verb of ``eval``: without it, ``eval`` evaluates one model.
+``compare`` takes its runs as positionals (``RUN_DIR...``), not as ``--data``: it reads several
+finished runs, and a list of folders is what positionals are for."""
 
 from __future__ import annotations
 
-from distill.errors import DistillError
+from distill.flags import renamed, require
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "eval", help="evaluate a model on a task (accuracy, pass@k, maj@k); or compare runs",
-        usage="distill eval --task TASK --out DIR [--model M] [--prompt NAME] [--n N] "
-        "[--limit N] [--backend ...] [options]\n       distill eval compare RUN_DIR... --out DIR "
-        "[--teacher RUN_DIR] [--texts FILE]",
+        usage="distill eval --data BENCHMARK|FILE --out DIR [--model M] [--prompt NAME] "
+        "[--n N] [--limit N] [--backend ...] [options]\n       distill eval compare "
+        "RUN_DIR... --out DIR [--teacher RUN_DIR] [--texts FILE]",
         description="Evaluate a model on a math task and write OUT/metrics.json and the "
         "per-item dataset (OUT/data/*.parquet). Rerunning resumes. `distill eval compare "
         "RUN_DIR... --out DIR` compares finished runs.")
     p.add_argument("--model", help="HF folder, hub id, `distill train` output folder, or the "
                    "served model name with --backend openai (default: embedded "
                    "SmolLM2-135M-Instruct)")
-    p.add_argument("--task", help="gsm8k, svamp, asdiv, mawps, or a jsonl/json/csv/parquet "
-                   "file with question and answer fields")
+    p.add_argument("--data", metavar="BENCHMARK|FILE", help="a benchmark (gsm8k, svamp, "
+                   "asdiv, mawps) or a jsonl/json/csv/parquet file with question and answer "
+                   "fields")
     p.add_argument("--out", help="output folder")
+    renamed(p, "--task", "--data")
     p.add_argument("--prompt", help="prompt file name or path: gsm8k-cot (default), "
                    "gsm8k-cot-8shot, gsm8k-pot (programs run in the sandbox), ...")
     p.add_argument("--shots", type=int,
@@ -63,11 +67,9 @@ def register(sub) -> None:
 def _eval(args) -> None:
     from distill.eval.run import evaluate
 
-    missing = [f for f in ("task", "out") if getattr(args, f) is None]
-    if missing:
-        raise DistillError(f"distill eval needs --{' and --'.join(missing)} "
-                           "(or the verb compare: distill eval compare RUN_DIR... --out DIR)")
-    result = evaluate(args.model, args.task, args.out, prompt=args.prompt, n=args.n,
+    require(args, "eval", "--data", "--out",
+            hint=" (or the verb compare: distill eval compare RUN_DIR... --out DIR)")
+    result = evaluate(args.model, args.data, args.out, prompt=args.prompt, n=args.n,
                       limit=args.limit, backend=args.backend, base_url=args.base_url,
                       max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed,
                       split=args.split, batch_size=args.batch_size, params=args.params,

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/distill generate --prompt gsm8k-cot --source examples/problems.jsonl \
+.venv/bin/distill generate --prompt gsm8k-cot --data examples/problems.jsonl \
     --out runs/quickstart --backend hf --limit 4 --n 2 --max-tokens 256 "$@"
 .venv/bin/python - <<'PY'
 import datasets

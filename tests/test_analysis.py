@@ -94,7 +94,7 @@ def test_compression_cli_on_real_eval_runs(tiny_model, tmp_path, capsys):
     task.write_text("".join(json.dumps({"id": f"q{i}", "question": f"What is {i} plus {i}?",
                                         "answer": str(2 * i)}) + "\n" for i in range(3)))
     for name, model in (("teacher", tiny_model), ("student", str(tmp_path / "student"))):
-        assert main(["eval", "--model", model, "--task", str(task), "--out",
+        assert main(["eval", "--model", model, "--data", str(task), "--out",
                      str(tmp_path / "eval" / name), "--backend", "hf", "--max-tokens", "4",
                      "--no-progress"]) == 0
     capsys.readouterr()

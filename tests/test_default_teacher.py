@@ -11,9 +11,10 @@ from distill.models import default_model_dir
 @pytest.mark.slow
 def test_default_teacher_solves_example_problems(tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["generate", "--prompt", "gsm8k-cot", "--source", str(REPO / "examples/problems.jsonl"),
-                 "--out", str(out), "--backend", "hf", "--limit", "3", "--temperature", "0",
-                 "--max-tokens", "96", "--no-progress"]) == 0
+    assert main(["generate", "--prompt", "gsm8k-cot", "--data",
+                 str(REPO / "examples/problems.jsonl"), "--out", str(out), "--backend", "hf",
+                 "--limit", "3", "--temperature", "0", "--max-tokens", "96",
+                 "--no-progress"]) == 0
     rows = io.read_rows(out)
     assert len(rows) == 3 and {r["model"] for r in rows} == {"SmolLM2-135M-Instruct"}
     # a real instruct model answers in words and numbers, not random tokens

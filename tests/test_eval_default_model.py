@@ -12,7 +12,7 @@ from distill.cli import main
 @pytest.mark.slow
 def test_default_model_on_gsm8k_style_items(tmp_path, capsys):
     out = tmp_path / "eval"
-    assert main(["eval", "--task", str(REPO / "examples/problems.jsonl"), "--limit", "4",
+    assert main(["eval", "--data", str(REPO / "examples/problems.jsonl"), "--limit", "4",
                  "--prompt", "gsm8k-cot-8shot", "--backend", "hf", "--max-tokens", "96",
                  "--out", str(out), "--no-progress"]) == 0
     m = json.loads((out / "metrics.json").read_text())

@@ -25,7 +25,7 @@ def runs(tiny_model, tmp_path_factory):
     task = _task(tmp)
     a = tmp / "zero-shot"
     b = tmp / "sampled"
-    assert main(["eval", "--model", tiny_model, "--task", str(task), "--out", str(a),
+    assert main(["eval", "--model", tiny_model, "--data", str(task), "--out", str(a),
                  "--backend", "hf", "--max-tokens", "6", "--no-progress"]) == 0
     evaluate(tiny_model, str(task), b, backend="hf", n=4, max_tokens=6, progress=False)
     return tmp, task, a, b
@@ -59,7 +59,7 @@ def test_eval_writes_metrics_and_per_item_dataset(runs):
 def test_eval_rerun_resumes_and_extends(runs, tiny_model, capsys):
     _, task, a, _ = runs
     before = io.read_rows(a / "generations" / "greedy")
-    assert main(["eval", "--model", tiny_model, "--task", str(task), "--out", str(a),
+    assert main(["eval", "--model", tiny_model, "--data", str(task), "--out", str(a),
                  "--backend", "hf", "--max-tokens", "6", "--no-progress"]) == 0
     assert io.read_rows(a / "generations" / "greedy") == before  # nothing regenerated
     out = capsys.readouterr().out
@@ -82,11 +82,11 @@ def test_eval_pot_runs_programs(tiny_model, tmp_path):
 
 
 def test_eval_bad_input_is_one_line(tmp_path, capsys, tiny_model):
-    assert main(["eval", "--task", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert main(["eval", "--data", "nope", "--out", str(tmp_path / "x")]) == 2
     assert "unknown task 'nope'" in capsys.readouterr().err
     assert main(["eval", "--model", tiny_model]) == 2
-    assert "needs --task and --out" in capsys.readouterr().err
-    assert main(["eval", "--task", str(_task(tmp_path)), "--out", str(tmp_path / "y"),
+    assert "needs --data and --out" in capsys.readouterr().err
+    assert main(["eval", "--data", str(_task(tmp_path)), "--out", str(tmp_path / "y"),
                  "--prompt", "instruction", "--model", tiny_model]) == 2
     assert "needs a cot or pot prompt" in capsys.readouterr().err
     assert main(["eval", "compare", str(tmp_path), "--out", str(tmp_path / "c")]) == 2

@@ -79,10 +79,24 @@ def _config(tmp_path, stages):
 
 def test_cli_filter_runs_a_preset_on_a_generated_dataset(generated, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["filter", str(generated), str(out), "--stages", "parse,verify,quality"]) == 0
+    assert main(["filter", "--data", str(generated), "--out", str(out),
+                 "--stages", "parse,verify,quality"]) == 0
     printed = capsys.readouterr().out
     assert "6 rows in, 4 kept, 2 dropped" in printed and "verify" in printed
     assert io.read_manifest(out / "kept")["stages"][2]["options"]["drop_truncated"] is True
+
+
+def test_cli_filter_old_positionals_keep_the_same_rows_with_a_notice(generated, tmp_path, capsys):
+    new, old = tmp_path / "new", tmp_path / "old"
+    assert main(["filter", "--data", str(generated), "--out", str(new), "--stages",
+                 "parse,verify,quality"]) == 0
+    assert "deprecated" not in capsys.readouterr().err
+    assert main(["filter", str(generated), str(old), "--stages", "parse,verify,quality"]) == 0
+    assert [line for line in capsys.readouterr().err.splitlines() if "deprecated" in line] == [
+        "distill: the positional IN_DIR is deprecated and will be removed in 0.3; use --data",
+        "distill: the positional OUT_DIR is deprecated and will be removed in 0.3; use --out"]
+    for part in ("kept", "dropped"):
+        assert io.read_rows(old / part) == io.read_rows(new / part)
 
 
 @pytest.mark.parametrize("stages, match", [

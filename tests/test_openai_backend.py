@@ -275,9 +275,9 @@ def test_unknown_model(scripted):
 def test_unreachable_server_cli(problems, tmp_path, capsys):
     url = f"http://127.0.0.1:{free_port()}/v1"
     out = tmp_path / "out"
-    code = main(["generate", "--prompt", "gsm8k-cot", "--source", str(problems),
+    code = main(["generate", "--prompt", "gsm8k-cot", "--data", str(problems),
                  "--out", str(out), "--backend", "openai", "--base-url", url,
-                 "--model", "m", "--no-progress"])
+                 "--teacher", "m", "--no-progress"])
     assert code == 2
     errors = [line for line in capsys.readouterr().err.splitlines()
               if line.startswith("error:")]

@@ -12,7 +12,9 @@ from distilled import build
 from distill import io
 from distill.cli import main
 from distill.errors import DistillError
-from distill.filters.publish import assign_splits, publish, to_format
+from distill.publish.formats import to_format
+from distill.publish.publish import publish
+from distill.publish.splits import assign_splits
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -219,7 +221,7 @@ def test_to_hub_without_a_token_is_one_clear_error_and_the_folder_is_complete(
         distilled, tmp_path, no_hub_token, capsys):
     _, filtered = distilled
     out = tmp_path / "pub"
-    code = main(["publish", str(filtered), "--to", str(out), "--test-size", "0.25",
+    code = main(["publish", "--data", str(filtered), "--out", str(out), "--test-size", "0.25",
                  "--to-hub", "someone/marbles"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
@@ -243,7 +245,7 @@ def test_to_hub_without_network_is_one_clear_error(distilled, tmp_path, monkeypa
 def test_cli_publish_prints_the_splits(distilled, tmp_path, capsys):
     _, filtered = distilled
     out = tmp_path / "pub"
-    assert main(["publish", str(filtered), "--to", str(out), "--test-size", "2",
+    assert main(["publish", "--data", str(filtered), "--out", str(out), "--test-size", "2",
                  "--format", "sharegpt", "--license", "mit", "--language", "en,fr"]) == 0
     printed = capsys.readouterr().out
     assert "(train " in printed and "test " in printed and "format sharegpt" in printed

@@ -147,7 +147,7 @@ def test_generate_on_ray_writes_the_local_dataset(cluster, tiny_model, tmp_path)
 
 def cli_generate(source: Path, out: Path, model: str, address: str) -> list[str]:
     return [sys.executable, "-m", "distill.cli", "generate", "--prompt", "gsm8k-cot",
-            "--source", str(source), "--out", str(out), "--model", model, "--backend", "hf",
+            "--data", str(source), "--out", str(out), "--teacher", model, "--backend", "hf",
             "--n", "1", "--temperature", "0", "--max-tokens", "24", "--batch-size", "1",
             "--no-progress",
             "--executor", "ray", "--ray-address", address]
@@ -266,9 +266,9 @@ def test_the_filter_command_on_a_cluster_writes_what_it_writes_locally(cluster, 
     config = tmp_path / "filter.yaml"
     config.write_text(json.dumps({"stages": [{"dedupe": {"method": "minhash"}}]}))
     run_filter(folder, tmp_path / "local", config=config)
-    done = subprocess.run([sys.executable, "-m", "distill.cli", "filter", str(folder),
-                           str(tmp_path / "ray"), "--config", str(config), "--executor", "ray",
-                           "--ray-address", cluster.address],
+    done = subprocess.run([sys.executable, "-m", "distill.cli", "filter", "--data", str(folder),
+                           "--out", str(tmp_path / "ray"), "--config", str(config),
+                           "--executor", "ray", "--ray-address", cluster.address],
                           check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "filter dedupe: 200 seen" in done.stderr

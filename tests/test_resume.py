@@ -14,7 +14,7 @@ from distill import io
 
 def command(source, out, model):
     return [sys.executable, "-m", "distill.cli", "generate", "--prompt", "gsm8k-cot",
-            "--source", str(source), "--out", str(out), "--model", model, "--backend", "hf",
+            "--data", str(source), "--out", str(out), "--teacher", model, "--backend", "hf",
             "--temperature", "0", "--max-tokens", "24", "--batch-size", "1", "--no-progress"]
 
 

@@ -12,8 +12,9 @@ from distilled import build
 
 from distill.cli import main
 from distill.errors import DistillError
-from distill.filters.publish import publish
-from distill.filters.show import summary, write_html
+from distill.publish.page import write_html
+from distill.publish.publish import publish
+from distill.publish.show import summary
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def report(distilled):
 
 def test_terminal_summary_of_a_filter_output(distilled, report, capsys):
     _, filtered = distilled
-    assert main(["show", str(filtered), "--samples", "2"]) == 0
+    assert main(["show", "--data", str(filtered), "--samples", "2"]) == 0
     text = capsys.readouterr().out
     n, kept = report["rows_in"], report["kept"]
     assert f"filter output, {n} rows ({kept} kept, {n - kept} dropped)" in text
@@ -56,7 +57,7 @@ def test_summary_of_a_generated_and_a_published_folder(distilled, tmp_path):
 def test_html_page_is_self_contained(distilled, tmp_path, capsys):
     _, filtered = distilled
     page = tmp_path / "page.html"
-    assert main(["show", str(filtered), "--html", str(page)]) == 0
+    assert main(["show", "--data", str(filtered), "--html", str(page)]) == 0
     html = page.read_text()
     assert f"wrote {page}" in capsys.readouterr().out
     urls = set(re.findall(r"(?:src|href)\s*=|https?://[^'\" ]+|@import|<link", html))

@@ -1,206 +1,19 @@
-"""``distill show``: what is in a dataset folder, in the terminal or as one HTML page.
-
-DIR may be a filter output (``kept/`` + ``dropped/`` + ``report.json``), a dataset folder
-(``data/part-*.parquet``, e.g. a generate output or ``kept/`` itself) or a published folder
-(``data/{split}-*.parquet``). ``summary`` prints rows, columns, the funnel and a few
-samples; ``write_html`` writes a self-contained page (inline CSS, JS and SVG charts, no
-network) with the funnel, length histograms and a searchable, filterable sample of rows.
-"""
+"""``distill show --html``: one self-contained page (inline CSS, JS and SVG charts, no
+network) with the funnel, length histograms and a searchable, filterable sample of rows."""
 
 from __future__ import annotations
 
 import html
 import json
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
-import pyarrow.parquet as pq
-
-from distill import io
-from distill.errors import DistillError
-from distill.filters.publish import SPLIT_ORDER, describe, funnel, lengths, lineage
 from distill.log import pct
+from distill.publish.show import drop_reason, load_view, row_lengths, texts
 
 TEXT_CLIP = 6000  # characters of a prompt or completion kept in the page
 
-
-@dataclass
-class View:
-    """Rows of DIR, each with ``_status`` (kept, dropped or None) and ``_split``."""
-
-    path: Path
-    kind: str
-    rows: list[dict]
-    columns: list[tuple[str, str]]
-    chain: list[dict]
-    funnel: dict | None
-    reasons: dict[str, int] = field(default_factory=dict)
-
-    def count(self, status: str) -> int:
-        return sum(1 for r in self.rows if r["_status"] == status)
-
-
-def load_view(path: str | Path) -> View:
-    p = Path(path)
-    if io.shard_paths(p / "kept"):
-        rows = _read(io.shard_paths(p / "kept"), "kept")
-        rows += _read(io.shard_paths(p / "dropped"), "dropped")
-        kind, meta_dir = "filter output", p / "kept"
-        columns = _columns(io.shard_paths(p / "kept"))
-    else:
-        files = io.shard_paths(p) or sorted((p / io.DATA_DIR).glob("*.parquet"))
-        if not files:
-            raise DistillError(f"{p}: no dataset here (expected kept/, data/part-*.parquet or "
-                               "data/*.parquet)")
-        published = not io.shard_paths(p)
-        rows = _read(files, None, split_from_name=published)
-        kind, meta_dir, columns = ("published dataset" if published else "dataset"), p, _columns(files)
-    chain = lineage(io.read_manifest(meta_dir))
-    filtered = any(m.get("kind") == "filter" for m in chain)
-    for r in rows:
-        if r["_status"] is None:
-            r["_status"] = "dropped" if r.get("dropped_by") else "kept" if filtered else None
-    fun = funnel(chain)
-    report = p / "report.json"
-    if report.exists():
-        data = json.loads(report.read_text())
-        fun = {"rows_in": data["rows_in"], "kept": data["kept"], "stages": data["stages"]}
-    reasons: dict[str, int] = {}
-    for r in rows:
-        if r.get("dropped_by"):
-            key = _reason(r)
-            reasons[key] = reasons.get(key, 0) + 1
-    reasons = dict(sorted(reasons.items(), key=lambda kv: -kv[1]))
-    return View(p, kind, rows, columns, chain, fun, reasons)
-
-
-def _read(files: list[Path], status: str | None, split_from_name: bool = False) -> list[dict]:
-    rows = []
-    for f in files:
-        split = f.name.split("-")[0] if split_from_name else None
-        for r in pq.read_table(f).to_pylist():
-            r["_status"], r["_split"] = status, split
-            rows.append(r)
-    return rows
-
-
-def _columns(files: list[Path]) -> list[tuple[str, str]]:
-    cols: dict[str, str] = {}
-    for f in files:
-        for fld in pq.read_schema(f):
-            cols.setdefault(fld.name, str(fld.type))
-    return list(cols.items())
-
-
-def _reason(row: dict) -> str:
-    return f"{row['dropped_by']}: {row.get('drop_reason')}" if row.get("dropped_by") else ""
-
-
-def texts(row: dict) -> tuple[str, str]:
-    """(prompt, completion) of a row in any format distill writes."""
-    def last(turns, roles, key="role", value="content"):
-        return next((t[value] for t in reversed(turns or []) if t.get(key) in roles), "")
-
-    if isinstance(row.get("completion"), str):
-        return last(row.get("messages"), {"user"}) or str(row.get("question") or ""), \
-            row["completion"]
-    if isinstance(row.get("completion"), list):  # conversational prompt-completion
-        return last(row.get("prompt"), {"user"}), last(row["completion"], {"assistant"})
-    if row.get("messages"):
-        return last(row["messages"], {"user"}), last(row["messages"], {"assistant"})
-    if "output" in row:
-        return "\n\n".join(x for x in (row.get("instruction"), row.get("input")) if x), \
-            str(row["output"] or "")
-    if row.get("conversations"):
-        conv = row["conversations"]
-        return last(conv, {"human", "user"}, "from", "value"), \
-            last(conv, {"gpt", "assistant"}, "from", "value")
-    return str(row.get("question") or ""), ""
-
-
-def _row_lengths(rows: list[dict]) -> dict[str, list[int]]:
-    def with_text(r):
-        prompt, completion = texts(r)
-        return {"completion": completion, "tokens": r.get("tokens"),
-                "prompt_tokens": r.get("prompt_tokens"),
-                "messages": [{"content": prompt}] if not r.get("messages") else r["messages"]}
-
-    return lengths([with_text(r) for r in rows])
-
-
-# --- terminal ----------------------------------------------------------------------------
-
-def summary(path: str | Path, samples: int = 3) -> str:
-    v = load_view(path)
-    n = len(v.rows)
-    counts = f" ({v.count('kept')} kept, {v.count('dropped')} dropped)" if v.count("dropped") \
-        or v.kind == "filter output" else ""
-    splits = sorted({r["_split"] for r in v.rows if r["_split"]},
-                    key=lambda s: (SPLIT_ORDER.index(s) if s in SPLIT_ORDER else 9, s))
-    if splits:
-        counts += " (" + ", ".join(f"{s} {sum(1 for r in v.rows if r['_split'] == s)}"
-                                   for s in splits) + ")"
-    lines = [f"{v.path}: {v.kind}, {n} rows{counts}"]
-    gen = next((m for m in v.chain if m.get("kind") == "generate"), {})
-    if gen:
-        prompt = gen.get("prompt") or {}
-        lines.append(f"teacher: {gen.get('model', '?')}   prompt: {prompt.get('name', '?')} "
-                     f"({prompt.get('kind', '?')})   source: "
-                     f"{(gen.get('source') or {}).get('path', '?')}")
-    lines.append(f"columns ({len(v.columns)}): " + ", ".join(f"{c} {t}" for c, t in v.columns))
-    if v.funnel:
-        rows_in = v.funnel["rows_in"]
-        lines += ["funnel:", f"  {'input':<16}{rows_in:>8}"]
-        for s in v.funnel["stages"]:
-            top = ", ".join(f"{r} ({c})" for r, c in list((s.get("reasons") or {}).items())[:3])
-            lines.append(f"  {s['stage']:<16}{s['kept']:>8}  {pct(s['kept'], rows_in):>6}  "
-                         f"-{s['dropped']:<6} {top}")
-    if v.reasons:
-        lines.append("drop reasons:")
-        lines += [f"  {c:>6}  {r}" for r, c in v.reasons.items()]
-    shown = [r for r in v.rows if r["_status"] != "dropped"] or v.rows
-    for metric, values in _row_lengths(shown).items():
-        d = describe(values)
-        lines.append(f"{metric}: min {d['min']}, median {d['median']}, mean {d['mean']}, "
-                     f"p90 {d['p90']}, max {d['max']}")
-    picks = _pick_samples(v.rows, samples)
-    if picks:
-        lines.append("samples:")
-    for r in picks:
-        prompt, completion = texts(r)
-        tag = r["_status"] or r["_split"] or "row"
-        lines.append(f"  [{tag}] {r.get('id', '')}" + (f"  ({_reason(r)})" if _reason(r) else ""))
-        lines.append(f"    prompt:     {_one_line(prompt, 160)}")
-        lines.append(f"    completion: {_one_line(completion, 300)}")
-    return "\n".join(lines)
-
-
-def _pick_samples(rows: list[dict], k: int) -> list[dict]:
-    """Up to ``k`` kept rows of distinct problems, then one dropped row for each of the two
-    most common drop reasons."""
-    kept, problems = [], set()
-    for r in rows:
-        pid = r.get("source_id") or r.get("id")
-        if r["_status"] != "dropped" and pid not in problems and len(kept) < k:
-            problems.add(pid)
-            kept.append(r)
-    dropped, reasons = [], set()
-    for r in rows:
-        if k and r["_status"] == "dropped" and _reason(r) not in reasons and len(dropped) < 2:
-            reasons.add(_reason(r))
-            dropped.append(r)
-    return kept + dropped
-
-
-def _one_line(text: str, n: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= n else text[:n - 1] + "…"
-
-
-
-# --- HTML --------------------------------------------------------------------------------
 
 def write_html(path: str | Path, out_file: str | Path, max_rows: int = 1000,
                seed: int = 0) -> Path:
@@ -216,7 +29,7 @@ def write_html(path: str | Path, out_file: str | Path, max_rows: int = 1000,
         facts += [("teacher", str(gen.get("model", "?"))),
                   ("prompt", str((gen.get("prompt") or {}).get("name", "?")))]
     hist = ""
-    for metric, values in _row_lengths(v.rows).items():
+    for metric, values in row_lengths(v.rows).items():
         series = {s or "rows": [x for x, r in zip(values, v.rows) if r["_status"] == s]
                   for s in (statuses or [None])}
         hist += _svg_hist(metric, series)
@@ -246,7 +59,7 @@ def _sample(rows: list[dict], max_rows: int, seed: int) -> list[dict]:
         return rows
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(rows):
-        groups.setdefault((r["_status"], _reason(r)), []).append(i)
+        groups.setdefault((r["_status"], drop_reason(r)), []).append(i)
     quota = {g: min(len(idx), max(1, round(max_rows * len(idx) / len(rows))))
              for g, idx in groups.items()}  # proportional, but every drop reason shows up
     while sum(quota.values()) > max_rows and max(quota.values()) > 1:
@@ -259,7 +72,8 @@ def _sample(rows: list[dict], max_rows: int, seed: int) -> list[dict]:
 def _page_row(r: dict) -> dict:
     prompt, completion = texts(r)
     return {"id": str(r.get("id", "")), "status": r["_status"] or "", "split": r["_split"] or "",
-            "reason": _reason(r), "question": _clip(str(r.get("question") or prompt), 400),
+            "reason": drop_reason(r),
+            "question": _clip(str(r.get("question") or prompt), 400),
             "prompt": _clip(prompt), "completion": _clip(completion),
             "answer": "" if r.get("answer") is None else str(r["answer"]),
             "gold": "" if r.get("gold") is None else str(r["gold"]),

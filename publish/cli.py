@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from distill.filters.publish import FORMATS
+from distill.flags import positional_renamed, renamed, require
+from distill.publish.formats import FORMATS
 
 
 def register(sub) -> None:
     p = sub.add_parser("publish", help="make a hub-ready dataset folder: splits, card, plots",
-                       description="Write OUT_DIR: data/{split}-*.parquet, README.md (a dataset "
+                       description="Write OUT: data/{split}-*.parquet, README.md (a dataset "
                        "card with the lineage, funnel, lengths and samples), funnel.png, "
-                       "lengths.png, manifest.json. IN_DIR is a filter output (its kept/ is "
+                       "lengths.png, manifest.json. --data is a filter output (its kept/ is "
                        "published) or a dataset folder.")
-    p.add_argument("in_dir")
-    p.add_argument("--to", required=True, metavar="OUT_DIR", help="output folder")
+    p.add_argument("--data", metavar="DIR", help="a filter output or a dataset folder "
+                   "(required)")
+    p.add_argument("--out", metavar="DIR", help="output folder (required)")
+    positional_renamed(p, "in_dir", "--data")
+    renamed(p, "--to", "--out")
     p.add_argument("--test-size", type=float, help="held-out problems (source_id): a fraction "
                    "in (0, 1) or a count; samples of one problem never straddle splits")
     p.add_argument("--split-column", help="a row column or source field whose value names the "
@@ -33,9 +37,11 @@ def register(sub) -> None:
 
     s = sub.add_parser("show", help="summarize a dataset folder; --html writes a browsable page",
                        description="Print rows, columns, the filter funnel, lengths and a few "
-                       "samples of DIR (a filter output, a dataset folder or a published "
+                       "samples of --data (a filter output, a dataset folder or a published "
                        "folder). --html FILE writes one self-contained page.")
-    s.add_argument("dir")
+    s.add_argument("--data", metavar="DIR", help="a filter output, a dataset folder or a "
+                   "published folder (required)")
+    positional_renamed(s, "dir", "--data")
     s.add_argument("--samples", type=int, default=3, help="samples to print")
     s.add_argument("--html", metavar="FILE", help="write a self-contained HTML page")
     s.add_argument("--max-rows", type=int, default=1000, help="rows embedded in the page")
@@ -43,9 +49,10 @@ def register(sub) -> None:
 
 
 def _publish(args) -> None:
-    from distill.filters.publish import publish
+    from distill.publish.publish import publish
 
-    result = publish(args.in_dir, args.to, test_size=args.test_size,
+    require(args, "publish", "--data", "--out")
+    result = publish(args.data, args.out, test_size=args.test_size,
                      split_column=args.split_column, format=args.format, seed=args.seed,
                      license=args.license,
                      language=[x.strip() for x in args.language.split(",") if x.strip()],
@@ -55,8 +62,10 @@ def _publish(args) -> None:
 
 
 def _show(args) -> None:
-    from distill.filters.show import summary, write_html
+    from distill.publish.page import write_html
+    from distill.publish.show import summary
 
-    print(summary(args.dir, samples=args.samples))
+    require(args, "show", "--data")
+    print(summary(args.data, samples=args.samples))
     if args.html:
-        print(f"wrote {write_html(args.dir, args.html, max_rows=args.max_rows)}")
+        print(f"wrote {write_html(args.data, args.html, max_rows=args.max_rows)}")
