@@ -62,7 +62,7 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
     if executor == "ray" and isinstance(backend, Backend):
         raise DistillError("executor ray builds one engine per worker: pass a backend name")
     if backend == "openai" and not model:
-        raise DistillError("--backend openai needs --model: the model name the server serves")
+        raise DistillError("--backend openai needs --teacher: the model name the server serves")
     plan = make_plan(prompt, source, out, model=model, n=n, limit=limit, temperature=temperature,
                      top_p=top_p, max_tokens=max_tokens, seed=seed, logprobs=logprobs,
                      fields=fields, tasks=tasks, shuffle=shuffle, split=split, subset=subset,

