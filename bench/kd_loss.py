@@ -3,7 +3,7 @@
 Both compute ``sum_t w_t * (alpha * T^2 * KL(p_T || q_T) + (1 - alpha) * CE_t) / N`` and its
 backward, from the student's hidden states and LM head and the teacher's hidden states and
 head. The naive baseline makes the full (N, V) student and teacher logits, log-softmaxes them,
-and lets autograd do the rest; ours is ``distill.sft.kd_losses.kd_loss`` (chunks of
+and lets autograd do the rest; ours is ``distill.sft.kd.losses.kd_loss`` (chunks of
 ``--chunk-size`` tokens). Each variant runs in a fresh process, ``--rounds`` times, the
 variants alternating (so a busy spell on a shared machine hits them alike); the inputs are
 made from one seed, so all see the same numbers.
@@ -61,7 +61,7 @@ def naive(hs, ws, ht, wt, labels, t, alpha):
 def worker(args) -> None:
     import torch
 
-    from distill.sft.kd_losses import DenseTeacher, kd_loss
+    from distill.sft.kd.losses import DenseTeacher, kd_loss
 
     hs, ws, ht, wt, labels = make_inputs(args)
     if args.variant == "naive":

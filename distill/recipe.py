@@ -140,12 +140,12 @@ def _train(recipe: dict, out: Path) -> dict:
     if method == "sft":
         from distill.sft.train import train_sft as train
     elif method == "kd":  # the recipe's teacher, unless the train section names one
-        from distill.sft.kd_train import train_kd as train
+        from distill.sft.kd.train import train_kd as train
 
         if "offline_logits" not in cfg:
             cfg.setdefault("teacher", _teacher_model(recipe))
     elif method == "gkd":
-        from distill.sft.gkd import train_gkd as train
+        from distill.sft.onpolicy.gkd import train_gkd as train
 
         cfg.setdefault("teacher_model_name_or_path", _teacher_model(recipe))
     else:

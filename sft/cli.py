@@ -128,12 +128,12 @@ def _train_gkd(args) -> None:
 def _method(name: str):
     """(config class, train function) of ``distill train NAME``; imports trl."""
     if name == "kd":
-        from distill.sft.kd_config import DistillKDConfig
-        from distill.sft.kd_train import train_kd
+        from distill.sft.kd.config import DistillKDConfig
+        from distill.sft.kd.train import train_kd
 
         return DistillKDConfig, train_kd
     if name == "gkd":
-        from distill.sft.gkd import DistillGKDConfig, train_gkd
+        from distill.sft.onpolicy.gkd import DistillGKDConfig, train_gkd
 
         return DistillGKDConfig, train_gkd
     from distill.sft.config import DistillSFTConfig

@@ -10,8 +10,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from distill import io
 from distill.cli import main
-from distill.sft.analysis import compression_markdown, compression_table, temperature_profile
-from distill.sft.student import init_student
+from distill.sft.student.analysis import (
+    compression_markdown,
+    compression_table,
+    temperature_profile,
+)
+from distill.sft.student.design import init_student
 
 TEXTS = ["Let me think. 3 * 4 = 12 and 12 + 2 = 14. The answer is 14. #### 14",
          "Maria buys 3 notebooks at $4 each and a pen for $2."]

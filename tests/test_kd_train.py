@@ -15,7 +15,7 @@ from tiny import build_tiny_model
 from distill.cli import main
 from distill.errors import DistillError
 from distill.sft.config import build_config
-from distill.sft.kd_config import DistillKDConfig
+from distill.sft.kd.config import DistillKDConfig
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def logged(out: Path, key: str) -> list[float]:
 
 
 def test_kd_loss_falls_and_the_student_ends_closer_to_the_teacher_than_sft(pair, tmp_path):
-    from distill.sft.kd_train import train_kd
+    from distill.sft.kd.train import train_kd
     from distill.sft.train import train_sft
 
     data, test, student, teacher = pair
@@ -53,7 +53,7 @@ def make_trainer(student: Path, data: Path, out: Path, **fields):
     from transformers import AutoTokenizer
 
     from distill.sft.data import build_examples, load_rows
-    from distill.sft.kd_train import KDMethod
+    from distill.sft.kd.train import KDMethod
     from distill.sft.train import Examples
 
     config = build_config(config_class=DistillKDConfig, output_dir=str(out),
@@ -76,7 +76,7 @@ def first_batch_loss(trainer) -> float:
 
 @pytest.mark.parametrize("packing", [False, True])
 def test_offline_and_online_teachers_give_the_same_loss(pair, tmp_path, packing):
-    from distill.sft.logits import capture_logits
+    from distill.sft.kd.capture import capture_logits
 
     data, _, student, teacher = pair
     capture_logits(str(teacher), data, tmp_path / "logits", 8, student=str(student),
@@ -115,7 +115,7 @@ def test_padded_teacher_vocabulary_is_aligned(pair, tmp_path, capsys):
 
 
 def test_a_teacher_with_another_tokenizer_is_refused(pair, tmp_path):
-    from distill.sft.kd_train import train_kd
+    from distill.sft.kd.train import train_kd
 
     data, _, student, _ = pair
     other = build_tiny_model(tmp_path / "other")  # a tokenizer trained on another corpus
@@ -183,7 +183,7 @@ def test_recipe_train_stage_distills_from_the_recipes_teacher(pair, tmp_path):
 
 
 def test_rerun_resumes_and_refuses_other_kd_settings(pair, tmp_path):
-    from distill.sft.kd_train import train_kd
+    from distill.sft.kd.train import train_kd
 
     data, _, student, teacher = pair
     args = {**KD_ARGS, "max_steps": 2, "save_strategy": "steps", "save_steps": 1}

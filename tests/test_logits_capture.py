@@ -14,7 +14,7 @@ from kd_models import KD_ARGS, toy_pair
 from distill import io
 from distill.errors import DistillError
 from distill.sft.config import build_config
-from distill.sft.logits import capture_logits
+from distill.sft.kd.capture import capture_logits
 
 K = 8
 
@@ -88,7 +88,7 @@ def test_capture_resumes_after_a_crash_and_refuses_another_capture(captured, tmp
 
 
 def test_training_refuses_a_cache_that_is_not_its_own(captured, tmp_path):
-    from distill.sft.kd_train import train_kd
+    from distill.sft.kd.train import train_kd
 
     result, data, student, _ = captured
     args = {**KD_ARGS, "max_steps": 1}

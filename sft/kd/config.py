@@ -1,7 +1,7 @@
 """``DistillKDConfig``: ``DistillSFTConfig`` plus the teacher and the logit-distillation loss.
 
 The same recipes, masks and span weights as ``distill train sft``; the per-token loss becomes
-``alpha * kd_t + (1 - alpha) * ce_t`` (see ``distill.sft.kd_losses``)."""
+``alpha * kd_t + (1 - alpha) * ce_t`` (see ``distill.sft.kd.losses``)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import ClassVar
 
 from distill.errors import DistillError
 from distill.sft.config import RESUME_KEY, DistillSFTConfig
-from distill.sft.kd_losses import LOSSES, check_kd_options
-from distill.sft.kd_schedules import ALPHA_SCHEDULES, TEMPERATURE_SCHEDULES, check_schedule
+from distill.sft.kd.losses import LOSSES, check_kd_options
+from distill.sft.kd.schedules import ALPHA_SCHEDULES, TEMPERATURE_SCHEDULES, check_schedule
 
 TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
 KD_KEYS = ("teacher", "offline_logits", "loss", "temperature", "temperature_end",
@@ -83,7 +83,7 @@ class DistillKDConfig(DistillSFTConfig):
         "choices": list(TEACHER_DTYPES)})
     teacher_device: str | None = field(default=None, metadata={
         "help": "Device of the online teacher, e.g. 'cuda:1' (default: the student's)."})
-    # Feature and attention transfer (online teacher; see distill.sft.kd_transfer)
+    # Feature and attention transfer (online teacher; see distill.sft.kd.transfer)
     feature_weight: float = field(default=0.0, metadata={
         "help": "Weight of the hidden-state (FitNets) term added to the loss; 0: off."})
     feature_layers: str | None = field(default=None, metadata={
@@ -103,7 +103,7 @@ class DistillKDConfig(DistillSFTConfig):
     attention_loss: str = field(default="kl", metadata={
         "help": "'kl': KL(teacher row || student row) per query; 'mse' over the maps.",
         "choices": ["kl", "mse"]})
-    # Self-distillation and deep supervision (see distill.sft.kd_transfer)
+    # Self-distillation and deep supervision (see distill.sft.kd.transfer)
     self_distill_decay: float | None = field(default=None, metadata={
         "help": "Self-distillation instead of a teacher: the teacher is an exponential moving "
         "average of the student with this decay (e.g. 0.999), updated after every optimizer "
@@ -127,7 +127,7 @@ class DistillKDConfig(DistillSFTConfig):
         self._check_teachers()
         check_kd_options(self.loss, self.temperature, self.alpha, self.beta, self.top_k,
                          self.kd_chunk_size)
-        from distill.sft.kd_transfer import check_transfer_options
+        from distill.sft.kd.transfer import check_transfer_options
 
         check_transfer_options(self)
         check_kd_options(temperature=self.temperature if self.temperature_end is None
@@ -164,7 +164,7 @@ class DistillKDConfig(DistillSFTConfig):
             if self.teacher_weights is not None or self.teacher_aggregation != "average":
                 raise DistillError("teacher_weights and teacher_aggregation go with --teachers")
             return
-        from distill.sft.multi_teacher import TeacherMixture
+        from distill.sft.kd.multi_teacher import TeacherMixture
 
         names = self.teacher_list()
         if len(names) < 2:
@@ -180,7 +180,7 @@ class DistillKDConfig(DistillSFTConfig):
 
     def schedule(self, step: int, total_steps: int) -> tuple[float, float]:
         """(temperature, alpha) at optimizer step ``step`` of ``total_steps``."""
-        from distill.sft.kd_schedules import schedule_value
+        from distill.sft.kd.schedules import schedule_value
 
         t_end = self.temperature if self.temperature_end is None else self.temperature_end
         a_end = self.alpha if self.alpha_end is None else self.alpha_end

@@ -1,5 +1,5 @@
 """``distill student design|init`` and ``distill analyze temperatures|compression``: parse,
-then call ``distill.sft.student`` / ``distill.sft.analysis``."""
+then call ``distill.sft.student.design`` / ``distill.sft.student.analysis``."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def register(sub) -> None:
 
 
 def _design(args) -> None:
-    from distill.sft.student import design_student
+    from distill.sft.student.design import design_student
 
     design = design_student(args.teacher, ratio=args.ratio, params=args.params, keep=args.keep,
                             multiple_of=args.multiple_of)
@@ -106,14 +106,18 @@ def _design(args) -> None:
 
 
 def _init(args) -> None:
-    from distill.sft.student import init_student
+    from distill.sft.student.design import init_student
 
     print(init_student(args.teacher, args.config, args.out, layers=args.layers,
                        seed=args.seed).summary())
 
 
 def _temperatures(args) -> None:
-    from distill.sft.analysis import temperature_profile, temperatures_markdown, write_report
+    from distill.sft.student.analysis import (
+        temperature_profile,
+        temperatures_markdown,
+        write_report,
+    )
 
     profile = temperature_profile(args.model, args.texts, temperatures=args.temperatures,
                                   max_texts=args.max_texts, max_length=args.max_length)
@@ -124,7 +128,7 @@ def _temperatures(args) -> None:
 
 
 def _compression(args) -> None:
-    from distill.sft.analysis import compression_markdown, compression_table, write_report
+    from distill.sft.student.analysis import compression_markdown, compression_table, write_report
 
     table = compression_table(args.runs, teacher=args.teacher)
     text = compression_markdown(table)

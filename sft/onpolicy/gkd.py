@@ -18,7 +18,7 @@ from trl.experimental.gkd import GKDConfig
 
 from distill.errors import DistillError
 from distill.sft.config import RESUME_KEY, DistillSFTConfig
-from distill.sft.kd_config import TEACHER_DTYPES
+from distill.sft.kd.config import TEACHER_DTYPES
 from distill.sft.train import Examples, Method, TrainResult, fit
 
 GKD_KEYS = ("teacher_model_name_or_path", "teacher_dtype", "temperature", "lmbda", "beta",
@@ -83,7 +83,7 @@ class GKDMethod(Method):
     def prepare(self, tokenizer, model_path: str) -> None:
         from transformers import AutoConfig
 
-        from distill.sft.teacher import check_same_tokenizer, load_tokenizer, vocab_rows
+        from distill.sft.kd.teacher import check_same_tokenizer, load_tokenizer, vocab_rows
 
         teacher = self.config.teacher_model_name_or_path
         check_same_tokenizer(tokenizer, load_tokenizer(teacher, "teacher"), model_path, teacher)
@@ -114,7 +114,7 @@ class GKDMethod(Method):
                                   "completion_mask": masks, "prompt": prompts})
 
     def trainer_kwargs(self) -> dict:
-        from distill.sft.teacher import load_teacher
+        from distill.sft.kd.teacher import load_teacher
 
         c = self.config
         return {"teacher_model": load_teacher(c.teacher_model_name_or_path, c.teacher_dtype)}

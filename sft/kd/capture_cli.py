@@ -41,8 +41,8 @@ def _capture(args) -> None:
 
     resolve_data_dir(args.data)
     from distill.sft.config import DistillSFTConfig, build_config, load_train_config
-    from distill.sft.kd_config import DistillKDConfig
-    from distill.sft.logits import capture_logits
+    from distill.sft.kd.capture import capture_logits
+    from distill.sft.kd.config import DistillKDConfig
 
     if args.batch_size < 1:
         raise DistillError(f"--batch-size must be >= 1, got {args.batch_size}")
