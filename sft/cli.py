@@ -125,23 +125,6 @@ def _train_gkd(args) -> None:
            max_new_tokens=args.max_new_tokens)
 
 
-def _method(name: str):
-    """(config class, train function) of ``distill train NAME``; imports trl."""
-    if name == "kd":
-        from distill.sft.kd.config import DistillKDConfig
-        from distill.sft.kd.train import train_kd
-
-        return DistillKDConfig, train_kd
-    if name == "gkd":
-        from distill.sft.onpolicy.gkd import DistillGKDConfig, train_gkd
-
-        return DistillGKDConfig, train_gkd
-    from distill.sft.config import DistillSFTConfig
-    from distill.sft.train import train_sft
-
-    return DistillSFTConfig, train_sft
-
-
 def _train(args, name: str, **overrides) -> None:
     from distill.sft.data import resolve_data_dir
 
@@ -149,8 +132,9 @@ def _train(args, name: str, **overrides) -> None:
         if folder is not None and not args.help_config:
             resolve_data_dir(folder)  # fail fast, before trl's slow import
     from distill.sft.config import build_config, config_help, load_train_config
+    from distill.sft.methods import method
 
-    config_class, train = _method(name)
+    config_class, train = method(name)
     if args.help_config:
         print(config_help(config_class))
         return
