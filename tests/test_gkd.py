@@ -40,7 +40,7 @@ def test_gkd_trains_on_generated_samples_and_saves_the_student(pair, tmp_path, m
     monkeypatch.setattr(GKDTrainer, "generate_on_policy_outputs", staticmethod(record))
     out = tmp_path / "gkd"
     args = [f"--{k}={v}" for k, v in {**KD_ARGS, "per_device_train_batch_size": 4}.items()]
-    assert main(["train", "gkd", "--model", str(student), "--teacher", str(teacher), "--data",
+    assert main(["train", "gkd", "--student", str(student), "--teacher", str(teacher), "--data",
                  str(data), "--out", str(out), "--lmbda", lmbda, *seq_kd, "--beta", "0.5",
                  "--max-new-tokens", "6", "--max_steps", "3", *args]) == 0
     assert len(sampled) == 3

@@ -107,7 +107,7 @@ def test_bad_transfer_settings_are_refused(run, tmp_path):
 def test_cli_flags(run, tmp_path):
     data, student, teacher, _ = run
     flags = [f"--{k}={v}" for k, v in KD_ARGS.items()] + ["--max_steps=1"]
-    assert main(["train", "kd", "--model", str(student), "--data", str(data), "--out",
+    assert main(["train", "kd", "--student", str(student), "--data", str(data), "--out",
                  str(tmp_path / "cli"), "--teacher", str(teacher), "--feature-layers", "1:1",
                  "--feature-weight", "0.5", "--attention-layers", "0:1",
                  "--attention-weight", "2", "--feature_loss", "cosine", *flags]) == 0
@@ -165,7 +165,7 @@ def test_a_resumed_self_distillation_continues_the_ema(self_run, tmp_path):
 def test_self_distillation_settings_and_cli(self_run, tmp_path):
     data, student, _ = self_run
     flags = [f"--{k}={v}" for k, v in KD_ARGS.items()] + ["--max_steps=1"]
-    assert main(["train", "kd", "--model", str(student), "--data", str(data), "--out",
+    assert main(["train", "kd", "--student", str(student), "--data", str(data), "--out",
                  str(tmp_path / "cli"), "--self-distill-decay", "0.99", *flags]) == 0
     assert (tmp_path / "cli" / EMA_FILE).exists()
     config = {"config_class": DistillKDConfig, "output_dir": str(tmp_path)}
@@ -183,7 +183,7 @@ def test_extra_terms_of_one_batch_match_a_reference(run, tmp_path):
 
     data, student, teacher, _ = run
     trainer = make_trainer(student, data, tmp_path / "t", teacher=str(teacher), alpha=0.5,
-                           temperature=2.0, feature_weight=2.0, attention_weight=3.0,
+                           kd_temperature=2.0, feature_weight=2.0, attention_weight=3.0,
                            deep_supervision_weight=0.5)
     inputs = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
     ids, attn, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]

@@ -104,3 +104,20 @@ def test_training_refuses_a_cache_that_is_not_its_own(captured, tmp_path):
     with pytest.raises(DistillError, match="offline logits cover the training data only"):
         train_kd(str(student), data, tmp_path / "d", offline_logits=str(result.out),
                  eval_data=data, **args)
+
+
+def test_teacher_dtype_and_device_were_dtype_and_device(capsys):
+    from distill.cli import build_parser
+
+    common = ["logits", "capture", "--teacher", "t", "--student", "s", "--data", "d", "--out",
+              "o", "--top-k", "4"]
+    args = build_parser().parse_args([*common, "--teacher-dtype", "float16", "--teacher-device",
+                                      "cpu", "--max_length", "96"])
+    assert (args.teacher_dtype, args.teacher_device, args.argv) == ("float16", "cpu",
+                                                                    ["--max_length", "96"])
+    assert "deprecated" not in capsys.readouterr().err
+    args = build_parser().parse_args([*common, "--dtype", "bfloat16", "--device", "cuda:1"])
+    assert (args.teacher_dtype, args.teacher_device) == ("bfloat16", "cuda:1")
+    err = capsys.readouterr().err
+    assert "--dtype is deprecated and will be removed in 0.3; use --teacher-dtype" in err
+    assert "--device is deprecated and will be removed in 0.3; use --teacher-device" in err

@@ -184,7 +184,7 @@ def test_cli_average_and_learned_weights(pair, tmp_path):
 
     data, _, student, teacher = pair
     flags = [f"--{k}={v}" for k, v in KD_ARGS.items()] + ["--max_steps=3", "--alpha=1"]
-    common = ["train", "kd", "--model", str(student), "--data", str(data), "--teachers",
+    common = ["train", "kd", "--student", str(student), "--data", str(data), "--teachers",
               f"{student},{teacher}", *flags]
     assert main([*common, "--out", str(tmp_path / "avg")]) == 0
     assert logged(tmp_path / "avg", "teacher_weight_0") == [0.5] * 3

@@ -128,8 +128,8 @@ class KDMethod(Method):
             source = f"online: `{c.teacher}` ({c.teacher_dtype})"
         lines = [f"- teacher: {source}",
                  f"- KD loss: `{c.loss}`, loss = alpha * kd + (1 - alpha) * ce per token",
-                 _schedule_line("temperature", c.temperature, c.temperature_end,
-                                c.temperature_schedule),
+                 _schedule_line("temperature", c.kd_temperature, c.kd_temperature_end,
+                                c.kd_temperature_schedule),
                  _schedule_line("alpha", c.alpha, c.alpha_end, c.alpha_schedule)]
         if c.loss in ("jsd", "bidirectional"):
             lines.append(f"- beta: {c.beta:g}")

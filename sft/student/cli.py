@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from distill.flags import renamed
+
 SUFFIXES = {"k": 1e3, "m": 1e6, "b": 1e9}
 
 
@@ -75,7 +77,8 @@ def register(sub) -> None:
         "temperatures", help="the teacher's next-token distribution at several temperatures",
         description="Entropy, effective support and top-1/5/10 mass of the teacher's "
         "next-token distributions on some texts, at each temperature: to pick a KD temperature.")
-    t.add_argument("--model", help="teacher (default: the embedded SmolLM2-135M-Instruct)")
+    t.add_argument("--teacher", help="teacher (default: the embedded SmolLM2-135M-Instruct)")
+    renamed(t, "--model", "--teacher")
     t.add_argument("--texts", required=True, help=".txt (one text per line), jsonl/parquet with "
                    "a text or completion field, or a dataset folder")
     t.add_argument("--temperatures", type=_list_of(float), default=[0.5, 1.0, 2.0, 4.0, 8.0],
@@ -119,7 +122,7 @@ def _temperatures(args) -> None:
         write_report,
     )
 
-    profile = temperature_profile(args.model, args.texts, temperatures=args.temperatures,
+    profile = temperature_profile(args.teacher, args.texts, temperatures=args.temperatures,
                                   max_texts=args.max_texts, max_length=args.max_length)
     text = temperatures_markdown(profile)
     print(text, end="")
