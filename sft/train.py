@@ -3,11 +3,12 @@ its tokenizer and a training card in the output folder."""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
 
@@ -40,10 +41,10 @@ class TrainInputs:
 
 def read_inputs(argv: list[str]) -> TrainInputs:
     """The ``TrainInputs`` flags of ``argv`` alone (the rest is left for the config), without
-    importing trl."""
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(TrainInputs, add_help=False, allow_abbrev=False)
+    importing transformers or trl (seconds): to check the data before they load."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for f in fields(TrainInputs):
+        parser.add_argument(*dict.fromkeys([f"--{f.name}", f"--{f.name.replace('_', '-')}"]))
     return TrainInputs(**vars(parser.parse_known_args(argv)[0]))
 
 
