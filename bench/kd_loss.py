@@ -3,7 +3,7 @@
 Both compute ``sum_t w_t * (alpha * T^2 * KL(p_T || q_T) + (1 - alpha) * CE_t) / N`` and its
 backward, from the student's hidden states and LM head and the teacher's hidden states and
 head. The naive baseline makes the full (N, V) student and teacher logits, log-softmaxes them,
-and lets autograd do the rest; ours is ``distill.sft.kd_losses.kd_loss`` (chunks of
+and lets autograd do the rest; ours is ``distill.sft.kd.losses.kd_loss`` (chunks of
 ``--chunk-size`` tokens). Each variant runs in a fresh process, ``--rounds`` times, the
 variants alternating (so a busy spell on a shared machine hits them alike); the inputs are
 made from one seed, so all see the same numbers.
@@ -61,15 +61,15 @@ def naive(hs, ws, ht, wt, labels, t, alpha):
 def worker(args) -> None:
     import torch
 
-    from distill.sft.kd_losses import DenseTeacher, kd_loss
+    from distill.sft.kd.losses import DenseTeacher, kd_loss
 
     hs, ws, ht, wt, labels = make_inputs(args)
     if args.variant == "naive":
         def step():
-            return naive(hs, ws, ht, wt, labels, args.temperature, args.alpha)
+            return naive(hs, ws, ht, wt, labels, args.kd_temperature, args.alpha)
     else:
         def step():
-            return kd_loss(hs, ws, DenseTeacher(ht, wt), labels, temperature=args.temperature,
+            return kd_loss(hs, ws, DenseTeacher(ht, wt), labels, temperature=args.kd_temperature,
                            alpha=args.alpha, chunk_size=int(args.variant)).loss
     base = rss_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
@@ -94,7 +94,7 @@ def rss_kib(field: str) -> int:
 
 def run(variant: str, args, out: Path) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--variant", variant, "--out", str(out)]
-    for k in ("vocab", "tokens", "hidden", "teacher_hidden", "repeats", "temperature", "alpha"):
+    for k in ("vocab", "tokens", "hidden", "teacher_hidden", "repeats", "kd_temperature", "alpha"):
         cmd += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False)
     if done.returncode != 0:
@@ -112,7 +112,7 @@ def main() -> None:
                    help="tokens per chunk of ours; one row each")
     p.add_argument("--repeats", type=int, default=2, help="runs per process")
     p.add_argument("--rounds", type=int, default=2, help="processes per variant, alternating")
-    p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--kd-temperature", type=float, default=2.0)
     p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--variant", help=argparse.SUPPRESS)
@@ -128,7 +128,7 @@ def report(args, tmp: Path) -> None:
     import torch
 
     print(f"V={args.vocab:,} N={args.tokens:,} H_student={args.hidden} "
-          f"H_teacher={args.teacher_hidden} T={args.temperature} alpha={args.alpha} "
+          f"H_teacher={args.teacher_hidden} T={args.kd_temperature} alpha={args.alpha} "
           f"threads={torch.get_num_threads()} repeats={args.repeats} rounds={args.rounds}")
     variants = ["naive"] + [str(c) for c in args.chunk_size]
     results = {}

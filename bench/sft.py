@@ -96,7 +96,7 @@ def run(kind: str, model: str, data: Path, out: Path, settings: dict, weights) -
     if kind == "trl":
         cmd = [sys.executable, "-c", BASELINE, model, str(data), str(out), json.dumps(settings)]
     else:
-        cmd = [sys.executable, "-m", "distill.cli", "train", "sft", "--model", model, "--data",
+        cmd = [sys.executable, "-m", "distill.cli", "train", "sft", "--student", model, "--data",
                str(data), "--out", str(out), "--reasoning-weight", str(weights[0]),
                "--answer-weight", str(weights[1])]
         for k, v in settings.items():

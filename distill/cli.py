@@ -193,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     from distill.eval.cli import register as add_eval
     from distill.publish.cli import register as add_publish
     from distill.sft.cli import register as add_train
-    from distill.sft.logits_cli import register as add_logits
-    from distill.sft.student_cli import register as add_student
+    from distill.sft.kd.capture_cli import register as add_logits
+    from distill.sft.student.cli import register as add_student
 
     add_publish(sub)
     add_train(sub)

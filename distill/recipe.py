@@ -135,21 +135,18 @@ def _publish(recipe: dict, out: Path) -> dict:
 
 
 def _train(recipe: dict, out: Path) -> dict:
+    from distill.sft.methods import method
+
     cfg = dict(recipe["train"] or {})
-    method = cfg.pop("method", "sft")
-    if method == "sft":
-        from distill.sft.train import train_sft as train
-    elif method == "kd":  # the recipe's teacher, unless the train section names one
-        from distill.sft.kd_train import train_kd as train
-
-        if "offline_logits" not in cfg:
-            cfg.setdefault("teacher", _teacher_model(recipe))
-    elif method == "gkd":
-        from distill.sft.gkd import train_gkd as train
-
+    name = cfg.pop("method", "sft")
+    try:
+        _, train = method(name)
+    except DistillError as e:
+        raise DistillError(f"recipe train: {e}") from None
+    if name == "kd" and "offline_logits" not in cfg:  # the recipe's teacher, unless named here
+        cfg.setdefault("teacher", _teacher_model(recipe))
+    elif name == "gkd":
         cfg.setdefault("teacher_model_name_or_path", _teacher_model(recipe))
-    else:
-        raise DistillError(f"recipe train: method {method!r} is not one of sft, kd, gkd")
     student = (recipe.get("student") or {}).get("model")
     result = train(student, out / "filter" / "kept", out / "train", **cfg)
     return {k: result.metrics.get(k) for k in ("train_loss", "global_step", "train_runtime")}

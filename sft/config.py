@@ -1,8 +1,10 @@
-"""``DistillSFTConfig``: TRL's ``SFTConfig`` plus the fields distillation needs, and recipe
-loading (a YAML file of config fields, then ``--name value`` flags on top)."""
+"""``DistillSFTConfig``: TRL's ``SFTConfig`` plus the fields distillation needs; and the one
+parser of ``distill train``'s flags and recipes (a YAML file of config fields and
+``TrainInputs``, then ``--name value`` flags on top), generated from the dataclasses."""
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
@@ -10,9 +12,9 @@ from typing import ClassVar
 from trl import SFTConfig
 
 from distill.errors import DistillError
+from distill.flags import deprecated, renamed
+from distill.sft.train import TrainInputs, read_inputs
 
-# Recipe keys that are trainer inputs, not config fields.
-INPUT_KEYS = ("model", "data", "eval_data", "out")
 # Fields that change what a run computes: a resumed run must match them; the card lists them.
 RESUME_KEY = (
     "reasoning_weight", "answer_weight", "loss_normalization", "objective", "step_by_step_alpha",
@@ -34,6 +36,8 @@ class DistillSFTConfig(SFTConfig):
 
     # Fields a resumed run must match; subclasses (kd, gkd) add theirs.
     resume_keys: ClassVar[tuple[str, ...]] = RESUME_KEY
+    # Old field names (flags and recipe keys) still accepted, with a notice: old -> new.
+    renamed_fields: ClassVar[dict[str, str]] = {}
 
     # Loss
     reasoning_weight: float = field(default=1.0, metadata={
@@ -75,7 +79,7 @@ class DistillSFTConfig(SFTConfig):
         "help": "Stop before training when more than this fraction of rows would be dropped."})
     # LoRA
     use_lora: bool = field(default=False, metadata={
-        "help": "Train a LoRA adapter (PEFT) instead of every weight."})
+        "help": "Train a LoRA adapter (PEFT) instead of every weight.", "aliases": ["--lora"]})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
@@ -139,9 +143,15 @@ def bf16_available() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
+def added_fields(config_class, base=None) -> tuple[str, ...]:
+    """The fields ``config_class`` adds to ``base`` (default ``DistillSFTConfig``)."""
+    inherited = {f.name for f in fields(base or DistillSFTConfig)}
+    return tuple(f.name for f in fields(config_class) if f.name not in inherited)
+
+
 def load_train_config(path: str | Path | None, config_class=None) -> dict:
     """A recipe YAML: config fields (of ``config_class``, default ``DistillSFTConfig``) plus the
-    inputs ``model``, ``data``, ``eval_data``, ``out``."""
+    ``TrainInputs`` (student, data, eval_data, out)."""
     if path is None:
         return {}
     import yaml
@@ -155,35 +165,86 @@ def load_train_config(path: str | Path | None, config_class=None) -> dict:
         raise DistillError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(recipe, dict):
         raise DistillError(f"{path}: a recipe is a mapping of config fields")
-    known = {f.name for f in fields(config_class or DistillSFTConfig)} | set(INPUT_KEYS)
-    unknown = sorted(set(recipe) - known)
+    config_class = config_class or DistillSFTConfig
+    recipe = renamed_keys(recipe, config_class)
+    known = {f.name for f in fields(config_class)} | {f.name for f in fields(TrainInputs)}
+    unknown = sorted(set(recipe) - (known - {"config"}))
     if unknown:
         raise DistillError(f"{path}: unknown keys {', '.join(unknown)} (not SFTConfig fields)")
     return recipe
+
+
+def renamed_keys(values: dict, config_class) -> dict:
+    """``values`` with the old names of ``TrainInputs`` and ``config_class`` fields replaced by
+    the new ones, with the notice."""
+    values = dict(values)
+    for old, new in {**TrainInputs.renamed_fields, **config_class.renamed_fields}.items():
+        if old in values:
+            deprecated(f"the key {old!r}", repr(new))
+            if new in values:
+                raise DistillError(f"give {new} once ({old} is its old name)")
+            values[new] = values.pop(old)
+    return values
+
+
+def train_parser(config_class, **kwargs):
+    """``HfArgumentParser`` of ``TrainInputs`` and ``config_class``: a flag per field (with
+    dashes or underscores), old names as hidden flags that print the notice, no
+    abbreviations. ``kwargs``: ``prog``, ``description``, ``epilog``."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser([TrainInputs, config_class], allow_abbrev=False, **kwargs)
+    for old, new in {**TrainInputs.renamed_fields, **config_class.renamed_fields}.items():
+        action = next(a for a in parser._actions if a.dest == new)
+        for spelling in dict.fromkeys([f"--{old}", f"--{old.replace('_', '-')}"]):
+            renamed(parser, spelling, action.option_strings[-1], type=action.type)
+    parser.add_argument("--help-config", action="help", help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_train_args(config_class, argv: list[str], **kwargs) -> tuple[TrainInputs, object]:
+    """``distill train``'s command line: the inputs and the config (``config_class``), flags
+    over the fields of the ``--config`` recipe over the defaults. ``kwargs``: the help's
+    ``prog``, ``description`` and ``epilog``."""
+    recipe = load_train_config(read_inputs(argv).config, config_class)
+    inputs, values = _parse(config_class, argv, recipe, **kwargs)
+    if values["output_dir"] is not None:
+        raise DistillError("the output folder is --out (output_dir follows it): drop "
+                           "--output_dir / output_dir")
+    if not inputs.data or not inputs.out:
+        raise DistillError(f"{kwargs.get('prog', 'distill train')} needs --data and --out (or "
+                           "data/out in --config)")
+    values["output_dir"] = inputs.out
+    return inputs, config_class(**values)
 
 
 def build_config(recipe: dict | None = None, args: list[str] | None = None, *,
                  config_class=None, **overrides) -> DistillSFTConfig:
     """Defaults < recipe fields < ``overrides`` < ``--name value`` args (any field of
     ``config_class``, default ``DistillSFTConfig``)."""
-    from transformers import HfArgumentParser
+    config_class = config_class or DistillSFTConfig
+    values = renamed_keys({**(recipe or {}), **overrides}, config_class)
+    _, values = _parse(config_class, list(args or []), values)
+    return config_class(**values)
 
-    parser = HfArgumentParser(config_class or DistillSFTConfig)
-    values = {k: v for k, v in (recipe or {}).items() if k not in INPUT_KEYS}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    parser.set_defaults(**values)
+
+def _parse(config_class, argv: list[str], defaults: dict, **kwargs) -> tuple[TrainInputs, dict]:
+    """(inputs, ``config_class`` field values) of ``argv`` over ``defaults``."""
+    names = {f.name for f in fields(TrainInputs)} | {f.name for f in fields(config_class)}
+    unknown = sorted(set(defaults) - names)
+    if unknown:
+        raise DistillError(f"not {config_class.__name__} fields: {', '.join(unknown)}")
+    parser = train_parser(config_class, **kwargs)
+    parser.set_defaults(**defaults)
     try:
-        config, rest = parser.parse_args_into_dataclasses(args=list(args or []),
-                                                          return_remaining_strings=True)
-    except SystemExit:
-        raise DistillError("invalid training argument (see the message above)") from None
+        namespace, rest = parser.parse_known_args(argv)
+    except SystemExit as e:
+        if e.code:
+            raise DistillError("invalid training argument (see the message above)") from None
+        raise  # --help
     if rest:
-        raise DistillError(f"unknown training arguments: {' '.join(rest)} "
-                           "(see --help-config)")
-    return config
-
-
-def config_help(config_class=None) -> str:
-    from transformers import HfArgumentParser
-
-    return HfArgumentParser(config_class or DistillSFTConfig).format_help()
+        raise DistillError(f"unknown training arguments: {' '.join(rest)} (see --help; flags "
+                           "are never abbreviated)")
+    values = vars(namespace)
+    inputs = TrainInputs(**{f.name: values.pop(f.name) for f in fields(TrainInputs)})
+    return inputs, values

@@ -3,17 +3,49 @@ its tokenizer and a training card in the output folder."""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import ClassVar
 
 from distill.errors import DistillError
 from distill.log import log
 
 RUN_FILE = "distill_sft.json"
+
+
+@dataclass
+class TrainInputs:
+    """What a training run reads and writes, besides its config: ``distill train``'s flags and
+    recipe keys next to the config fields."""
+
+    # Old field names (flags and recipe keys) still accepted, with a notice: old -> new.
+    renamed_fields: ClassVar[dict[str, str]] = {"model": "student"}
+
+    student: str | None = field(default=None, metadata={
+        "help": "The student: HF folder or hub id; None: the embedded SmolLM2-135M-Instruct."})
+    data: str | None = field(default=None, metadata={
+        "help": "Dataset folder, or a distill filter output (uses its kept/)."})
+    out: str | None = field(default=None, metadata={
+        "help": "Output folder: checkpoints, the student, its README.md card."})
+    eval_data: str | None = field(default=None, metadata={
+        "help": "Dataset folder to evaluate on."})
+    config: str | None = field(default=None, metadata={
+        "help": "Recipe YAML: config fields, plus student, data, out and eval_data; flags "
+        "override it."})
+
+
+def read_inputs(argv: list[str]) -> TrainInputs:
+    """The ``TrainInputs`` flags of ``argv`` alone (the rest is left for the config), without
+    importing transformers or trl (seconds): to check the data before they load."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for f in fields(TrainInputs):
+        parser.add_argument(*dict.fromkeys([f"--{f.name}", f"--{f.name.replace('_', '-')}"]))
+    return TrainInputs(**vars(parser.parse_known_args(argv)[0]))
 
 
 @dataclass

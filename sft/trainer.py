@@ -16,7 +16,7 @@ from trl import SFTTrainer
 from trl.data_utils import pack_dataset
 
 from distill.errors import DistillError
-from distill.sft.losses import span_sums, token_scale, weight_table
+from distill.sft.spans import span_sums, token_scale, weight_table
 
 SPAN_COLUMN = "span_ids"
 
@@ -46,7 +46,7 @@ class SpanCollator:
 
 class DistillSFTTrainer(SFTTrainer):
     """``SFTTrainer`` whose loss weights reasoning and answer tokens apart (see
-    ``distill.sft.losses``); ``args`` is a ``DistillSFTConfig``."""
+    ``distill.sft.spans``); ``args`` is a ``DistillSFTConfig``."""
 
     _tag_names: ClassVar[list[str]] = ["trl", "sft", "distill"]
     # Columns besides input_ids and labels that reach the collator (kept, packed along).

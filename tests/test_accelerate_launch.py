@@ -19,7 +19,7 @@ ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
 
 
 def train(cmd: list[str], out: Path, data: Path, model: str, batch: int) -> dict:
-    args = ["-m", "distill.cli", "train", "sft", "--model", model, "--data", str(data),
+    args = ["-m", "distill.cli", "train", "sft", "--student", model, "--data", str(data),
             "--out", str(out), "--per_device_train_batch_size", str(batch), "--max_steps", "4",
             "--learning_rate", "1e-3", "--gradient_checkpointing", "false", "--seed", "0",
             "--disable_tqdm", "true", "--logging_steps", "1", "--report_to", "none",

@@ -10,8 +10,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from distill import io
 from distill.cli import main
-from distill.sft.analysis import compression_markdown, compression_table, temperature_profile
-from distill.sft.student import init_student
+from distill.sft.student.analysis import (
+    compression_markdown,
+    compression_table,
+    temperature_profile,
+)
+from distill.sft.student.design import init_student
 
 TEXTS = ["Let me think. 3 * 4 = 12 and 12 + 2 = 14. The answer is 14. #### 14",
          "Maria buys 3 notebooks at $4 each and a pen for $2."]
@@ -43,13 +47,13 @@ def test_temperature_profile_matches_a_reference(tiny_model):
 def test_temperatures_cli(tiny_model, tmp_path, capsys):
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(TEXTS) + "\n")
-    assert main(["analyze", "temperatures", "--model", tiny_model, "--texts", str(texts),
+    assert main(["analyze", "temperatures", "--teacher", tiny_model, "--texts", str(texts),
                  "--temperatures", "1,2", "--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
     saved = json.loads((tmp_path / "out" / "temperatures.json").read_text())
     assert [r["temperature"] for r in saved["temperatures"]] == [1.0, 2.0]
     assert "| 2 | " in printed and (tmp_path / "out" / "temperatures.md").read_text() in printed
-    assert main(["analyze", "temperatures", "--model", tiny_model, "--texts", str(texts),
+    assert main(["analyze", "temperatures", "--teacher", tiny_model, "--texts", str(texts),
                  "--temperatures", "0,1"]) == 2
 
 
@@ -105,3 +109,14 @@ def test_compression_cli_on_real_eval_runs(tiny_model, tmp_path, capsys):
     assert t["teacher"] and s["params"] < t["params"]
     assert s["compression"] == pytest.approx(t["params"] / s["params"])
     assert s["speedup"] > 0 and "| student |" in capsys.readouterr().out
+
+
+def test_temperatures_teacher_was_model(capsys):
+    from distill.cli import build_parser
+
+    args = build_parser().parse_args(["analyze", "temperatures", "--teacher", "t", "--texts", "x"])
+    assert args.teacher == "t" and "deprecated" not in capsys.readouterr().err
+    args = build_parser().parse_args(["analyze", "temperatures", "--model", "m", "--texts", "x"])
+    assert args.teacher == "m"
+    assert ("--model is deprecated and will be removed in 0.3; use --teacher"
+            in capsys.readouterr().err)

@@ -13,7 +13,7 @@ from transformers import (
 )
 
 from distill.errors import DistillError
-from distill.sft.ema import EMACallback, EMATeacher
+from distill.sft.kd.ema import EMACallback, EMATeacher
 
 
 def small_llama(seed=0, layers=3):

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from distill.errors import DistillError
-from distill.sft.feature_losses import (
+from distill.sft.kd.features import (
     FeatureDistillation,
     align_heads,
     attention_loss,

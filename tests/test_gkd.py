@@ -12,7 +12,7 @@ from tiny import build_tiny_model
 from distill.cli import main
 from distill.errors import DistillError
 from distill.sft.config import build_config
-from distill.sft.gkd import DistillGKDConfig
+from distill.sft.onpolicy.gkd import DistillGKDConfig
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_gkd_trains_on_generated_samples_and_saves_the_student(pair, tmp_path, m
     monkeypatch.setattr(GKDTrainer, "generate_on_policy_outputs", staticmethod(record))
     out = tmp_path / "gkd"
     args = [f"--{k}={v}" for k, v in {**KD_ARGS, "per_device_train_batch_size": 4}.items()]
-    assert main(["train", "gkd", "--model", str(student), "--teacher", str(teacher), "--data",
+    assert main(["train", "gkd", "--student", str(student), "--teacher", str(teacher), "--data",
                  str(data), "--out", str(out), "--lmbda", lmbda, *seq_kd, "--beta", "0.5",
                  "--max-new-tokens", "6", "--max_steps", "3", *args]) == 0
     assert len(sampled) == 3
@@ -55,7 +55,7 @@ def test_gkd_trains_on_generated_samples_and_saves_the_student(pair, tmp_path, m
 
 
 def test_gkd_refuses_what_it_cannot_train(pair, tmp_path):
-    from distill.sft.gkd import train_gkd
+    from distill.sft.onpolicy.gkd import train_gkd
 
     data, _, student, _ = pair
     other = build_tiny_model(tmp_path / "other")

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from distill.errors import DistillError
-from distill.sft.kd_losses import LOSSES, DenseTeacher, SparseTeacher, kd_loss
+from distill.sft.kd.losses import LOSSES, DenseTeacher, SparseTeacher, kd_loss
 
 N, H_S, H_T, V = 10, 6, 5, 40
 

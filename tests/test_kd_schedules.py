@@ -7,7 +7,7 @@ import math
 import pytest
 
 from distill.errors import DistillError
-from distill.sft.kd_schedules import (
+from distill.sft.kd.schedules import (
     ALPHA_SCHEDULES,
     TEMPERATURE_SCHEDULES,
     check_schedule,

@@ -15,7 +15,7 @@ from tiny import build_tiny_model
 from distill.cli import main
 from distill.errors import DistillError
 from distill.sft.config import build_config
-from distill.sft.kd_config import DistillKDConfig
+from distill.sft.kd.config import DistillKDConfig
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def logged(out: Path, key: str) -> list[float]:
 
 
 def test_kd_loss_falls_and_the_student_ends_closer_to_the_teacher_than_sft(pair, tmp_path):
-    from distill.sft.kd_train import train_kd
+    from distill.sft.kd.train import train_kd
     from distill.sft.train import train_sft
 
     data, test, student, teacher = pair
@@ -53,7 +53,7 @@ def make_trainer(student: Path, data: Path, out: Path, **fields):
     from transformers import AutoTokenizer
 
     from distill.sft.data import build_examples, load_rows
-    from distill.sft.kd_train import KDMethod
+    from distill.sft.kd.train import KDMethod
     from distill.sft.train import Examples
 
     config = build_config(config_class=DistillKDConfig, output_dir=str(out),
@@ -76,12 +76,12 @@ def first_batch_loss(trainer) -> float:
 
 @pytest.mark.parametrize("packing", [False, True])
 def test_offline_and_online_teachers_give_the_same_loss(pair, tmp_path, packing):
-    from distill.sft.logits import capture_logits
+    from distill.sft.kd.capture import capture_logits
 
     data, _, student, teacher = pair
     capture_logits(str(teacher), data, tmp_path / "logits", 8, student=str(student),
                    config=build_config(output_dir="unused", max_length=96))
-    fields = {"loss": "topk", "top_k": 8, "alpha": 0.7, "temperature": 2.0, "packing": packing,
+    fields = {"loss": "topk", "top_k": 8, "alpha": 0.7, "kd_temperature": 2.0, "packing": packing,
               "max_length": 256 if packing else 96}
     online = make_trainer(student, data, tmp_path / "on", teacher=str(teacher), **fields)
     offline = make_trainer(student, data, tmp_path / "off",
@@ -115,7 +115,7 @@ def test_padded_teacher_vocabulary_is_aligned(pair, tmp_path, capsys):
 
 
 def test_a_teacher_with_another_tokenizer_is_refused(pair, tmp_path):
-    from distill.sft.kd_train import train_kd
+    from distill.sft.kd.train import train_kd
 
     data, _, student, _ = pair
     other = build_tiny_model(tmp_path / "other")  # a tokenizer trained on another corpus
@@ -139,7 +139,8 @@ def test_config_needs_exactly_one_teacher_and_valid_options(tmp_path):
         build_config(config_class=DistillKDConfig, output_dir=str(tmp_path), teacher="t",
                      alpha_schedule="cosine_warm")
     config = build_config(config_class=DistillKDConfig, output_dir=str(tmp_path), teacher="t",
-                          temperature=1.0, temperature_end=3.0, temperature_schedule="linear",
+                          kd_temperature=1.0, kd_temperature_end=3.0,
+                          kd_temperature_schedule="linear",
                           alpha=0.2, alpha_end=0.8, alpha_schedule="linear")
     assert config.schedule(5, 10) == pytest.approx((2.0, 0.5))
 
@@ -147,9 +148,9 @@ def test_config_needs_exactly_one_teacher_and_valid_options(tmp_path):
 def test_cli_trains_online_and_offline(pair, tmp_path, capsys):
     data, _, student, teacher = pair
     flags = [f"--{k}={v}" for k, v in KD_ARGS.items()] + ["--max_steps=2"]
-    common = ["--model", str(student), "--data", str(data)]
+    common = ["--student", str(student), "--data", str(data)]
     assert main(["train", "kd", *common, "--out", str(tmp_path / "online"), "--teacher",
-                 str(teacher), "--loss", "jsd", "--temperature", "2", "--alpha", "0.8",
+                 str(teacher), "--loss", "jsd", "--kd-temperature", "2", "--alpha", "0.8",
                  *flags]) == 0
     assert main(["logits", "capture", "--teacher", str(teacher), "--student", str(student),
                  "--data", str(data), "--out", str(tmp_path / "logits"), "--top-k", "4",
@@ -183,13 +184,13 @@ def test_recipe_train_stage_distills_from_the_recipes_teacher(pair, tmp_path):
 
 
 def test_rerun_resumes_and_refuses_other_kd_settings(pair, tmp_path):
-    from distill.sft.kd_train import train_kd
+    from distill.sft.kd.train import train_kd
 
     data, _, student, teacher = pair
     args = {**KD_ARGS, "max_steps": 2, "save_strategy": "steps", "save_steps": 1}
     out = tmp_path / "kd"
-    train_kd(str(student), data, out, teacher=str(teacher), temperature=2.0, **args)
-    again = train_kd(str(student), data, out, teacher=str(teacher), temperature=2.0, **args)
+    train_kd(str(student), data, out, teacher=str(teacher), kd_temperature=2.0, **args)
+    again = train_kd(str(student), data, out, teacher=str(teacher), kd_temperature=2.0, **args)
     assert again.resumed_from is not None and again.resumed_from.endswith("checkpoint-2")
-    with pytest.raises(DistillError, match="other settings \\(temperature changed\\)"):
-        train_kd(str(student), data, out, teacher=str(teacher), temperature=1.0, **args)
+    with pytest.raises(DistillError, match="other settings \\(kd_temperature changed\\)"):
+        train_kd(str(student), data, out, teacher=str(teacher), kd_temperature=1.0, **args)

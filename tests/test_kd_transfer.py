@@ -15,8 +15,8 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from distill.cli import main
 from distill.errors import DistillError
 from distill.sft.config import build_config
-from distill.sft.kd_config import DistillKDConfig
-from distill.sft.kd_transfer import EMA_FILE, PROJECTOR_FILE
+from distill.sft.kd.config import DistillKDConfig
+from distill.sft.kd.transfer import EMA_FILE, PROJECTOR_FILE
 
 TRANSFER = {"feature_weight": 1.0, "attention_weight": 1.0, "alpha": 0.5, "max_steps": 6,
             "save_strategy": "steps", "save_steps": 3}
@@ -27,7 +27,7 @@ SELF = {"self_distill_decay": 0.5, "deep_supervision_weight": 0.5, "alpha": 0.5,
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A student (hidden 32) distilled from a teacher (hidden 64) with both transfer terms."""
-    from distill.sft.kd_train import train_kd
+    from distill.sft.kd.train import train_kd
 
     root = tmp_path_factory.mktemp("transfer")
     data, _, student, teacher = toy_pair(root)
@@ -73,7 +73,7 @@ def test_projections_train_and_are_saved_with_each_checkpoint(run):
 
 
 def test_a_resumed_run_continues_the_projections(run, tmp_path):
-    from distill.sft.kd_train import train_kd
+    from distill.sft.kd.train import train_kd
 
     data, student, teacher, out = run
     resumed = tmp_path / "resumed"
@@ -89,7 +89,7 @@ def test_a_resumed_run_continues_the_projections(run, tmp_path):
 
 
 def test_bad_transfer_settings_are_refused(run, tmp_path):
-    from distill.sft.kd_train import train_kd
+    from distill.sft.kd.train import train_kd
 
     data, student, teacher, _ = run
     config = {"config_class": DistillKDConfig, "output_dir": str(tmp_path)}
@@ -107,7 +107,7 @@ def test_bad_transfer_settings_are_refused(run, tmp_path):
 def test_cli_flags(run, tmp_path):
     data, student, teacher, _ = run
     flags = [f"--{k}={v}" for k, v in KD_ARGS.items()] + ["--max_steps=1"]
-    assert main(["train", "kd", "--model", str(student), "--data", str(data), "--out",
+    assert main(["train", "kd", "--student", str(student), "--data", str(data), "--out",
                  str(tmp_path / "cli"), "--teacher", str(teacher), "--feature-layers", "1:1",
                  "--feature-weight", "0.5", "--attention-layers", "0:1",
                  "--attention-weight", "2", "--feature_loss", "cosine", *flags]) == 0
@@ -121,7 +121,7 @@ def test_cli_flags(run, tmp_path):
 @pytest.fixture(scope="module")
 def self_run(run, tmp_path_factory):
     """Self-distillation (EMA teacher, decay 0.5) with deep supervision; a checkpoint a step."""
-    from distill.sft.kd_train import train_kd
+    from distill.sft.kd.train import train_kd
 
     data, student, _, _ = run
     out = tmp_path_factory.mktemp("self") / "kd"
@@ -149,7 +149,7 @@ def test_self_distillation_follows_the_ema_formula(self_run):
 
 
 def test_a_resumed_self_distillation_continues_the_ema(self_run, tmp_path):
-    from distill.sft.kd_train import train_kd
+    from distill.sft.kd.train import train_kd
 
     data, student, out = self_run
     resumed = tmp_path / "resumed"
@@ -165,7 +165,7 @@ def test_a_resumed_self_distillation_continues_the_ema(self_run, tmp_path):
 def test_self_distillation_settings_and_cli(self_run, tmp_path):
     data, student, _ = self_run
     flags = [f"--{k}={v}" for k, v in KD_ARGS.items()] + ["--max_steps=1"]
-    assert main(["train", "kd", "--model", str(student), "--data", str(data), "--out",
+    assert main(["train", "kd", "--student", str(student), "--data", str(data), "--out",
                  str(tmp_path / "cli"), "--self-distill-decay", "0.99", *flags]) == 0
     assert (tmp_path / "cli" / EMA_FILE).exists()
     config = {"config_class": DistillKDConfig, "output_dir": str(tmp_path)}
@@ -179,11 +179,11 @@ def test_self_distillation_settings_and_cli(self_run, tmp_path):
 def test_extra_terms_of_one_batch_match_a_reference(run, tmp_path):
     from test_kd_train import make_trainer
 
-    from distill.sft.feature_losses import attention_loss
+    from distill.sft.kd.features import attention_loss
 
     data, student, teacher, _ = run
     trainer = make_trainer(student, data, tmp_path / "t", teacher=str(teacher), alpha=0.5,
-                           temperature=2.0, feature_weight=2.0, attention_weight=3.0,
+                           kd_temperature=2.0, feature_weight=2.0, attention_weight=3.0,
                            deep_supervision_weight=0.5)
     inputs = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
     ids, attn, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]

@@ -14,7 +14,7 @@ from kd_models import KD_ARGS, toy_pair
 from distill import io
 from distill.errors import DistillError
 from distill.sft.config import build_config
-from distill.sft.logits import capture_logits
+from distill.sft.kd.capture import capture_logits
 
 K = 8
 
@@ -88,7 +88,7 @@ def test_capture_resumes_after_a_crash_and_refuses_another_capture(captured, tmp
 
 
 def test_training_refuses_a_cache_that_is_not_its_own(captured, tmp_path):
-    from distill.sft.kd_train import train_kd
+    from distill.sft.kd.train import train_kd
 
     result, data, student, _ = captured
     args = {**KD_ARGS, "max_steps": 1}
@@ -104,3 +104,20 @@ def test_training_refuses_a_cache_that_is_not_its_own(captured, tmp_path):
     with pytest.raises(DistillError, match="offline logits cover the training data only"):
         train_kd(str(student), data, tmp_path / "d", offline_logits=str(result.out),
                  eval_data=data, **args)
+
+
+def test_teacher_dtype_and_device_were_dtype_and_device(capsys):
+    from distill.cli import build_parser
+
+    common = ["logits", "capture", "--teacher", "t", "--student", "s", "--data", "d", "--out",
+              "o", "--top-k", "4"]
+    args = build_parser().parse_args([*common, "--teacher-dtype", "float16", "--teacher-device",
+                                      "cpu", "--max_length", "96"])
+    assert (args.teacher_dtype, args.teacher_device, args.argv) == ("float16", "cpu",
+                                                                    ["--max_length", "96"])
+    assert "deprecated" not in capsys.readouterr().err
+    args = build_parser().parse_args([*common, "--dtype", "bfloat16", "--device", "cuda:1"])
+    assert (args.teacher_dtype, args.teacher_device) == ("bfloat16", "cuda:1")
+    err = capsys.readouterr().err
+    assert "--dtype is deprecated and will be removed in 0.3; use --teacher-dtype" in err
+    assert "--device is deprecated and will be removed in 0.3; use --teacher-device" in err

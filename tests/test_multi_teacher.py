@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from distill.errors import DistillError
-from distill.sft.multi_teacher import TeacherMixture
+from distill.sft.kd.multi_teacher import TeacherMixture
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_bad_inputs(logits):
         TeacherMixture(3, "adaptive")
 
 
-# --- the chunked KD loss against a mixture of teachers (distill.sft.kd_losses.MixtureTeacher)
+# --- the chunked KD loss against a mixture of teachers (distill.sft.kd.losses.MixtureTeacher)
 
 def mixture_reference(hidden, head, t_hidden, t_heads, theta, labels, loss, temperature, alpha,
                       beta=0.5):
@@ -86,7 +86,7 @@ def mixture_reference(hidden, head, t_hidden, t_heads, theta, labels, loss, temp
 
 @pytest.mark.parametrize("loss", ["forward_kl", "reverse_kl", "jsd", "tvd"])
 def test_mixture_loss_and_gradients_match_a_float64_reference(loss):
-    from distill.sft.kd_losses import DenseTeacher, MixtureTeacher, kd_loss
+    from distill.sft.kd.losses import DenseTeacher, MixtureTeacher, kd_loss
 
     torch.manual_seed(1)
     n, h, v = 13, 6, 17
@@ -113,7 +113,7 @@ def test_mixture_loss_and_gradients_match_a_float64_reference(loss):
 
 
 def test_a_one_teacher_mixture_is_that_teacher():
-    from distill.sft.kd_losses import DenseTeacher, MixtureTeacher, kd_loss
+    from distill.sft.kd.losses import DenseTeacher, MixtureTeacher, kd_loss
 
     torch.manual_seed(2)
     n, h, v = 11, 5, 13
@@ -134,7 +134,7 @@ def test_a_one_teacher_mixture_is_that_teacher():
 
 
 def test_learned_mixture_weights_refuse_top_k():
-    from distill.sft.kd_losses import DenseTeacher, MixtureTeacher, kd_loss
+    from distill.sft.kd.losses import DenseTeacher, MixtureTeacher, kd_loss
 
     theta = torch.zeros(2, requires_grad=True)
     t = DenseTeacher(torch.randn(3, 4), torch.randn(7, 4))
@@ -162,7 +162,7 @@ def logged(out, key):
 def test_fixed_weights_one_and_zero_train_like_that_single_teacher(pair, tmp_path):
     from kd_models import KD_ARGS
 
-    from distill.sft.kd_train import train_kd
+    from distill.sft.kd.train import train_kd
 
     data, _, student, teacher = pair
     args = {**KD_ARGS, "max_steps": 2, "alpha": 0.9}
@@ -184,7 +184,7 @@ def test_cli_average_and_learned_weights(pair, tmp_path):
 
     data, _, student, teacher = pair
     flags = [f"--{k}={v}" for k, v in KD_ARGS.items()] + ["--max_steps=3", "--alpha=1"]
-    common = ["train", "kd", "--model", str(student), "--data", str(data), "--teachers",
+    common = ["train", "kd", "--student", str(student), "--data", str(data), "--teachers",
               f"{student},{teacher}", *flags]
     assert main([*common, "--out", str(tmp_path / "avg")]) == 0
     assert logged(tmp_path / "avg", "teacher_weight_0") == [0.5] * 3
@@ -210,8 +210,8 @@ def test_teachers_are_checked(pair, tmp_path):
     from tiny import build_tiny_model
 
     from distill.sft.config import build_config
-    from distill.sft.kd_config import DistillKDConfig
-    from distill.sft.kd_train import train_kd
+    from distill.sft.kd.config import DistillKDConfig
+    from distill.sft.kd.train import train_kd
 
     data, _, student, teacher = pair
     other = build_tiny_model(tmp_path / "other")  # a tokenizer trained on another corpus

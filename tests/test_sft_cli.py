@@ -53,10 +53,10 @@ def test_flags_pass_through_to_the_config(tmp_path):
     args = build_parser().parse_args(
         ["train", "sft", "--data", "d", "--out", "o", "--answer-weight", "2", "--learning_rate",
          "1e-3", "--max_steps", "7", "--lora", "--packing"])
-    assert args.trl_args == ["--learning_rate", "1e-3", "--max_steps", "7", "--packing"]
-    config = build_config({"learning_rate": "2e-5", "warmup_steps": 3}, args.trl_args,
-                          output_dir=args.out, answer_weight=args.answer_weight,
-                          use_lora=args.lora)
+    assert args.argv == ["--data", "d", "--out", "o", "--answer-weight", "2", "--learning_rate",
+                         "1e-3", "--max_steps", "7", "--lora", "--packing"]
+    config = build_config({"learning_rate": "2e-5", "warmup_steps": 3}, args.argv,
+                          output_dir="o")
     assert (config.learning_rate, config.max_steps, config.warmup_steps) == (1e-3, 7, 3)
     assert config.answer_weight == 2.0 and config.use_lora and config.packing
     assert config.bf16 is (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
@@ -92,7 +92,7 @@ def test_cli_trains_and_writes_student_and_card(tiny_model, filtered, tmp_path):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "student"
-    done = run_cli("--model", tiny_model, "--data", filtered, "--out", out, "--answer-weight",
+    done = run_cli("--student", tiny_model, "--data", filtered, "--out", out, "--answer-weight",
                    "2", "--max_steps", "10", "--save_steps", "5", *TINY_ARGS)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "trained 10 steps" in done.stdout
@@ -107,7 +107,7 @@ def test_cli_trains_and_writes_student_and_card(tiny_model, filtered, tmp_path):
     assert (out / "loss.png").stat().st_size > 1000
     assert json.loads((out / "metrics.json").read_text())["global_step"] == 10
     # a rerun with other settings does not touch the checkpoints
-    again = run_cli("--model", tiny_model, "--data", filtered, "--out", out, "--answer-weight",
+    again = run_cli("--student", tiny_model, "--data", filtered, "--out", out, "--answer-weight",
                     "3", "--max_steps", "10", *TINY_ARGS)
     assert again.returncode == 2 and "answer_weight changed" in again.stderr
 
@@ -135,7 +135,7 @@ def test_resume_after_sigkill_reaches_the_same_step_and_weights(tiny_model, filt
 
     steps = ["--max_steps", "160", "--save_steps", "40"]
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "distill.cli", "train", "sft", "--model", tiny_model,
+    cmd = [sys.executable, "-m", "distill.cli", "train", "sft", "--student", tiny_model,
            "--data", str(filtered), "--out", str(out), *steps, *TINY_ARGS]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
@@ -146,7 +146,7 @@ def test_resume_after_sigkill_reaches_the_same_step_and_weights(tiny_model, filt
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "model.safetensors").exists()  # it died mid-run
-    resumed = run_cli("--model", tiny_model, "--data", filtered, "--out", out, *steps, *TINY_ARGS)
+    resumed = run_cli("--student", tiny_model, "--data", filtered, "--out", out, *steps, *TINY_ARGS)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stderr and "trained 160 steps" in resumed.stdout
     # the same run, never killed, in this process

@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 
 from distill.sft.config import build_config
 from distill.sft.data import build_examples
-from distill.sft.losses import token_scale, weight_table
+from distill.sft.spans import token_scale, weight_table
 from distill.sft.trainer import DistillSFTTrainer, SpanCollator
 
 COMPLETIONS = ["Let me think. 3 * 4 = 12 and 12 + 2 = 14.\n#### 14",

@@ -11,7 +11,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from distill.cli import main
 from distill.errors import DistillError
 from distill.models import count_parameters
-from distill.sft.student import design_student, estimate_parameters, init_student
+from distill.sft.student.design import design_student, estimate_parameters, init_student
 
 # SmolLM2-135M(-Instruct)'s shape, as its config.json states it.
 SMOLLM2 = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 576,

@@ -77,7 +77,7 @@ def capture_logits(teacher: str, data: str | Path, out: str | Path, top_k: int, 
     settings (max_length, objective, weights, ...)."""
     from distill.sft.config import build_config
     from distill.sft.data import build_examples, load_rows
-    from distill.sft.teacher import (
+    from distill.sft.kd.teacher import (
         check_same_tokenizer,
         load_teacher,
         load_tokenizer,

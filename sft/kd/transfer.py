@@ -4,7 +4,7 @@ supervision.
 ``TransferKDTrainer`` is the KD trainer with up to three more named loss terms:
 
 * ``features``: ``feature_weight x`` hidden-state matching through learned projections, and
-  ``attention``: ``attention_weight x`` attention-map matching (``distill.sft.feature_losses``),
+  ``attention``: ``attention_weight x`` attention-map matching (``distill.sft.kd.features``),
   each a mean over the micro-batch's tokens. They need the online teacher's hidden states or
   attention maps; attention needs eager attention, so both models are switched to it (and
   checked). The projections train with the student (their own optimizer group, gradients
@@ -16,7 +16,7 @@ supervision.
   head: the blocks learn the teacher's distribution too.
 
 With ``self_distill_decay`` the teacher is an exponential moving average of the student
-(``distill.sft.ema``), updated after every optimizer step and saved as
+(``distill.sft.kd.ema``), updated after every optimizer step and saved as
 ``ema_teacher.safetensors`` (checkpoints included).
 """
 
@@ -29,8 +29,8 @@ from accelerate.utils import is_peft_model
 
 from distill.errors import DistillError
 from distill.log import log
-from distill.sft.ema import EMACallback, EMATeacher
-from distill.sft.feature_losses import (
+from distill.sft.kd.ema import EMACallback, EMATeacher
+from distill.sft.kd.features import (
     ATTENTION_LOSSES,
     FEATURE_LOSSES,
     PROJECTORS,
@@ -39,8 +39,8 @@ from distill.sft.feature_losses import (
     parse_layer_map,
     use_eager,
 )
-from distill.sft.kd_losses import kd_loss
-from distill.sft.kd_trainer import DistillKDTrainer, ZeroGrad
+from distill.sft.kd.losses import kd_loss
+from distill.sft.kd.trainer import DistillKDTrainer, ZeroGrad
 
 PROJECTOR_FILE = "feature_projector.safetensors"
 EMA_FILE = "ema_teacher.safetensors"

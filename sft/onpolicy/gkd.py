@@ -12,17 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 from trl.experimental.gkd import GKDConfig
 
 from distill.errors import DistillError
-from distill.sft.config import RESUME_KEY, DistillSFTConfig
-from distill.sft.kd_config import TEACHER_DTYPES
+from distill.sft.config import RESUME_KEY, DistillSFTConfig, added_fields
+from distill.sft.kd.teacher import TEACHER_DTYPES
 from distill.sft.train import Examples, Method, TrainResult, fit
-
-GKD_KEYS = ("teacher_model_name_or_path", "teacher_dtype", "temperature", "lmbda", "beta",
-            "max_new_tokens", "seq_kd")
 
 
 @dataclass
@@ -32,8 +28,8 @@ class DistillGKDConfig(DistillSFTConfig, GKDConfig):
     checks, LoRA and resume. GKD's loss weighs every completion token alike: span weights and
     the step_by_step objective do not apply."""
 
-    resume_keys: ClassVar[tuple[str, ...]] = RESUME_KEY + GKD_KEYS
-
+    teacher_model_name_or_path: str | None = field(default=None, metadata={
+        "help": "The teacher: HF folder or hub id.", "aliases": ["--teacher"]})
     teacher_dtype: str = field(default="auto", metadata={
         "help": "dtype the teacher is loaded in ('auto': its checkpoint's).",
         "choices": list(TEACHER_DTYPES)})
@@ -57,6 +53,9 @@ class DistillGKDConfig(DistillSFTConfig, GKDConfig):
         if self.packing:
             raise DistillError("distill train gkd does not pack sequences: the student "
                                "generates per prompt; drop --packing")
+
+
+DistillGKDConfig.resume_keys = RESUME_KEY + added_fields(DistillGKDConfig)
 
 
 def train_gkd(model: str | None, data: str | Path, out: str | Path, config=None, *,
@@ -83,7 +82,7 @@ class GKDMethod(Method):
     def prepare(self, tokenizer, model_path: str) -> None:
         from transformers import AutoConfig
 
-        from distill.sft.teacher import check_same_tokenizer, load_tokenizer, vocab_rows
+        from distill.sft.kd.teacher import check_same_tokenizer, load_tokenizer, vocab_rows
 
         teacher = self.config.teacher_model_name_or_path
         check_same_tokenizer(tokenizer, load_tokenizer(teacher, "teacher"), model_path, teacher)
@@ -114,7 +113,7 @@ class GKDMethod(Method):
                                   "completion_mask": masks, "prompt": prompts})
 
     def trainer_kwargs(self) -> dict:
-        from distill.sft.teacher import load_teacher
+        from distill.sft.kd.teacher import load_teacher
 
         c = self.config
         return {"teacher_model": load_teacher(c.teacher_model_name_or_path, c.teacher_dtype)}

@@ -6,7 +6,8 @@ wherever a single teacher's would go. Weights are ``average`` (1/K), ``fixed`` (
 normalized to sum to 1) or ``learned`` (softmax of a parameter, trained by the loss it feeds:
 minimizing KL(mixture || student) moves weight toward the teachers the student already agrees
 with, so log the weights and watch them). ``distill train kd --teachers`` takes its weights
-(and trains the learned ones) with the chunked loss's ``kd_losses.MixtureTeacher`` target.
+(and trains the learned ones) with the chunked loss's ``MixtureTeacher`` target
+(``distill.sft.kd.losses``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 ``EMATeacher`` keeps a frozen copy of the student and, after each optimizer step,
 ``p_ema <- d * p_ema + (1 - d) * p_student`` for every parameter (buffers are copied).
 ``EMACallback`` does that update from a transformers ``Trainer``; ``distill train kd
---self-distill-decay`` uses both (``distill.sft.kd_transfer``).
+--self-distill-decay`` uses both (``distill.sft.kd.transfer``).
 """
 
 from __future__ import annotations

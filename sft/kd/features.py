@@ -208,5 +208,5 @@ def require_eager(model, name: str = "model") -> None:
     if impl != "eager":
         raise DistillError(f"attention transfer needs attention maps, which only eager attention "
                            f"returns; the {name} uses {impl!r}. Load it with "
-                           "attn_implementation='eager' or call distill.sft.feature_losses."
+                           "attn_implementation='eager' or call distill.sft.kd.features."
                            "use_eager(model)")

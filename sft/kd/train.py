@@ -16,7 +16,7 @@ def train_kd(model: str | None, data: str | Path, out: str | Path, config=None, 
     ``config`` is a ``DistillKDConfig`` (``teacher`` or ``offline_logits`` set); ``overrides``
     are its fields, used to build one when it is None. Resumes like ``train_sft``."""
     from distill.sft.config import build_config
-    from distill.sft.kd_config import DistillKDConfig
+    from distill.sft.kd.config import DistillKDConfig
 
     config = config or build_config(config_class=DistillKDConfig, output_dir=str(out),
                                     **overrides)
@@ -27,8 +27,8 @@ class KDMethod(Method):
     name = "kd"
 
     def __init__(self, config):
-        from distill.sft.kd_trainer import DistillKDTrainer
-        from distill.sft.kd_transfer import TransferKDTrainer, has_extra_terms
+        from distill.sft.kd.trainer import DistillKDTrainer
+        from distill.sft.kd.transfer import TransferKDTrainer, has_extra_terms
 
         super().__init__(TransferKDTrainer if has_extra_terms(config) else DistillKDTrainer)
         self.config = config
@@ -38,7 +38,7 @@ class KDMethod(Method):
     def prepare(self, tokenizer, model_path: str) -> None:
         from transformers import AutoConfig
 
-        from distill.sft.teacher import (
+        from distill.sft.kd.teacher import (
             check_same_tokenizer,
             load_tokenizer,
             shared_vocab,
@@ -48,7 +48,7 @@ class KDMethod(Method):
         self.tokenizer = tokenizer
         student_rows = vocab_rows(AutoConfig.from_pretrained(model_path))
         if self.config.offline_logits is not None:
-            from distill.sft.logits import read_capture
+            from distill.sft.kd.capture import read_capture
 
             self.capture = read_capture(self.config.offline_logits)
             k = self.capture["top_k"]
@@ -78,8 +78,8 @@ class KDMethod(Method):
         from datasets import Dataset
         from datasets.table import InMemoryTable
 
-        from distill.sft.kd_trainer import TOPK_IDS, TOPK_LOGPROBS
-        from distill.sft.logits import load_topk
+        from distill.sft.kd.capture import load_topk
+        from distill.sft.kd.trainer import TOPK_IDS, TOPK_LOGPROBS
 
         ids, logprobs, _ = load_topk(self.config.offline_logits, self.tokenizer, train.columns,
                                      train.rows, train.report)
@@ -101,7 +101,7 @@ class KDMethod(Method):
             return {}  # the EMA copy
         from accelerate import PartialState
 
-        from distill.sft.teacher import check_plain_head, load_teacher
+        from distill.sft.kd.teacher import check_plain_head, load_teacher
 
         models = []
         for name in c.teacher_list() or [c.teacher]:
@@ -128,8 +128,8 @@ class KDMethod(Method):
             source = f"online: `{c.teacher}` ({c.teacher_dtype})"
         lines = [f"- teacher: {source}",
                  f"- KD loss: `{c.loss}`, loss = alpha * kd + (1 - alpha) * ce per token",
-                 _schedule_line("temperature", c.temperature, c.temperature_end,
-                                c.temperature_schedule),
+                 _schedule_line("temperature", c.kd_temperature, c.kd_temperature_end,
+                                c.kd_temperature_schedule),
                  _schedule_line("alpha", c.alpha, c.alpha_end, c.alpha_schedule)]
         if c.loss in ("jsd", "bidirectional"):
             lines.append(f"- beta: {c.beta:g}")
@@ -137,7 +137,7 @@ class KDMethod(Method):
             lines.append(f"- teacher top-k: {c.top_k}")
         if c.entropy_threshold is not None:
             lines.append(f"- KD only where the teacher's entropy > {c.entropy_threshold:g} nats")
-        from distill.sft.kd_transfer import transfer_card_lines
+        from distill.sft.kd.transfer import transfer_card_lines
 
         return lines + transfer_card_lines(c)
 

@@ -1,7 +1,7 @@
 """``DistillKDConfig``: ``DistillSFTConfig`` plus the teacher and the logit-distillation loss.
 
 The same recipes, masks and span weights as ``distill train sft``; the per-token loss becomes
-``alpha * kd_t + (1 - alpha) * ce_t`` (see ``distill.sft.kd_losses``)."""
+``alpha * kd_t + (1 - alpha) * ce_t`` (see ``distill.sft.kd.losses``)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,10 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from distill.errors import DistillError
-from distill.sft.config import RESUME_KEY, DistillSFTConfig
-from distill.sft.kd_losses import LOSSES, check_kd_options
-from distill.sft.kd_schedules import ALPHA_SCHEDULES, TEMPERATURE_SCHEDULES, check_schedule
-
-TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
-KD_KEYS = ("teacher", "offline_logits", "loss", "temperature", "temperature_end",
-           "temperature_schedule", "alpha", "alpha_end", "alpha_schedule", "schedule_warmup_steps",
-           "beta", "top_k", "entropy_threshold", "teacher_dtype", "feature_layers",
-           "feature_weight", "feature_loss", "feature_projector", "attention_layers",
-           "attention_weight", "attention_loss", "self_distill_decay", "deep_supervision_weight",
-           "deep_supervision_layers", "teachers", "teacher_weights", "teacher_aggregation")
+from distill.sft.config import RESUME_KEY, DistillSFTConfig, added_fields
+from distill.sft.kd.losses import LOSSES, check_kd_options
+from distill.sft.kd.schedules import ALPHA_SCHEDULES, TEMPERATURE_SCHEDULES, check_schedule
+from distill.sft.kd.teacher import TEACHER_DTYPES
 
 
 @dataclass
@@ -28,7 +21,9 @@ class DistillKDConfig(DistillSFTConfig):
     (online: a model run next to the student; offline: a ``distill logits capture`` folder)
     and the loss."""
 
-    resume_keys: ClassVar[tuple[str, ...]] = RESUME_KEY + KD_KEYS
+    renamed_fields: ClassVar[dict[str, str]] = {
+        "temperature": "kd_temperature", "temperature_end": "kd_temperature_end",
+        "temperature_schedule": "kd_temperature_schedule"}
 
     teacher: str | None = field(default=None, metadata={
         "help": "Teacher model (HF folder or hub id), run frozen next to the student. It must "
@@ -50,18 +45,19 @@ class DistillKDConfig(DistillSFTConfig):
     loss: str = field(default="forward_kl", metadata={
         "help": "Divergence between teacher and student token distributions.",
         "choices": list(LOSSES)})
-    temperature: float = field(default=1.0, metadata={
+    kd_temperature: float = field(default=1.0, metadata={
         "help": "Softmax temperature of both distributions in the KD term (the term is scaled "
         "by T^2); the CE term always uses T=1."})
-    temperature_end: float | None = field(default=None, metadata={
-        "help": "Final temperature of a temperature schedule (default: temperature)."})
-    temperature_schedule: str = field(default="constant", metadata={
-        "help": "How the temperature moves from temperature to temperature_end over training.",
+    kd_temperature_end: float | None = field(default=None, metadata={
+        "help": "Final temperature of a temperature schedule; None: kd_temperature."})
+    kd_temperature_schedule: str = field(default="constant", metadata={
+        "help": "How the temperature moves from kd_temperature to kd_temperature_end over "
+        "training.",
         "choices": list(TEMPERATURE_SCHEDULES)})
     alpha: float = field(default=0.5, metadata={
         "help": "Share of the KD term: loss = alpha * kd + (1 - alpha) * ce (1: pure KD)."})
     alpha_end: float | None = field(default=None, metadata={
-        "help": "Final alpha of an alpha schedule (default: alpha)."})
+        "help": "Final alpha of an alpha schedule; None: alpha."})
     alpha_schedule: str = field(default="constant", metadata={
         "help": "How alpha moves from alpha to alpha_end over training.",
         "choices": list(ALPHA_SCHEDULES)})
@@ -82,13 +78,13 @@ class DistillKDConfig(DistillSFTConfig):
         "help": "dtype the online teacher is loaded in ('auto': its checkpoint's).",
         "choices": list(TEACHER_DTYPES)})
     teacher_device: str | None = field(default=None, metadata={
-        "help": "Device of the online teacher, e.g. 'cuda:1' (default: the student's)."})
-    # Feature and attention transfer (online teacher; see distill.sft.kd_transfer)
+        "help": "Device of the online teacher, e.g. 'cuda:1'; None: the student's."})
+    # Feature and attention transfer (online teacher; see distill.sft.kd.transfer)
     feature_weight: float = field(default=0.0, metadata={
         "help": "Weight of the hidden-state (FitNets) term added to the loss; 0: off."})
     feature_layers: str | None = field(default=None, metadata={
-        "help": "Student block -> teacher block pairs for the feature term, e.g. '0:3,1:7' "
-        "(default 'uniform': every student block, to teacher blocks spread first to last)."})
+        "help": "Student block -> teacher block pairs for the feature term, e.g. '0:3,1:7'; "
+        "None or 'uniform': every student block, to teacher blocks spread first to last."})
     feature_loss: str = field(default="mse", metadata={
         "help": "Per-token distance of the feature term.", "choices": ["mse", "cosine"]})
     feature_projector: str = field(default="linear", metadata={
@@ -98,12 +94,12 @@ class DistillKDConfig(DistillSFTConfig):
         "help": "Weight of the attention-map term added to the loss; 0: off. Runs both models "
         "with eager attention."})
     attention_layers: str | None = field(default=None, metadata={
-        "help": "Student block -> teacher block pairs for the attention term (default "
-        "'uniform')."})
+        "help": "Student block -> teacher block pairs for the attention term; None: "
+        "'uniform'."})
     attention_loss: str = field(default="kl", metadata={
         "help": "'kl': KL(teacher row || student row) per query; 'mse' over the maps.",
         "choices": ["kl", "mse"]})
-    # Self-distillation and deep supervision (see distill.sft.kd_transfer)
+    # Self-distillation and deep supervision (see distill.sft.kd.transfer)
     self_distill_decay: float | None = field(default=None, metadata={
         "help": "Self-distillation instead of a teacher: the teacher is an exponential moving "
         "average of the student with this decay (e.g. 0.999), updated after every optimizer "
@@ -113,8 +109,8 @@ class DistillKDConfig(DistillSFTConfig):
         "final norm and LM head, learn the teacher's distribution too (the KD term at alpha 1); "
         "0: off."})
     deep_supervision_layers: str | None = field(default=None, metadata={
-        "help": "Student blocks of the deep-supervision term, e.g. '3,7' (default: every "
-        "intermediate block)."})
+        "help": "Student blocks of the deep-supervision term, e.g. '3,7'; None: every "
+        "intermediate block."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -125,15 +121,16 @@ class DistillKDConfig(DistillSFTConfig):
                                "(from distill logits capture) or --self-distill-decay D (the "
                                "student's moving average)")
         self._check_teachers()
-        check_kd_options(self.loss, self.temperature, self.alpha, self.beta, self.top_k,
+        check_kd_options(self.loss, self.kd_temperature, self.alpha, self.beta, self.top_k,
                          self.kd_chunk_size)
-        from distill.sft.kd_transfer import check_transfer_options
+        from distill.sft.kd.transfer import check_transfer_options
 
         check_transfer_options(self)
-        check_kd_options(temperature=self.temperature if self.temperature_end is None
-                         else self.temperature_end,
+        check_kd_options(temperature=self.kd_temperature if self.kd_temperature_end is None
+                         else self.kd_temperature_end,
                          alpha=self.alpha if self.alpha_end is None else self.alpha_end)
-        check_schedule(self.temperature_schedule, TEMPERATURE_SCHEDULES, "temperature_schedule")
+        check_schedule(self.kd_temperature_schedule, TEMPERATURE_SCHEDULES,
+                       "kd_temperature_schedule")
         check_schedule(self.alpha_schedule, ALPHA_SCHEDULES, "alpha_schedule")
         if self.teacher_dtype not in TEACHER_DTYPES:
             raise DistillError(f"teacher_dtype must be one of {', '.join(TEACHER_DTYPES)}")
@@ -164,7 +161,7 @@ class DistillKDConfig(DistillSFTConfig):
             if self.teacher_weights is not None or self.teacher_aggregation != "average":
                 raise DistillError("teacher_weights and teacher_aggregation go with --teachers")
             return
-        from distill.sft.multi_teacher import TeacherMixture
+        from distill.sft.kd.multi_teacher import TeacherMixture
 
         names = self.teacher_list()
         if len(names) < 2:
@@ -180,11 +177,17 @@ class DistillKDConfig(DistillSFTConfig):
 
     def schedule(self, step: int, total_steps: int) -> tuple[float, float]:
         """(temperature, alpha) at optimizer step ``step`` of ``total_steps``."""
-        from distill.sft.kd_schedules import schedule_value
+        from distill.sft.kd.schedules import schedule_value
 
-        t_end = self.temperature if self.temperature_end is None else self.temperature_end
+        t_end = self.kd_temperature if self.kd_temperature_end is None else self.kd_temperature_end
         a_end = self.alpha if self.alpha_end is None else self.alpha_end
         warmup = self.schedule_warmup_steps
-        return (schedule_value(self.temperature_schedule, self.temperature, t_end, step,
+        return (schedule_value(self.kd_temperature_schedule, self.kd_temperature, t_end, step,
                                total_steps, warmup),
                 schedule_value(self.alpha_schedule, self.alpha, a_end, step, total_steps, warmup))
+
+
+# A resumed run must match every KD field but those that only say where and in what chunks
+# the loss runs.
+DistillKDConfig.resume_keys = RESUME_KEY + tuple(
+    k for k in added_fields(DistillKDConfig) if k not in ("kd_chunk_size", "teacher_device"))

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 from distill.errors import DistillError
+from distill.flags import renamed
 from distill.sft.cli import PassThroughParser
+from distill.sft.kd.teacher import TEACHER_DTYPES
 
 
 def register(sub) -> None:
@@ -27,9 +29,11 @@ def register(sub) -> None:
                    "and its vocabulary bounds the shared one (default: the teacher's tokenizer)")
     c.add_argument("--config", help="the training recipe YAML (its data settings are used)")
     c.add_argument("--batch-size", type=int, default=8, help="sequences per teacher forward")
-    c.add_argument("--dtype", default="auto", help="teacher dtype: auto, float32, bfloat16, "
-                   "float16")
-    c.add_argument("--device", help="teacher device, e.g. cuda:0 (default: cpu)")
+    c.add_argument("--teacher-dtype", default="auto", choices=TEACHER_DTYPES,
+                   help="dtype the teacher is loaded in ('auto': its checkpoint's)")
+    c.add_argument("--teacher-device", help="teacher device, e.g. cuda:0 (default: cpu)")
+    renamed(c, "--dtype", "--teacher-dtype")
+    renamed(c, "--device", "--teacher-device")
     c.add_argument("--restart", action="store_true", help="replace an existing capture in --out")
     c.set_defaults(func=_capture)
 
@@ -41,15 +45,15 @@ def _capture(args) -> None:
 
     resolve_data_dir(args.data)
     from distill.sft.config import DistillSFTConfig, build_config, load_train_config
-    from distill.sft.kd_config import DistillKDConfig
-    from distill.sft.logits import capture_logits
+    from distill.sft.kd.capture import capture_logits
+    from distill.sft.kd.config import DistillKDConfig
 
     if args.batch_size < 1:
         raise DistillError(f"--batch-size must be >= 1, got {args.batch_size}")
     known = {f.name for f in fields(DistillSFTConfig)}
     recipe = {k: v for k, v in load_train_config(args.config, DistillKDConfig).items() if k in known}
-    config = build_config(recipe, args.trl_args, output_dir=args.out)
+    config = build_config(recipe, args.argv, output_dir=args.out)
     result = capture_logits(args.teacher, args.data, args.out, args.top_k, student=args.student,
-                            config=config, batch_size=args.batch_size, dtype=args.dtype,
-                            device=args.device, restart=args.restart)
+                            config=config, batch_size=args.batch_size, dtype=args.teacher_dtype,
+                            device=args.teacher_device, restart=args.restart)
     print(result.summary())

@@ -33,7 +33,7 @@ from torch import Tensor
 from transformers import TrainerCallback
 
 from distill.errors import DistillError
-from distill.sft.kd_losses import DenseTeacher, MixtureTeacher, SparseTeacher, kd_loss
+from distill.sft.kd.losses import DenseTeacher, MixtureTeacher, SparseTeacher, kd_loss
 from distill.sft.trainer import SPAN_COLUMN, DistillSFTTrainer
 
 TOPK_IDS, TOPK_LOGPROBS = "teacher_topk_ids", "teacher_topk_logprobs"
@@ -90,7 +90,7 @@ class KDBatch:
 
 class DistillKDTrainer(DistillSFTTrainer):
     """``DistillSFTTrainer`` with a teacher; ``args`` is a ``DistillKDConfig``. ``teacher``: the
-    online teacher model (``distill.sft.teacher.load_teacher``), a list of them (a mixture,
+    online teacher model (``distill.sft.kd.teacher.load_teacher``), a list of them (a mixture,
     weighted as ``args.teacher_aggregation`` says), or None when the datasets carry the cached
     top-k columns; ``vocab_size``: the shared vocabulary of an offline cache."""
 
@@ -192,7 +192,7 @@ class DistillKDTrainer(DistillSFTTrainer):
 
     def _init_mixture(self) -> None:
         """The teachers' mixing weights; learned ones train on one process only."""
-        from distill.sft.multi_teacher import TeacherMixture
+        from distill.sft.kd.multi_teacher import TeacherMixture
 
         a = self.args
         self.mixture = TeacherMixture(len(self.teachers), a.teacher_aggregation,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from distill.errors import DistillError
 from distill.log import log
 
+TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
 SEQUENCE_ROUTE = ("distill at the sequence level instead: generate completions with the "
                   "teacher (distill generate), then train the student on them with "
                   "distill train sft")

@@ -1,9 +1,11 @@
 """``distill student design|init`` and ``distill analyze temperatures|compression``: parse,
-then call ``distill.sft.student`` / ``distill.sft.analysis``."""
+then call ``distill.sft.student.design`` / ``distill.sft.student.analysis``."""
 
 from __future__ import annotations
 
 import argparse
+
+from distill.flags import renamed
 
 SUFFIXES = {"k": 1e3, "m": 1e6, "b": 1e9}
 
@@ -75,7 +77,8 @@ def register(sub) -> None:
         "temperatures", help="the teacher's next-token distribution at several temperatures",
         description="Entropy, effective support and top-1/5/10 mass of the teacher's "
         "next-token distributions on some texts, at each temperature: to pick a KD temperature.")
-    t.add_argument("--model", help="teacher (default: the embedded SmolLM2-135M-Instruct)")
+    t.add_argument("--teacher", help="teacher (default: the embedded SmolLM2-135M-Instruct)")
+    renamed(t, "--model", "--teacher")
     t.add_argument("--texts", required=True, help=".txt (one text per line), jsonl/parquet with "
                    "a text or completion field, or a dataset folder")
     t.add_argument("--temperatures", type=_list_of(float), default=[0.5, 1.0, 2.0, 4.0, 8.0],
@@ -96,7 +99,7 @@ def register(sub) -> None:
 
 
 def _design(args) -> None:
-    from distill.sft.student import design_student
+    from distill.sft.student.design import design_student
 
     design = design_student(args.teacher, ratio=args.ratio, params=args.params, keep=args.keep,
                             multiple_of=args.multiple_of)
@@ -106,16 +109,20 @@ def _design(args) -> None:
 
 
 def _init(args) -> None:
-    from distill.sft.student import init_student
+    from distill.sft.student.design import init_student
 
     print(init_student(args.teacher, args.config, args.out, layers=args.layers,
                        seed=args.seed).summary())
 
 
 def _temperatures(args) -> None:
-    from distill.sft.analysis import temperature_profile, temperatures_markdown, write_report
+    from distill.sft.student.analysis import (
+        temperature_profile,
+        temperatures_markdown,
+        write_report,
+    )
 
-    profile = temperature_profile(args.model, args.texts, temperatures=args.temperatures,
+    profile = temperature_profile(args.teacher, args.texts, temperatures=args.temperatures,
                                   max_texts=args.max_texts, max_length=args.max_length)
     text = temperatures_markdown(profile)
     print(text, end="")
@@ -124,7 +131,7 @@ def _temperatures(args) -> None:
 
 
 def _compression(args) -> None:
-    from distill.sft.analysis import compression_markdown, compression_table, write_report
+    from distill.sft.student.analysis import compression_markdown, compression_table, write_report
 
     table = compression_table(args.runs, teacher=args.teacher)
     text = compression_markdown(table)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from distill.errors import DistillError
 from distill.models import count_parameters, resolve_model
-from distill.sft.feature_losses import uniform_layers
+from distill.sft.kd.features import uniform_layers
 
 KEEP = ("depth", "width", "balanced")
 # Per family: which attention projections have biases (a config field, True or False) and

@@ -1,0 +1,1 @@
+"""distill.sft.kd: logit, feature and attention distillation from teachers; offline capture."""

@@ -1,0 +1,1 @@
+"""distill.sft.onpolicy: on-policy distillation (the student learns on its own samples)."""

@@ -1,0 +1,2 @@
+"""distill.sft.student: student design and init from a teacher; analysis (temperatures,
+compression)."""
