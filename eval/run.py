@@ -184,7 +184,7 @@ def execute_programs(rows: list[dict], timeout: float = 5.0, progress: bool = Fa
 
     todo = [r for r in rows if r.get("code") is not None]
     if todo:
-        Execute(timeout=timeout, drop_failed=False, progress=progress)(todo)
+        Execute(timeout=timeout, drop_failed=False, progress=progress).apply(todo)
 
 
 def score_rows(rows: list[dict], kind: str = "cot", exec_timeout: float = 5.0,

@@ -198,6 +198,12 @@ def train_parser(config_class, **kwargs):
         action = next(a for a in parser._actions if a.dest == new)
         for spelling in dict.fromkeys([f"--{old}", f"--{old.replace('_', '-')}"]):
             renamed(parser, spelling, action.option_strings[-1], type=action.type)
+    own = {f.name for f in fields(TrainInputs)} | set(added_fields(config_class, SFTConfig))
+    for action in parser._actions:
+        if action.dest in own:
+            action.option_strings.sort(key=lambda s: "_" in s)  # help shows distill's dashes
+        elif action.dest == "output_dir":
+            action.help = argparse.SUPPRESS  # refused: the output folder is --out
     parser.add_argument("--help-config", action="help", help=argparse.SUPPRESS)
     return parser
 
