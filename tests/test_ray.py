@@ -132,24 +132,25 @@ def home(tmp_path_factory) -> Path:
     config = work / "filter.yaml"
     config.write_text(json.dumps({"stages": [{"dedupe": {"method": "exact"}}]}))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    done = subprocess.run([sys.executable, "-c", LOCAL_RUN, "filter", str(folder),
-                           str(work / "out"), "--config", str(config), "--executor", "ray"],
-                          env={**env, "HOME": str(home), "HF_HOME": hf_home()},
-                          check=False, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    (home / "ray-settings.json").write_text(done.stdout)
+    with process_group([sys.executable, "-c", LOCAL_RUN, str(home / "ray-settings.json"),
+                        "filter", str(folder), str(work / "out"), "--config", str(config),
+                        "--executor", "ray"], env={**env, "HOME": str(home), "HF_HOME": hf_home()},
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as run:
+        _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 0, stderr[-3000:]
     return home
 
 
-# The distill command line, run in a process that prints the RAY_ settings of its
-# environment before and after it.
+# The distill command line after the first argument, in a process that writes the RAY_
+# settings of its environment before and after the command to the file the first one names.
 LOCAL_RUN = """
 import json, os, sys
+from pathlib import Path
 from distill.cli import main
 ray_settings = lambda: {k: v for k, v in os.environ.items() if k.startswith("RAY_")}
 before = ray_settings()
-code = main(sys.argv[1:])
-print(json.dumps({"before": before, "after": ray_settings()}))
+code = main(sys.argv[2:])
+Path(sys.argv[1]).write_text(json.dumps({"before": before, "after": ray_settings()}))
 sys.exit(code)
 """
 
@@ -220,15 +221,25 @@ def wait_for_shards(out: Path, n: int, proc: subprocess.Popen) -> None:
         time.sleep(0.05)
 
 
+@pytest.fixture
+def extra_node(cluster):
+    """A third node, for the test to lose; afterwards it is gone and Ray knows it, however the
+    test ended, so that later tests are not scheduled onto it."""
+    node = cluster.add_worker()
+    yield node
+    cluster.kill(node)
+    cluster.settle()
+
+
 @slow
-def test_lost_worker_node_and_killed_driver_then_rerun_completes(cluster, tiny_model, tmp_path):
+def test_lost_worker_node_and_killed_driver_then_rerun_completes(cluster, extra_node, tiny_model,
+                                                                 tmp_path):
     source = problems_file(tmp_path, 40)
     out = tmp_path / "ray"
-    extra = cluster.add_worker()  # a third node, to lose mid-run
     with process_group(cli_generate(source, out, tiny_model, cluster.address),
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as driver:
         wait_for_shards(out, 3, driver)
-        cluster.kill(extra)  # the engine on it dies with whatever batch it held
+        cluster.kill(extra_node)  # the engine on it dies with whatever batch it held
         wait_for_shards(out, 8, driver)  # Ray restarts the lost work elsewhere
         stop_group(driver)  # SIGKILL
     partial = io.read_rows(out)
@@ -245,7 +256,6 @@ def test_lost_worker_node_and_killed_driver_then_rerun_completes(cluster, tiny_m
     key = lambda r: (r["id"], r["completion"], r["tokens"], r["finish_reason"])
     assert sorted(map(key, resumed)) == sorted(map(key, local))
     assert io.read_manifest(out)["status"] == "complete"
-    cluster.settle()
 
 
 def planted_rows(n: int, seed: int = 0) -> list[dict]:
