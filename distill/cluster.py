@@ -7,10 +7,19 @@ the local path works without Ray installed.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import secrets
 from contextlib import contextmanager
+from pathlib import Path
 
 from distill.errors import DistillError
+
+# Where Ray looks for the token of a cluster with token authentication, before ~/.ray/auth_token.
+TOKEN_ENV = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+# The token of the single-machine clusters this process starts: one per process, as Ray keeps
+# the first token it reads for the life of the process.
+LOCAL_TOKEN = secrets.token_hex(32)
 
 
 @contextmanager
@@ -18,24 +27,63 @@ def session(address: str | None = None):
     """The ``ray`` module, connected to the cluster at ``address`` ("HOST:PORT", "auto" or
     "ray://HOST:PORT"); None: the cluster in ``RAY_ADDRESS`` or one started on this machine
     by ``ray start``, else a new single-machine cluster for this process. A connection made
-    here is closed on exit (sooner than Ray's exit hook would close it)."""
+    here is closed on exit (sooner than Ray's exit hook would close it), and the Ray
+    settings in the environment are put back as they were."""
     try:
         import ray
     except ImportError:
         raise DistillError("--executor ray needs Ray: pip install 'distill[ray]' "
                            "(or pip install 'ray[data]')") from None
     opened = not ray.is_initialized()
-    if opened:
-        try:
-            ray.init(address=address, logging_level=logging.WARNING)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise DistillError(f"cannot connect to the Ray cluster at {address}: "
-                               f"{str(e).splitlines()[0]}") from None
+    if not opened:
+        yield ray
+        return
+    saved = _ray_settings()
     try:
+        if address in (None, "local") and not _token_at_hand():
+            # A new single-machine cluster gets token authentication (Ray's default), and
+            # Ray would write a new token to ~/.ray/auth_token, where every later `ray start
+            # --head` finds it and then refuses drivers that connect by address. The token
+            # lives in this process's environment instead, which Ray's processes inherit.
+            os.environ["RAY_AUTH_TOKEN"] = LOCAL_TOKEN
+        _connect(ray, address)
         yield ray
     finally:
-        if opened:
-            ray.shutdown()
+        ray.shutdown()
+        for name in _ray_settings().keys() - saved.keys():  # say, RAY_AUTH_MODE=token
+            del os.environ[name]
+        os.environ.update(saved)
+
+
+def _ray_settings() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items() if name.startswith("RAY_")}
+
+
+def _token_at_hand() -> bool:
+    """Whether Ray finds a token of its own: in the environment or in ~/.ray/auth_token."""
+    return (any(os.environ.get(name) for name in TOKEN_ENV)
+            or (Path.home() / ".ray" / "auth_token").exists())
+
+
+def _connect(ray, address: str | None) -> None:
+    try:
+        ray.init(address=address, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        reason = str(e).splitlines()[0]
+        if "InvalidAuthToken" in _causes(e):
+            reason = ("it wants an authentication token: set RAY_AUTH_MODE=token, with the "
+                      "cluster's token in ~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or "
+                      "RAY_AUTH_TOKEN")
+        raise DistillError(f"cannot connect to the Ray cluster at {address}: {reason}") from None
+
+
+def _causes(error: BaseException) -> str:
+    """The messages of ``error`` and of the errors that caused it."""
+    text = []
+    while error is not None:
+        text.append(str(error))
+        error = error.__cause__ or error.__context__
+    return "\n".join(text)
 
 
 def ray_data(ray):

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from processes import process_group
 
 from distill import io
 from distill.cli import main
@@ -58,10 +57,10 @@ def vllm_server(tiny_model, tmp_path_factory):
     # the HF comparison below runs in float32.
     cmd = [sys.executable, "-c", VLLM_SERVE, "serve", tiny_model, "--host", "127.0.0.1",
            "--port", str(port), "--enforce-eager", "--max-model-len", "512", "--dtype", "float32"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    try:
+    # on exit, however the tests end: SIGTERM to the server and its engine process, SIGKILL
+    # to what is left 30 s later
+    with open(log, "wb") as out, process_group(cmd, grace=30, stdout=out,
+                                                 stderr=subprocess.STDOUT) as proc:
         deadline = time.monotonic() + 240
         while True:
             try:
@@ -74,13 +73,6 @@ def vllm_server(tiny_model, tmp_path_factory):
                 pytest.fail(f"vllm serve did not come up (exit {proc.poll()}):\n{tail}")
             time.sleep(1)
         yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.mark.vllm

@@ -4,13 +4,14 @@ head and a worker node (1 CPU each, separate processes), CPU only.
 Both executors must write the same datasets: generate (tiny model, hf backend, greedy), the
 filter pipeline, and distributed dedupe (exact and MinHash) on planted duplicates. A worker
 node killed mid-run and a killed driver must leave a folder that a rerun completes, with no
-duplicate rows.
+duplicate rows. The nodes run under a HOME where a run of distill on a single-machine Ray
+cluster of its own came first, so Ray state such a run left there (a token that makes later
+clusters refuse drivers) fails every test here.
 """
 
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from processes import process_group, start_group, stop_group
 
 from distill import io
 from distill.datagen import generate
@@ -31,39 +33,44 @@ from distill.filters.pipeline import run_filter
 pytestmark = pytest.mark.ray
 slow = pytest.mark.slow  # the cluster alone takes 20-40 s to start on 2 busy cores
 
-RAY = str(Path(sys.executable).with_name("ray"))
+RAY = [sys.executable, "-m", "ray.scripts.scripts"]  # the `ray` script of this Python
 STORE = "--object-store-memory=150000000"
 
 
 class Cluster:
-    """A Ray head node and worker nodes, each a ``ray start --block`` process group; this
-    process is the driver."""
+    """A Ray head node and worker nodes, each a ``ray start --block`` process group, with HOME
+    ``home``; this process is the driver. If it fails to start, the nodes started so far are
+    stopped."""
 
-    def __init__(self):
+    def __init__(self, home: Path):
         import ray
 
+        self.env = {**os.environ, "HOME": str(home), "HF_HOME": hf_home()}
         self.temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: it holds sockets
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.address = f"127.0.0.1:{self.port}"
         self.nodes: list[subprocess.Popen] = []
-        head = self._start("--head", f"--port={self.port}", "--include-dashboard=false",
-                           f"--temp-dir={self.temp}", "--disable-usage-stats")
-        deadline = time.time() + 60
-        while not ray.is_initialized():
-            assert head.poll() is None, "the Ray head node exited"
-            try:
-                ray.init(address=self.address, logging_level="WARNING")
-            except ConnectionError:
-                assert time.time() < deadline, "the Ray head node did not start"
-                time.sleep(0.5)
-        self.add_worker()
+        try:
+            head = self._start("--head", f"--port={self.port}", "--include-dashboard=false",
+                               f"--temp-dir={self.temp}", "--disable-usage-stats")
+            deadline = time.time() + 60
+            while not ray.is_initialized():
+                assert head.poll() is None, "the Ray head node exited"
+                try:
+                    ray.init(address=self.address, logging_level="WARNING")
+                except ConnectionError:
+                    assert time.time() < deadline, "the Ray head node did not start"
+                    time.sleep(0.5)
+            self.add_worker()
+        except BaseException:
+            self.stop()
+            raise
 
     def _start(self, *args) -> subprocess.Popen:
-        node = subprocess.Popen([RAY, "start", "--block", "--num-cpus=1", STORE, *args],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+        node = start_group([*RAY, "start", "--block", "--num-cpus=1", STORE, *args],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env)
         self.nodes.append(node)
         return node
 
@@ -82,8 +89,8 @@ class Cluster:
         return sum(n["Alive"] for n in ray.nodes())
 
     def kill(self, node: subprocess.Popen) -> None:
-        os.killpg(node.pid, signal.SIGKILL)
-        node.wait(timeout=60)
+        """SIGKILL to the node and every process it started; returns once none is left."""
+        stop_group(node)
 
     def settle(self) -> None:
         """Wait until Ray has noticed every killed node (its health check takes a while), so
@@ -94,21 +101,74 @@ class Cluster:
             time.sleep(1)
 
     def stop(self) -> None:
+        """Disconnect, then kill every node (a graceful stop takes a minute; nothing here needs
+        one); fails if a process of theirs is still running."""
         import ray
 
-        ray.shutdown()
-        for node in self.nodes:  # a graceful stop takes a minute; nothing here needs one
-            if node.poll() is None:
+        try:
+            ray.shutdown()
+        finally:
+            for node in self.nodes:
                 self.kill(node)
-        shutil.rmtree(self.temp, ignore_errors=True)
+            shutil.rmtree(self.temp, ignore_errors=True)
+
+
+def hf_home() -> str:
+    """The Hugging Face cache of this process (it defaults to one under HOME)."""
+    from huggingface_hub import constants
+
+    return constants.HF_HOME
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def home(tmp_path_factory) -> Path:
+    """A HOME where ``distill filter --executor ray`` has run on a single-machine cluster that
+    it started itself (no address, no cluster running), in a process that also reports the
+    Ray settings of its environment before and after."""
     pytest.importorskip("ray")
-    c = Cluster()
-    yield c
-    c.stop()
+    home = tmp_path_factory.mktemp("home")
+    work = tmp_path_factory.mktemp("local-ray")
+    folder = dataset(work / "in", planted_rows(60), shards=2)
+    config = work / "filter.yaml"
+    config.write_text(json.dumps({"stages": [{"dedupe": {"method": "exact"}}]}))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    with process_group([sys.executable, "-c", LOCAL_RUN, str(home / "ray-settings.json"),
+                        "filter", str(folder), str(work / "out"), "--config", str(config),
+                        "--executor", "ray"], env={**env, "HOME": str(home), "HF_HOME": hf_home()},
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as run:
+        _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 0, stderr[-3000:]
+    return home
+
+
+# The distill command line after the first argument, in a process that writes the RAY_
+# settings of its environment before and after the command to the file the first one names.
+LOCAL_RUN = """
+import json, os, sys
+from pathlib import Path
+from distill.cli import main
+ray_settings = lambda: {k: v for k, v in os.environ.items() if k.startswith("RAY_")}
+before = ray_settings()
+code = main(sys.argv[2:])
+Path(sys.argv[1]).write_text(json.dumps({"before": before, "after": ray_settings()}))
+sys.exit(code)
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(home):
+    c = Cluster(home)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@slow
+def test_a_local_ray_cluster_leaves_no_ray_state_behind(home):
+    assert not (home / ".ray" / "auth_token").exists()  # Ray's own place for a token
+    settings = json.loads((home / "ray-settings.json").read_text())
+    assert settings["after"] == settings["before"]
 
 
 def problems_file(folder: Path, n: int) -> Path:
@@ -161,19 +221,27 @@ def wait_for_shards(out: Path, n: int, proc: subprocess.Popen) -> None:
         time.sleep(0.05)
 
 
+@pytest.fixture
+def extra_node(cluster):
+    """A third node, for the test to lose; afterwards it is gone and Ray knows it, however the
+    test ended, so that later tests are not scheduled onto it."""
+    node = cluster.add_worker()
+    yield node
+    cluster.kill(node)
+    cluster.settle()
+
+
 @slow
-def test_lost_worker_node_and_killed_driver_then_rerun_completes(cluster, tiny_model, tmp_path):
+def test_lost_worker_node_and_killed_driver_then_rerun_completes(cluster, extra_node, tiny_model,
+                                                                 tmp_path):
     source = problems_file(tmp_path, 40)
     out = tmp_path / "ray"
-    extra = cluster.add_worker()  # a third node, to lose mid-run
-    driver = subprocess.Popen(cli_generate(source, out, tiny_model, cluster.address),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              start_new_session=True)
-    wait_for_shards(out, 3, driver)
-    cluster.kill(extra)  # the engine on it dies with whatever batch it held
-    wait_for_shards(out, 8, driver)  # Ray restarts the lost work elsewhere
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait()
+    with process_group(cli_generate(source, out, tiny_model, cluster.address),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as driver:
+        wait_for_shards(out, 3, driver)
+        cluster.kill(extra_node)  # the engine on it dies with whatever batch it held
+        wait_for_shards(out, 8, driver)  # Ray restarts the lost work elsewhere
+        stop_group(driver)  # SIGKILL
     partial = io.read_rows(out)
     assert 8 <= len(partial) < 40 and len({r["id"] for r in partial}) == len(partial)
     assert io.read_manifest(out)["status"] == "running"
@@ -188,7 +256,6 @@ def test_lost_worker_node_and_killed_driver_then_rerun_completes(cluster, tiny_m
     key = lambda r: (r["id"], r["completion"], r["tokens"], r["finish_reason"])
     assert sorted(map(key, resumed)) == sorted(map(key, local))
     assert io.read_manifest(out)["status"] == "complete"
-    cluster.settle()
 
 
 def planted_rows(n: int, seed: int = 0) -> list[dict]:
