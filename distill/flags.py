@@ -4,9 +4,9 @@ flags, and old spellings that keep working for one release with a one-line notic
 from __future__ import annotations
 
 import argparse
-import sys
 
 from distill.errors import DistillError
+from distill.log import log
 
 REMOVED_IN = "0.3"
 
@@ -26,8 +26,7 @@ class Parser(argparse.ArgumentParser):
 
 def deprecated(old: str, new: str) -> None:
     """Tell, on one stderr line, that ``old`` is going away in favour of ``new``."""
-    print(f"distill: {old} is deprecated and will be removed in {REMOVED_IN}; use {new}",
-          file=sys.stderr, flush=True)
+    log(f"distill: {old} is deprecated and will be removed in {REMOVED_IN}; use {new}")
 
 
 class _Renamed(argparse.Action):

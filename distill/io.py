@@ -77,6 +77,16 @@ def read_manifest(folder: str | Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def lineage(manifest: dict | None) -> list[dict]:
+    """The manifest, the manifest of its input, and so on (``input_manifest`` links), newest
+    first."""
+    chain = []
+    while isinstance(manifest, dict) and len(chain) < 32:
+        chain.append(manifest)
+        manifest = manifest.get("input_manifest")
+    return chain
+
+
 def write_manifest(folder: str | Path, manifest: dict) -> None:
     """Write ``manifest.json`` atomically."""
     path = Path(folder) / MANIFEST

@@ -40,16 +40,7 @@ def resolve(in_dir: str | Path) -> Input:
     else:
         raise DistillError(f"{path}: neither a filter output (kept/data/part-*.parquet) nor a "
                            "dataset folder (data/part-*.parquet)")
-    return Input(folder, lineage(io.read_manifest(folder)), report_dir)
-
-
-def lineage(manifest: dict | None) -> list[dict]:
-    """The manifest, the manifest of its input, and so on (``input_manifest`` links)."""
-    chain = []
-    while isinstance(manifest, dict) and len(chain) < 32:
-        chain.append(manifest)
-        manifest = manifest.get("input_manifest")
-    return chain
+    return Input(folder, io.lineage(io.read_manifest(folder)), report_dir)
 
 
 def funnel(chain: list[dict]) -> dict | None:

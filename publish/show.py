@@ -18,7 +18,7 @@ from distill import io
 from distill.errors import DistillError
 from distill.log import pct
 from distill.publish.lengths import describe, lengths
-from distill.publish.lineage import funnel, lineage
+from distill.publish.lineage import funnel
 from distill.publish.splits import SPLIT_ORDER
 
 
@@ -53,7 +53,7 @@ def load_view(path: str | Path) -> View:
         published = not io.shard_paths(p)
         rows = _read(files, None, split_from_name=published)
         kind, meta_dir, columns = ("published dataset" if published else "dataset"), p, _columns(files)
-    chain = lineage(io.read_manifest(meta_dir))
+    chain = io.lineage(io.read_manifest(meta_dir))
     filtered = any(m.get("kind") == "filter" for m in chain)
     for r in rows:
         if r["_status"] is None:

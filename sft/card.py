@@ -33,7 +33,7 @@ def write_card(out: Path, *, model: str, data: Path, manifest: dict | None, conf
               f"`{config.normalization()}`"),
               f"- weights: reasoning {rw:g}, answer {aw:g} (prompt tokens never count)",
               *objective, ""]
-    lines += ["## Data", "", *lineage(manifest, str(data)), "", "Checks before training:", ""]
+    lines += ["## Data", "", *lineage_lines(manifest, str(data)), "", "Checks before training:", ""]
     lines += [f"- {line.strip()}" for line in report.lines()]
     if eval_report is not None:
         lines += [f"- eval: {line.strip()}" for line in eval_report.lines()]
@@ -59,35 +59,34 @@ def write_card(out: Path, *, model: str, data: Path, manifest: dict | None, conf
     return path
 
 
-def lineage(manifest: dict | None, where: str) -> list[str]:
+def lineage_lines(manifest: dict | None, where: str) -> list[str]:
     """One line per stage, newest first, following ``input_manifest`` links."""
     if manifest is None:
         return [f"- `{where}`: no manifest.json (lineage unknown)"]
-    lines, depth = [], 0
-    while manifest is not None and depth < 20:
-        kind = manifest.get("kind", "dataset")
+    lines = []
+    for step in io.lineage(manifest)[:20]:
+        kind = step.get("kind", "dataset")
         if kind == "generate":
-            bits = [f"**generate** from `{(manifest.get('source') or {}).get('path')}`"]
+            bits = [f"**generate** from `{(step.get('source') or {}).get('path')}`"]
         else:
-            bits = [f"**{kind}** of `{manifest['input']}`" if manifest.get("input")
+            bits = [f"**{kind}** of `{step['input']}`" if step.get("input")
                     else f"**{kind}** `{where}`"]
-        if manifest.get("model"):
-            bits.append(f"model `{manifest['model']}`")
-        prompt = manifest.get("prompt") or {}
+        if step.get("model"):
+            bits.append(f"model `{step['model']}`")
+        prompt = step.get("prompt") or {}
         if prompt.get("name"):
             bits.append(f"prompt `{prompt['name']}` (sha256 {str(prompt.get('sha256'))[:12]})")
-        if manifest.get("sampling"):
-            bits.append(f"sampling `{json.dumps(manifest['sampling'], sort_keys=True)}`")
-        if manifest.get("stages"):
+        if step.get("sampling"):
+            bits.append(f"sampling `{json.dumps(step['sampling'], sort_keys=True)}`")
+        if step.get("stages"):
             bits.append("stages " + ", ".join(
-                f"{s.get('stage')} (-{s.get('dropped', 0)})" for s in manifest["stages"]))
-        rows = manifest.get("rows", manifest.get("rows_planned"))
+                f"{s.get('stage')} (-{s.get('dropped', 0)})" for s in step["stages"]))
+        rows = step.get("rows", step.get("rows_planned"))
         if rows is not None:
             bits.append(f"{rows} rows")
-        if manifest.get("created"):
-            bits.append(f"created {manifest['created']}")
+        if step.get("created"):
+            bits.append(f"created {step['created']}")
         lines.append("- " + ", ".join(bits))
-        manifest, depth = manifest.get("input_manifest"), depth + 1
     return lines
 
 

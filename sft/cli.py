@@ -27,7 +27,8 @@ VERBS = {
         "from distill logits capture (--offline-logits). Teacher and student must share a "
         "tokenizer (padded vocabulary sizes may differ). Every DistillKDConfig field is a flag.",
         "epilog": "example: distill train kd --student student --teacher teacher --data "
-        "runs/x/kept --out runs/kd --loss forward_kl --kd-temperature 2 --alpha 0.5 --max_steps 200"},
+        "runs/x/kept --out runs/kd --loss forward_kl --kd-temperature 2 --alpha 0.5 "
+        "--max_steps 200"},
     "gkd": {
         "help": "generalized KD (TRL GKDTrainer): the student learns from the teacher on its own "
         "samples",

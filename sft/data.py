@@ -21,7 +21,6 @@ numbers are printed before any training step.
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,7 +165,7 @@ def build_examples(rows: list[dict], tokenizer, config, *, log=True) -> tuple[di
     report.examples = len(columns["input_ids"])
     if log:
         for line in report.lines():
-            print(f"data: {line}", file=sys.stderr, flush=True)
+            log(f"data: {line}")
     check(report, config)
     return columns, report
 

@@ -146,7 +146,7 @@ def compression_markdown(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(out: str | Path, name: str, data: dict, markdown: str) -> Path:
+def write_analysis(out: str | Path, name: str, data: dict, markdown: str) -> Path:
     """``out``/``name``.json and ``name``.md; returns the markdown path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

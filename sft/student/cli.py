@@ -119,7 +119,7 @@ def _temperatures(args) -> None:
     from distill.sft.student.analysis import (
         temperature_profile,
         temperatures_markdown,
-        write_report,
+        write_analysis,
     )
 
     profile = temperature_profile(args.teacher, args.texts, temperatures=args.temperatures,
@@ -127,15 +127,15 @@ def _temperatures(args) -> None:
     text = temperatures_markdown(profile)
     print(text, end="")
     if args.out:
-        print(f"-> {write_report(args.out, 'temperatures', profile, text)}")
+        print(f"-> {write_analysis(args.out, 'temperatures', profile, text)}")
 
 
 def _compression(args) -> None:
-    from distill.sft.student.analysis import compression_markdown, compression_table, write_report
+    from distill.sft.student.analysis import compression_markdown, compression_table, write_analysis
 
     table = compression_table(args.runs, teacher=args.teacher)
     text = compression_markdown(table)
     print(text, end="")
     if args.out:
-        print(f"-> {write_report(args.out, 'compression', table, text)}")
+        print(f"-> {write_analysis(args.out, 'compression', table, text)}")
 
