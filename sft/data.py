@@ -30,6 +30,7 @@ import numpy as np
 from distill import io
 from distill.chat import ensure_chat_template
 from distill.errors import DistillError
+from distill.log import log
 
 PROMPT, REASONING, ANSWER = 0, 1, 2
 SPAN_NAMES = ("prompt", "reasoning", "answer")
@@ -118,7 +119,7 @@ class DataReport:
                 "no_end_of_turn": self.no_end_of_turn, "boundary_tokens": self.boundary_tokens}
 
 
-def build_examples(rows: list[dict], tokenizer, config, *, log=True) -> tuple[dict, DataReport]:
+def build_examples(rows: list[dict], tokenizer, config, *, verbose=True) -> tuple[dict, DataReport]:
     """Tokenize rows into ``{"input_ids", "labels", "span_ids"}`` column lists; apply the
     fail-closed policies of ``config`` (a ``DistillSFTConfig``). A row is dropped whole: in
     step_by_step, both of its sequences."""
@@ -163,7 +164,7 @@ def build_examples(rows: list[dict], tokenizer, config, *, log=True) -> tuple[di
         for k, name in enumerate(SPAN_NAMES):
             report.tokens[name] += int((spans == k).sum())
     report.examples = len(columns["input_ids"])
-    if log:
+    if verbose:
         for line in report.lines():
             log(f"data: {line}")
     check(report, config)

@@ -148,13 +148,14 @@ def fit(model: str | None, data: str | Path, out: str | Path, config, method: Me
 
     state = PartialState()
     rows, manifest, folder = load_rows(data)
-    columns, report = build_examples(rows, tokenizer, config, log=state.is_local_main_process)
+    columns, report = build_examples(rows, tokenizer, config,
+                                     verbose=state.is_local_main_process)
     train = Examples(rows, columns, report)
     evaluation, eval_report = None, None
     if eval_data is not None:
         eval_rows, _, _ = load_rows(eval_data)
         eval_columns, eval_report = build_examples(eval_rows, tokenizer, config,
-                                                   log=state.is_local_main_process)
+                                                   verbose=state.is_local_main_process)
         evaluation = Examples(eval_rows, eval_columns, eval_report)
     train_dataset, eval_dataset = method.datasets(train, evaluation)
 

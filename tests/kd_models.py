@@ -42,7 +42,7 @@ def heldout_kl(student: Path, teacher: Path, rows: list[dict]) -> float:
     from distill.sft.data import build_examples
 
     tokenizer = AutoTokenizer.from_pretrained(student)
-    columns, _ = build_examples(rows, tokenizer, build_config(output_dir="unused"), log=False)
+    columns, _ = build_examples(rows, tokenizer, build_config(output_dir="unused"), verbose=False)
     models = [AutoModelForCausalLM.from_pretrained(m).eval() for m in (student, teacher)]
     total, count = 0.0, 0
     with torch.no_grad():

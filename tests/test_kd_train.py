@@ -62,7 +62,7 @@ def make_trainer(student: Path, data: Path, out: Path, **fields):
     tokenizer = AutoTokenizer.from_pretrained(student)
     method.prepare(tokenizer, str(student))
     rows, _, _ = load_rows(data)
-    columns, report = build_examples(rows, tokenizer, config, log=False)
+    columns, report = build_examples(rows, tokenizer, config, verbose=False)
     train, _ = method.datasets(Examples(rows, columns, report), None)
     return method.trainer_class(model=str(student), args=config, train_dataset=train,
                                 processing_class=tokenizer, **method.trainer_kwargs())

@@ -49,7 +49,7 @@ def test_capture_is_compact_and_holds_the_teachers_top_k(captured):
     tokenizer = AutoTokenizer.from_pretrained(student)
     rows, _, _ = load_rows(data)
     columns, report = build_examples(rows, tokenizer, build_config(output_dir="unused"),
-                                     log=False)
+                                     verbose=False)
     model = AutoModelForCausalLM.from_pretrained(teacher).eval()
     cached = {r["example"]: r for r in io.read_rows(result.out)}
     for e in (0, 17, 47):

@@ -32,7 +32,7 @@ def make_trainer(tiny_model, tmp_path, **kw):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     config = build_config(output_dir=str(tmp_path / "out"), report_to="none",
                           gradient_checkpointing=False, disable_tqdm=True, **kw)
-    cols, _ = build_examples(rows(), tokenizer, config, log=False)
+    cols, _ = build_examples(rows(), tokenizer, config, verbose=False)
     return DistillSFTTrainer(model=tiny_model, args=config, train_dataset=Dataset.from_dict(cols),
                              processing_class=tokenizer), cols
 

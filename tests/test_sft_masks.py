@@ -70,14 +70,14 @@ def check_token_by_token(tokenizer, r: dict, ids, labels, spans, weights=(1.0, 2
 def test_masks_token_by_token(which, request):
     tokenizer = request.getfixturevalue(which)
     r = row()
-    cols, report = build_examples([r], tokenizer, config(answer_weight=2.0), log=False)
+    cols, report = build_examples([r], tokenizer, config(answer_weight=2.0), verbose=False)
     check_token_by_token(tokenizer, r, cols["input_ids"][0], cols["labels"][0],
                          cols["span_ids"][0])
     assert report.examples == 1 and report.dropped_rows == 0 and report.no_end_of_turn == 0
 
 
 def test_smollm2_answer_tokens_literally(smollm2):
-    cols, _ = build_examples([row()], smollm2, config(answer_weight=2.0), log=False)
+    cols, _ = build_examples([row()], smollm2, config(answer_weight=2.0), verbose=False)
     tagged = [(smollm2.decode([i]), s) for i, s in zip(cols["input_ids"][0],
                                                       cols["span_ids"][0]) if s > 0]
     assert tagged[-7:] == [("\n", 1), ("####", 1), (" ", 1), ("1", 2), ("4", 2),
@@ -89,20 +89,20 @@ def test_smollm2_answer_tokens_literally(smollm2):
 
 def test_zero_reasoning_weight_counts_only_the_answer(tiny):
     r = row()
-    cols, _ = build_examples([r], tiny, config(reasoning_weight=0.0), log=False)
+    cols, _ = build_examples([r], tiny, config(reasoning_weight=0.0), verbose=False)
     check_token_by_token(tiny, r, cols["input_ids"][0], cols["labels"][0], cols["span_ids"][0],
                          weights=(0.0, 1.0))
     assert all(lab == -100 for lab, s in zip(cols["labels"][0], cols["span_ids"][0]) if s < 2)
 
 
 def test_no_span_needed_when_weights_equal(tiny):
-    cols, report = build_examples([row(span=None)], tiny, config(), log=False)
+    cols, report = build_examples([row(span=None)], tiny, config(), verbose=False)
     assert report.no_span == 1 and set(cols["span_ids"][0]) == {PROMPT, REASONING}
 
 
 def test_step_by_step_builds_label_and_rationale(smollm2):
     r = row(reasoning="Let me think. 3 * 4 = 12 and 12 + 2 = 14.")
-    cols, report = build_examples([r], smollm2, config(objective="step_by_step"), log=False)
+    cols, report = build_examples([r], smollm2, config(objective="step_by_step"), verbose=False)
     assert report.examples == 2
     label, rationale = (smollm2.decode(ids) for ids in cols["input_ids"])
     assert "[label] Maria buys" in label and label.endswith("assistant\n14<|im_end|>\n")
@@ -120,7 +120,7 @@ def test_drop_few_shot_trains_on_the_zero_shot_prompt(tiny):
     zero = {**row(), "messages": pf.with_shots(0).render({"question": QUESTION})}
 
     def ids(r, **kw):
-        return build_examples([r], tiny, config(**kw), log=False)[0]["input_ids"][0]
+        return build_examples([r], tiny, config(**kw), verbose=False)[0]["input_ids"][0]
 
     assert ids(eight, drop_few_shot=True) == ids(zero)
     assert len(ids(eight, max_length=8192)) > 3 * len(ids(zero))
@@ -131,17 +131,17 @@ def test_drop_few_shot_trains_on_the_zero_shot_prompt(tiny):
 def test_truncated_before_answer_is_dropped_with_numbers(tiny, capsys):
     rows = [row(id="long", completion="blah " * 200 + "#### 14"), row(id="ok")] + [
         row(id=f"ok{i}") for i in range(18)]
-    _cols, report = build_examples(rows, tiny, config(max_length=100), log=True)
+    _cols, report = build_examples(rows, tiny, config(max_length=100), verbose=True)
     assert report.examples == 19 and report.dropped_rows == 1
     err = capsys.readouterr().err
     assert "1 rows are cut by max_length=100 before the end of their answer (e.g. long)" in err
     with pytest.raises(DistillError, match=r"1 of 20 rows are truncated by max_length=100"):
-        build_examples(rows, tiny, config(max_length=100, on_truncated="error"), log=False)
+        build_examples(rows, tiny, config(max_length=100, on_truncated="error"), verbose=False)
 
 
 def test_truncated_after_the_answer_is_kept_and_counted(tiny):
     r = row(completion="#### 14\n" + "blah " * 100, span=[5, 7])
-    cols, report = build_examples([r], tiny, config(max_length=90), log=False)
+    cols, report = build_examples([r], tiny, config(max_length=90), verbose=False)
     assert report.tail_truncated == 1 and len(cols["input_ids"][0]) == 90
     assert report.no_end_of_turn == 1  # said out loud: the cut sequence never trains the stop
 
@@ -149,16 +149,16 @@ def test_truncated_after_the_answer_is_kept_and_counted(tiny):
 def test_too_many_dropped_stops(tiny):
     rows = [row(id="long", completion="blah " * 200 + "#### 14"), row(id="ok")]
     with pytest.raises(DistillError, match=r"1 of 2 rows \(50%\) would be dropped"):
-        build_examples(rows, tiny, config(max_length=100), log=False)
+        build_examples(rows, tiny, config(max_length=100), verbose=False)
 
 
 def test_missing_span_when_needed_stops(tiny):
     rows = [row(id="a", span=None), row(id="b")]
     with pytest.raises(DistillError, match=r"1 of 2 rows cannot be trained as asked: 1 rows have "
                        r"no answer_span \(needed.*e\.g\. a"):
-        build_examples(rows, tiny, config(answer_weight=3.0), log=False)
+        build_examples(rows, tiny, config(answer_weight=3.0), verbose=False)
     _cols, report = build_examples(rows, tiny, config(answer_weight=3.0, on_bad_row="drop",
-                                                     max_dropped_fraction=0.5), log=False)
+                                                     max_dropped_fraction=0.5), verbose=False)
     assert report.examples == 1 and report.dropped == {
         "have no answer_span (needed: answer and reasoning are weighted apart)": 1}
 
@@ -168,22 +168,22 @@ def test_missing_span_when_needed_stops(tiny):
                                          (["x", 2], "outside their completion")])
 def test_unmappable_span_stops(tiny, span, reason):
     with pytest.raises(DistillError, match=reason):
-        build_examples([row(span=span)], tiny, config(answer_weight=2.0), log=False)
+        build_examples([row(span=span)], tiny, config(answer_weight=2.0), verbose=False)
 
 
 def test_all_zero_mask_stops(tiny):
     r = row(completion="14", span=[0, 2])  # all answer, and the answer weighs 0
     with pytest.raises(DistillError, match="1 rows have an all-zero loss mask"):
-        build_examples([r], tiny, config(answer_weight=0.0), log=False)
+        build_examples([r], tiny, config(answer_weight=0.0), verbose=False)
 
 
 def test_empty_completion_and_bad_messages_stop(tiny):
     with pytest.raises(DistillError, match="have an empty completion"):
-        build_examples([row(completion="  ", span=None)], tiny, config(), log=False)
+        build_examples([row(completion="  ", span=None)], tiny, config(), verbose=False)
     bad = row()
     bad["messages"] = "What is 2+2?"
     with pytest.raises(DistillError, match="have no messages"):
-        build_examples([bad], tiny, config(), log=False)
+        build_examples([bad], tiny, config(), verbose=False)
 
 
 def test_template_that_rewrites_the_completion_stops(tiny):
@@ -191,7 +191,7 @@ def test_template_that_rewrites_the_completion_stops(tiny):
                           "{{ m['content'] | upper }}<|im_end|>\n{% endfor %}"
                           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
     with pytest.raises(DistillError, match="does not render verbatim"):
-        build_examples([row()], tiny, config(), log=False)
+        build_examples([row()], tiny, config(), verbose=False)
 
 
 def test_template_that_trims_content_still_maps_the_answer(tiny):
@@ -199,7 +199,7 @@ def test_template_that_trims_content_still_maps_the_answer(tiny):
                           "{{ m['content'] | trim }}<|im_end|>\n{% endfor %}"
                           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
     r = row(completion="  " + COMPLETION + "\n", span=[len(COMPLETION), len(COMPLETION) + 2])
-    cols, _ = build_examples([r], tiny, config(answer_weight=2.0), log=False)
+    cols, _ = build_examples([r], tiny, config(answer_weight=2.0), verbose=False)
     answer = [i for i, s in zip(cols["input_ids"][0], cols["span_ids"][0]) if s == ANSWER]
     assert tiny.decode(answer).strip() == "14<|im_end|>"
 
@@ -219,7 +219,7 @@ def test_slow_tokenizer_is_refused(tiny):
         chat_template = "x"
 
     with pytest.raises(DistillError, match="fast tokenizer"):
-        build_examples([row()], Slow(), config(), log=False)
+        build_examples([row()], Slow(), config(), verbose=False)
 
 
 def test_answer_merged_into_a_prompt_token_stops(tiny):
@@ -232,4 +232,4 @@ def test_answer_merged_into_a_prompt_token_stops(tiny):
     with pytest.raises(DistillError, match="1 rows have an answer that starts inside a prompt "
                        "token"):
         build_examples([row(completion="14", span=[0, 2])], tiny, config(answer_weight=2.0),
-                       log=False)
+                       verbose=False)
