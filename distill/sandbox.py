@@ -237,6 +237,7 @@ def _sandbox(mode, spec):
         socket.socketpair = socket.fromfd = socket.create_connection = _NoNetwork
 
 _mode, _fd = sys.argv[1], int(sys.argv[2])
+os.environ.pop("PWD", None)  # bwrap's --chdir sets it
 _sandbox(_mode, __import__("json").loads(sys.argv[3]) if _mode in ("ns", "userns") else None)
 with os.fdopen(_fd, "rb") as _f:
     _source = _f.read()
@@ -313,7 +314,7 @@ def sandbox_info(python: str | None = None) -> dict:
 
 
 def run_program(code: str, *, timeout: float = 5.0, cpu_seconds: int = 5, memory_mb: int = 512,
-                total_memory_mb: int = 1024, disk_mb: int = 64, max_output: int = 64_000,
+                total_memory_mb: int = 2048, disk_mb: int = 64, max_output: int = 64_000,
                 max_file_mb: int = 16, max_processes: int = 64,
                 python: str | None = None) -> ExecResult:
     """Run ``code`` as a Python program in the sandbox; see the module doc. ``memory_mb``
@@ -366,6 +367,8 @@ def _run(cfg: _Config, code: str, *, timeout: float, cpu_seconds: int, memory_mb
         _kill_all(proc, cfg.mode, uid, pidns)
         seconds = time.monotonic() - start
         returncode = proc.returncode
+        if cfg.mode == "bwrap" and 128 < returncode <= 128 + 64:
+            returncode = 128 - returncode  # bwrap reports "killed by signal N" as exit 128 + N
         if reason is None and returncode == -signal.SIGXCPU:
             reason = "cpu limit"
         if reason is None and group and _oom_kills(group):
@@ -773,7 +776,7 @@ def _config(python: str | None) -> _Config:
             cfg = _Config(mode, exe, root, _binds(exe), cgroup)
             try:
                 res = _run(cfg, "print(6 * 7)", timeout=30, cpu_seconds=10, memory_mb=512,
-                           total_memory_mb=1024, disk_mb=1, max_output=4096, max_file_mb=1,
+                           total_memory_mb=2048, disk_mb=1, max_output=4096, max_file_mb=1,
                            max_processes=16)
             except (OSError, subprocess.SubprocessError) as e:
                 errors.append(f"{mode} with {exe}: {e}")
