@@ -38,7 +38,7 @@ def _works(mode: str) -> str | None:
     os.environ["DISTILL_SANDBOX"] = mode
     try:
         sandbox_info()
-    except RuntimeError as e:
+    except (RuntimeError, ValueError) as e:  # cannot run here; unknown mode
         return str(e)[:300]
     finally:
         del os.environ["DISTILL_SANDBOX"]
