@@ -295,7 +295,12 @@ class _Config:
 
     @property
     def memory(self) -> str:
-        return "cgroup" if self.cgroup else "rlimit"
+        """How the run's total memory is capped: a cgroup, or RLIMIT_NPROC processes of
+        RLIMIT_AS each; "per process" in plain mode without a uid drop, where RLIMIT_NPROC
+        counts all the caller's processes and cannot be that small."""
+        if self.cgroup:
+            return "cgroup"
+        return "per process" if self.mode == "plain" and not self.drop_uid else "rlimit"
 
 
 _LOCK = threading.Lock()
@@ -306,8 +311,9 @@ _LIBC = ctypes.CDLL(None, use_errno=True)
 
 def sandbox_info(python: str | None = None) -> dict:
     """How runs are isolated here: ``{"mode": "bwrap" | "ns" | "userns" | "plain",
-    "drop_uid": bool, "python": interpreter, "memory": "cgroup" | "rlimit", "filesystem":
-    [read-only folders]}`` (see the module doc; ``filesystem`` is empty in plain mode)."""
+    "drop_uid": bool, "python": interpreter, "memory": "cgroup" | "rlimit" | "per process",
+    "filesystem": [read-only folders]}`` (see the module doc; ``filesystem`` is empty in
+    plain mode)."""
     cfg = _config(python)
     return {"mode": cfg.mode, "drop_uid": cfg.drop_uid, "python": cfg.python,
             "memory": cfg.memory, "filesystem": list(cfg.binds) if cfg.mode != "plain" else []}
@@ -334,9 +340,9 @@ def _run(cfg: _Config, code: str, *, timeout: float, cpu_seconds: int, memory_mb
          max_processes: int) -> ExecResult:
     uid = _take_uid() if cfg.drop_uid else None
     workdir = _plain_workdir(uid) if cfg.mode == "plain" else None
-    if cfg.cgroup is None:
+    if cfg.memory == "rlimit":
         max_processes = min(max_processes, max(1, total_memory_mb // memory_mb))
-    group = _make_group(cfg.cgroup, total_memory_mb, max_processes + HELPERS[cfg.mode])
+    group = _make_group(cfg.cgroup, total_memory_mb, max_processes + 2)  # + relay and init
     program = os.memfd_create("main.py")
     proc = None
     try:
@@ -367,7 +373,7 @@ def _run(cfg: _Config, code: str, *, timeout: float, cpu_seconds: int, memory_mb
         _kill_all(proc, cfg.mode, uid, pidns)
         seconds = time.monotonic() - start
         returncode = proc.returncode
-        if cfg.mode == "bwrap" and 128 < returncode <= 128 + 64:
+        if cfg.mode == "bwrap" and returncode is not None and 128 < returncode <= 128 + 64:
             returncode = 128 - returncode  # bwrap reports "killed by signal N" as exit 128 + N
         if reason is None and returncode == -signal.SIGXCPU:
             reason = "cpu limit"
