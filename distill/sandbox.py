@@ -21,7 +21,9 @@ an ``ExecResult``. What the program sees, in the isolating modes (``bwrap``, ``n
   everything the program started is SIGKILLed); and a total memory cap for the whole run,
   ``total_memory_mb``: a cgroup v2 group with ``memory.max`` and ``pids.max`` where this
   process may create one, else ``RLIMIT_NPROC`` = ``total_memory_mb // memory_mb``
-  processes (threads count) of ``memory_mb`` each (``sandbox_info()["memory"]`` says which);
+  processes (threads count) of ``memory_mb`` each (``sandbox_info()["memory"]`` says which;
+  in plain mode without a uid drop, where ``RLIMIT_NPROC`` counts all the caller's
+  processes, memory is capped per process only);
 * stdin from ``/dev/null`` and only ``PATH``, ``LANG``, ``HOME`` and ``TMPDIR`` in its
   environment: none of the caller's variables (API keys, tokens) reach it.
 
