@@ -503,6 +503,13 @@ def test_plain_mode(monkeypatch):
     marker, code = with_sleeper(DETACH + "time.sleep(60)\n")
     res, seen = run_watching(marker, code, timeout=1.5)
     assert res.timed_out and seen and not marked(marker)
+    if info["drop_uid"]:  # what the run's uid leaves at the top of /tmp is removed after it
+        top = Path(tempfile.gettempdir()) / f"distill-sandbox-left-{uuid.uuid4().hex}"
+        try:
+            res = run_program(f"open({str(top)!r}, 'w').write('x')\nprint('written')")
+            assert res.stdout == "written\n" and not top.exists()
+        finally:
+            top.unlink(missing_ok=True)
 
 
 UNPRIVILEGED = """
