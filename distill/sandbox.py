@@ -32,7 +32,8 @@ variable ``DISTILL_SANDBOX`` = ``bwrap``/``ns``/``userns``/``plain`` forces one)
 
 ``bwrap``
     bubblewrap (``bwrap`` on ``PATH``; the set-up installs it where apt exists) builds the
-    namespaces and the filesystem; a root caller runs it as the program's fresh uid.
+    namespaces and the filesystem; a root caller runs it as the program's fresh uid. bwrap
+    reports a program killed by signal N as exit status 128 + N: such statuses read as -N.
 ``ns`` (the caller is root) and ``userns`` (unprivileged user namespaces)
     the same, by hand: ``unshare`` in the child, then the namespace's pid 1 (the prelude
     below) mounts the filesystem, ``pivot_root``s into it and drops the uid (``ns``) or
@@ -379,7 +380,8 @@ def _run(cfg: _Config, code: str, *, timeout: float, cpu_seconds: int, memory_mb
             returncode = 128 - returncode  # bwrap reports "killed by signal N" as exit 128 + N
         if reason is None and returncode == -signal.SIGXCPU:
             reason = "cpu limit"
-        if reason is None and group and _oom_kills(group):
+        if reason is None and returncode is not None and returncode < 0 and group \
+                and _oom_kills(group):
             reason = "memory limit"
         return ExecResult(_text(out, "stdout" in truncated, max_output),
                           _text(err, "stderr" in truncated, max_output), returncode,
