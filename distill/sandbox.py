@@ -342,13 +342,13 @@ def _run(cfg: _Config, code: str, *, timeout: float, cpu_seconds: int, memory_mb
          total_memory_mb: int, disk_mb: int, max_output: int, max_file_mb: int,
          max_processes: int) -> ExecResult:
     uid = _take_uid() if cfg.drop_uid else None
-    workdir = _plain_workdir(uid) if cfg.mode == "plain" else None
     if cfg.memory == "rlimit":
         max_processes = min(max_processes, max(1, total_memory_mb // memory_mb))
-    group = _make_group(cfg.cgroup, total_memory_mb, max_processes + 2)  # + relay and init
-    program = os.memfd_create("main.py")
-    proc = None
+    proc = workdir = group = program = None
     try:
+        workdir = _plain_workdir(uid) if cfg.mode == "plain" else None
+        group = _make_group(cfg.cgroup, total_memory_mb, max_processes + 2)  # + relay, init
+        program = os.memfd_create("main.py")
         os.write(program, code.encode("utf-8", errors="surrogateescape"))
         os.lseek(program, 0, os.SEEK_SET)
         limits = [(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1)),
@@ -387,7 +387,8 @@ def _run(cfg: _Config, code: str, *, timeout: float, cpu_seconds: int, memory_mb
                           _text(err, "stderr" in truncated, max_output), returncode,
                           timed_out, round(seconds, 4), reason, bool(truncated))
     finally:
-        os.close(program)
+        if program is not None:
+            os.close(program)
         if proc is not None and proc.returncode is None:  # an exception above: still clean up
             _kill_all(proc, cfg.mode, uid, None)
         if proc is not None:
