@@ -796,9 +796,11 @@ def _config(python: str | None) -> _Config:
                 with _LOCK:
                     _CONFIGS[key] = cfg
                 if mode == "plain" and forced == "auto":
-                    log("sandbox: no namespaces here (" + "; ".join(errors)[:300] + "): programs "
-                        "see the host's filesystem, processes, IPC and Unix sockets; only "
-                        "Python's socket module is refused")
+                    why = [e for e in errors if not e.startswith("plain ")][-1]
+                    log(f"sandbox: neither bubblewrap nor Linux namespaces work here "
+                        f"({why[:200]}): programs run without a filesystem of their "
+                        f"own and see the host's files, processes, IPC and Unix sockets; only "
+                        f"Python's socket module is refused")
                 return cfg
             errors.append(f"{mode} with {exe}: exit {res.returncode}, {res.stderr.strip()[-300:]}")
     raise RuntimeError("the sandbox cannot run Python here: " + "; ".join(errors))
