@@ -8,6 +8,13 @@ stamp="$VENV/.distill-setup-$(sha256sum pyproject.toml scripts/setup.sh | sha256
 [ -f "$stamp" ] && exit 0
 
 [ -d "$VENV" ] || python3 -m venv "$VENV"
+# bubblewrap gives each sandboxed program its own filesystem (distill/sandbox.py; without it
+# the sandbox builds the same namespaces itself). Optional: the set-up goes on without it.
+if ! command -v bwrap >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    (apt-get install -y -qq bubblewrap >/dev/null 2>&1 \
+        || (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null)) \
+        || echo "could not install bubblewrap: the sandbox uses its own namespaces"
+fi
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
 # The CPU build of torch first (plain `torch` would pull a multi-GB CUDA build).
 pip install torch==2.13.0

@@ -1,13 +1,16 @@
 """The program sandbox, with real subprocesses: limits, kills, isolation.
 
-Programs find their host pid with ``os.readlink("/proc/self")`` (``os.getpid()`` is the pid
-inside the sandbox's PID namespace) and write it into a world-writable directory under /tmp
-that the test names in the program text (the sandbox may run as another uid, which cannot
-reach pytest's 0700 ``tmp_path``). After ``run_program`` returns, those pids must be gone.
+Processes a run starts are found from the host by a marker in their command line: a program
+``exec``s a sleeper whose argv holds the marker, a thread of the test records the host pids
+whose ``/proc/PID/cmdline`` holds it while the run lasts, and after ``run_program`` returns
+none of them may be alive. Hostile programs run in every isolating mode that works here
+(``bwrap``, ``ns``, ``userns``; the others are skipped, saying why).
 """
 
+import ctypes
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -15,7 +18,9 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -28,21 +33,32 @@ INFO = sandbox_info() if sys.platform.startswith("linux") else {}
 SANDBOX_PY = Path(__file__).resolve().parents[1] / "distill" / "sandbox.py"
 
 
-@pytest.fixture
-def shared():
-    """A directory the sandboxed program (maybe another uid) can write into."""
-    path = Path(tempfile.mkdtemp(prefix="distill-sandbox-test-"))
-    path.chmod(0o777)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+def _works(mode: str) -> str | None:
+    """Why ``mode`` cannot run here, or None."""
+    os.environ["DISTILL_SANDBOX"] = mode
+    try:
+        sandbox_info()
+    except (RuntimeError, ValueError) as e:  # cannot run here; unknown mode
+        return str(e)[:300]
+    finally:
+        del os.environ["DISTILL_SANDBOX"]
+    return None
+
+
+UNAVAILABLE = {m: _works(m) for m in ("bwrap", "ns", "userns")} if INFO else {}
+
+
+@pytest.fixture(params=["bwrap", "ns", "userns"])
+def isolating(request, monkeypatch):
+    """Each isolating mode that works here, forced for the test."""
+    if UNAVAILABLE.get(request.param):
+        pytest.skip(f"{request.param}: {UNAVAILABLE[request.param]}")
+    monkeypatch.setenv("DISTILL_SANDBOX", request.param)
+    return request.param
 
 
 def program(text: str) -> str:
     return textwrap.dedent(text).strip() + "\n"
-
-
-def host_pids(folder: Path, prefix: str) -> list[int]:
-    return [int(p.read_text()) for p in folder.glob(f"{prefix}*") if p.read_text().strip()]
 
 
 def alive(pid: int) -> bool:
@@ -53,13 +69,62 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-WRITE_PID = """
-def write_pid(name):
-    tmp = '{d}/.%s' % name
-    with open(tmp, 'w') as f:
-        f.write(os.readlink('/proc/self'))
-    os.rename(tmp, '{d}/' + name)
+def marked(marker: str) -> set[int]:
+    """Live host pids whose command line holds ``marker``."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if marker.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    found.add(int(entry))
+            except OSError:
+                pass
+    return {p for p in found if alive(p)}
+
+
+def run_watching(marker: str, code: str, run=run_program, **kwargs):
+    """``run(code)``, recording the host pids that carry ``marker`` while it runs."""
+    seen: set[int] = set()
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            seen.update(marked(marker))
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = run(code, **kwargs)
+    finally:
+        done.set()
+        watcher.join()
+    return result, seen
+
+
+# `sleeper(...)` turns a forked child into a 60 s sleeper whose argv holds the marker;
+# `wait_marked(pid)` waits (in the program's own /proc) until it has, plus a moment for the
+# test's watcher to see it.
+SLEEPER = """
+import os, sys, time
+MARKER = {marker!r}
+def sleeper():
+    os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(60)', MARKER])
+def wait_marked(pid):
+    for _ in range(500):
+        try:
+            if MARKER.encode() in open('/proc/%d/cmdline' % pid, 'rb').read():
+                break
+        except OSError:
+            pass
+        time.sleep(0.01)
+    time.sleep(0.1)
 """
+
+
+def with_sleeper(body: str) -> tuple[str, str]:
+    marker = f"distill-sandbox-test-{uuid.uuid4().hex}"
+    return marker, SLEEPER.format(marker=marker) + program(body)
 
 
 def test_normal_program():
@@ -91,25 +156,28 @@ def test_cpu_limit():
     assert not res.timed_out and res.seconds < 5
 
 
-def test_ignoring_sigterm_does_not_help(shared):
-    code = "import os, signal, time\n" + WRITE_PID.format(d=shared) + program("""
+def test_ignoring_sigterm_does_not_help():
+    marker, code = with_sleeper("""
+        import signal
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        write_pid('pid')
+        pid = os.fork()
+        if pid == 0:
+            sleeper()
+        wait_marked(pid)
         print('ignoring', flush=True)
         time.sleep(60)
     """)
     start = time.monotonic()
-    res = run_program(code, timeout=1)
-    assert time.monotonic() - start < 3
+    res, seen = run_watching(marker, code, timeout=1.5)
+    assert time.monotonic() - start < 4
     assert res.timed_out and res.stdout == "ignoring\n" and res.returncode == -signal.SIGKILL
-    [pid] = host_pids(shared, "pid")
-    assert not alive(pid)
+    assert seen and not marked(marker)
 
 
-def test_fork_bomb_is_bounded(shared):
-    """Up to 300 forks, each child sleeps: the process limit stops it at max_processes."""
-    code = "import os, time\n" + WRITE_PID.format(d=shared) + program("""
-        n, error = 0, None
+def test_fork_bomb_is_bounded():
+    """Up to 300 forks, each child a sleeper: the process limit stops it at max_processes."""
+    marker, code = with_sleeper("""
+        n, error, last = 0, None, None
         for i in range(300):
             try:
                 pid = os.fork()
@@ -117,21 +185,21 @@ def test_fork_bomb_is_bounded(shared):
                 error = e.errno
                 break
             if pid == 0:
-                write_pid('child-%d' % i)
-                time.sleep(30)
-                os._exit(0)
-            n += 1
+                sleeper()
+            n, last = n + 1, pid
+        if last:
+            wait_marked(last)
         print(n, error)
     """)
     start = time.monotonic()
-    res = run_program(code, max_processes=16, timeout=10)
-    assert time.monotonic() - start < 5
+    res, seen = run_watching(marker, code, max_processes=16, total_memory_mb=16 * 512,
+                             timeout=10)
+    assert time.monotonic() - start < 6
     forks, error = res.stdout.split()
     # 16 processes and threads in all, the program included (fewer in plain mode without a uid
     # drop, where the caller's own processes count too)
-    assert int(forks) <= 15 and error == "11"  # EAGAIN
-    pids = host_pids(shared, "child-")
-    assert pids and not [p for p in pids if alive(p)]
+    assert 0 < int(forks) <= 15 and error == "11"  # EAGAIN
+    assert seen and not marked(marker)
 
 
 def test_unbounded_allocation():
@@ -171,9 +239,10 @@ def test_no_network():
         assert res.stdout.startswith("blocked"), res
         with pytest.raises(BlockingIOError):
             server.accept()
-    # a network namespace has only a down loopback: ENETUNREACH; the plain prelude: EPERM
-    expected = "1" if INFO["mode"] == "plain" else "101"
-    assert res.stdout.split()[1] == expected
+    # a network namespace has only its own loopback (down: ENETUNREACH; up, as bwrap leaves
+    # it: ECONNREFUSED); the plain prelude: EPERM
+    expected = {"1"} if INFO["mode"] == "plain" else {"101", "111"}
+    assert res.stdout.split()[1] in expected
 
 
 def test_environment_has_no_secrets(monkeypatch):
@@ -184,77 +253,233 @@ def test_environment_has_no_secrets(monkeypatch):
     assert set(env) <= {"PATH", "LANG", "HOME", "TMPDIR", "LC_CTYPE"}
 
 
-def test_fresh_working_directory_removed():
-    code = ("import os\nprint(os.getcwd())\nprint(sorted(os.listdir()))\n"
-            "open('scratch.txt', 'w').write('data')\nprint(sorted(os.listdir()))")
+def test_fresh_working_directory_each_run(isolating):
+    """The working directory is an empty tmpfs of the run's own, also /tmp and HOME: what one
+    run leaves there, the next does not see."""
+    code = ("import os\nprint(os.getcwd(), os.environ['HOME'])\nprint(sorted(os.listdir()))\n"
+            "open('scratch.txt', 'w').write('data')\nopen('/tmp/more.txt', 'w').write('x')\n"
+            "print(sorted(os.listdir('/tmp')))")
     first, second = run_program(code), run_program(code)
-    cwd1, before, after = first.stdout.splitlines()
-    assert before == "['main.py']" and after == "['main.py', 'scratch.txt']"
-    cwd2 = second.stdout.splitlines()[0]
-    assert cwd1 != cwd2
-    assert not os.path.exists(cwd1) and not os.path.exists(cwd2)
+    for res in (first, second):
+        assert res.stdout.splitlines() == [
+            "/tmp /tmp", "['main.py']", "['main.py', 'more.txt', 'scratch.txt']"], res
 
 
-def test_writes_outside_the_working_directory(shared):
-    """With a uid drop (root callers), the program cannot write into the caller's directories
-    and what it leaves at the top of /tmp is removed afterwards. Without one (non-root
-    callers), the sandbox does not stop such writes: it has no mount namespace."""
-    private = Path(tempfile.mkdtemp(prefix="distill-sandbox-private-"))
-    private.chmod(0o755)  # a directory of the caller's, like most: others may only read it
-    top = Path(tempfile.gettempdir()) / f"distill-sandbox-escape-{os.getpid()}-{time.time_ns()}"
+def test_program_cannot_read_the_input_through_proc(isolating):
+    """The finding: a program found the input file through /proc/*/cmdline and printed the
+    gold answer from it. Here a host process names a world-readable secret file on its
+    command line; the program sees neither that process nor the file."""
+    folder = Path(tempfile.mkdtemp(prefix="distill-sandbox-input-"))
+    folder.chmod(0o755)
+    secret = folder / "input-with-gold.jsonl"
+    secret.write_text('{"question": "q", "gold": "gold-7391"}\n')
+    secret.chmod(0o644)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", str(secret)])
     try:
         res = run_program(program(f"""
-            for path in ['{private}/escape', '{top}']:
+            import os
+            names = [p for p in os.listdir('/proc') if p.isdigit()]
+            for pid in names:
+                try:
+                    args = open('/proc/%s/cmdline' % pid, 'rb').read().split(b'\\0')
+                except OSError:
+                    continue
+                for arg in args:
+                    if arg.endswith(b'.jsonl'):
+                        print('found', arg.decode())
+                        print(open(arg).read())
+            for path in [{str(secret)!r}, '/proc/{holder.pid}/cmdline']:
+                try:
+                    print(open(path).read())
+                except OSError as e:
+                    print('refused', e.errno)
+            print(len(names), 'processes')
+        """))
+        assert res.returncode == 0, res.stderr
+        assert "gold-7391" not in res.stdout and "found" not in res.stdout
+        assert res.stdout.splitlines()[-3:] == ["refused 2", "refused 2", "2 processes"]
+    finally:
+        holder.kill()
+        holder.wait()
+        shutil.rmtree(folder)
+
+
+def test_world_writable_files_outside_stay(isolating):
+    """The findings: a 0666 file at the top of /tmp was overwritten, files were left in
+    /run/lock. Here neither the host's /tmp nor /run is in the program's filesystem, and the
+    system folders are read-only."""
+    victim = Path(tempfile.gettempdir()) / f"distill-sandbox-victim-{uuid.uuid4().hex}"
+    victim.write_text("original")
+    victim.chmod(0o666)
+    left = Path("/run/lock") / f"distill-sandbox-left-{uuid.uuid4().hex}"
+    try:
+        res = run_program(program(f"""
+            for path in [{str(victim)!r}, {str(left)!r}, '/usr/escape', '/etc/escape', '/escape',
+                         '/dev/escape']:
                 try:
                     with open(path, 'w') as f:
-                        f.write('x')
-                    print('written')
+                        f.write('overwritten')
+                    print('written', path)
                 except OSError as e:
                     print('refused', e.errno)
         """))
-        inside, at_top = res.stdout.splitlines()
-        assert at_top == "written"  # /tmp is world-writable ...
-        if INFO["drop_uid"]:
-            assert inside == "refused 13"  # EACCES
-            assert not (private / "escape").exists()
-            assert not top.exists()  # ... but what the sandbox uid left there is removed
-        else:
-            assert inside == "written" and (private / "escape").exists() and top.exists()
+        lines = res.stdout.splitlines()
+        assert victim.read_text() == "original" and not left.exists()
+        # the victim's path resolves inside the program's own /tmp; the rest is absent or
+        # read-only (ENOENT, EACCES or EROFS)
+        assert lines[0] == f"written {victim}" or lines[0].startswith("refused")
+        assert [line.split()[0] for line in lines[1:]] == ["refused"] * 5, lines
+        assert {line.split()[1] for line in lines[1:]} <= {"2", "13", "30"}
     finally:
-        shutil.rmtree(private, ignore_errors=True)
-        top.unlink(missing_ok=True)
+        victim.unlink(missing_ok=True)
+        left.unlink(missing_ok=True)
+
+
+def test_path_unix_socket_is_unreachable(isolating):
+    """A world-accessible Unix socket in the host's /tmp: the program cannot connect."""
+    folder = Path(tempfile.mkdtemp(prefix="distill-sandbox-sock-", dir="/tmp"))
+    folder.chmod(0o777)
+    path = folder / "s"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        path.chmod(0o777)
+        server.listen()
+        server.setblocking(False)
+        try:
+            res = run_program(program(f"""
+                import socket
+                s = socket.socket(socket.AF_UNIX)
+                try:
+                    s.connect({str(path)!r})
+                    s.sendall(b'hello')
+                    print('connected')
+                except OSError as e:
+                    print('refused', e.errno)
+            """))
+            assert res.stdout.startswith("refused"), res
+            with pytest.raises(BlockingIOError):
+                server.accept()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _host_shm_keys() -> set[int]:
+    lines = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
+    return {int(line.split()[0]) for line in lines}
+
+
+def test_sysv_shared_memory_does_not_outlive_the_run(isolating):
+    """The finding: SysV shared memory stayed after the run. Here the run has its own IPC
+    namespace: the segment is not on the host during the run and is gone after it."""
+    key = random.randrange(1 << 20, 1 << 30)
+    try:
+        res = run_program(program(f"""
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            shmid = libc.shmget({key}, 1 << 20, 0o1000 | 0o666)  # IPC_CREAT
+            print('created' if shmid >= 0 else 'failed %d' % ctypes.get_errno())
+            print(any(line.split()[0] == '{key}'
+                      for line in open('/proc/sysvipc/shm').read().splitlines()[1:]))
+        """))
+        assert res.stdout.splitlines() == ["created", "True"], res
+        assert key not in _host_shm_keys()
+    finally:  # today's sandbox leaves it: remove it so a failing run leaks nothing
+        libc = ctypes.CDLL(None, use_errno=True)
+        shmid = libc.shmget(key, 0, 0)
+        if shmid >= 0:
+            libc.shmctl(shmid, 0, None)  # IPC_RMID
+
+
+def test_total_memory_cap(isolating):
+    """The finding: 64 processes of 512 MB each, 2.6 GB in all. Here children that each hold
+    60 MB stop at the run's total: a cgroup's memory.max, or else RLIMIT_NPROC =
+    total_memory_mb // memory_mb processes of memory_mb each."""
+    res = run_program(program("""
+        import os, time
+        r, w = os.pipe()
+        for _ in range(8):
+            try:
+                pid = os.fork()
+            except OSError:
+                break
+            if pid == 0:
+                try:
+                    block = bytearray(60 << 20)
+                    block[::4096] = b'x' * len(block[::4096])
+                    os.write(w, b'x')
+                except MemoryError:
+                    pass
+                time.sleep(30)
+                os._exit(0)
+        os.close(w)
+        held, end = 0, time.monotonic() + 3
+        os.set_blocking(r, False)
+        while time.monotonic() < end:
+            try:
+                held += len(os.read(r, 64))
+            except BlockingIOError:
+                time.sleep(0.05)
+        print(held)
+    """), memory_mb=100, total_memory_mb=200, timeout=8)
+    held = int(res.stdout)
+    assert 1 <= held and held * 60 <= 200, res
+    if INFO["memory"] == "rlimit":
+        assert held == 1  # 200 // 100 = 2 processes: the program and one child
+
+
+def test_disk_cap(isolating):
+    """The finding: 960 MB of disk. Here the tmpfs holds disk_mb and no more."""
+    res = run_program(program("""
+        written, error = 0, None
+        try:
+            for i in range(100):
+                with open('f%d' % i, 'wb') as f:
+                    f.write(b'x' * (1 << 20))
+                written += 1
+        except OSError as e:
+            error = e.errno
+        print(written, error)
+    """), disk_mb=8)
+    written, error = res.stdout.split()
+    assert int(written) <= 8 and error == "28"  # ENOSPC
+
+
+def test_no_capabilities(isolating):
+    """The program cannot undo its filesystem: no capabilities, no new privileges."""
+    res = run_program(program("""
+        import ctypes
+        status = dict(line.split(':', 1) for line in open('/proc/self/status'))
+        print(status['CapEff'].strip(), status['NoNewPrivs'].strip())
+        libc = ctypes.CDLL(None, use_errno=True)
+        print(libc.mount(None, b'/usr', None, 32 | 4096, None), ctypes.get_errno())
+    """))
+    assert res.stdout.splitlines() == ["0000000000000000 1", "-1 1"]  # EPERM
 
 
 DETACH = """
-import os, time
-""" + WRITE_PID + """
 if os.fork() == 0:
     os.setsid()
-    if os.fork() == 0:
-        write_pid('detached')
-        time.sleep(60)
-        os._exit(0)
+    pid = os.fork()
+    if pid == 0:
+        sleeper()
+    wait_marked(pid)
     os._exit(0)
-for _ in range(500):
-    if os.path.exists('{d}/detached'):
-        break
-    time.sleep(0.01)
+os.wait()
 print('parent done', flush=True)
 """
 
 
 @pytest.mark.parametrize("then", ["exit", "hang"])
-def test_detached_child_is_killed(shared, then):
+def test_detached_child_is_killed(then):
     """Double fork + setsid: the grandchild leaves the process group and session. It must not
     outlive the run, whether the program then exits or hangs past the timeout."""
-    code = DETACH.format(d=shared) + ("time.sleep(60)\n" if then == "hang" else "")
+    marker, code = with_sleeper(DETACH + ("time.sleep(60)\n" if then == "hang" else ""))
     start = time.monotonic()
-    res = run_program(code, timeout=1.5)
-    assert time.monotonic() - start < 4
+    res, seen = run_watching(marker, code, timeout=2)
+    assert time.monotonic() - start < 5
     assert res.stdout == "parent done\n"
     assert res.timed_out == (then == "hang")
-    [pid] = host_pids(shared, "detached")
-    assert not alive(pid)
+    assert seen and not marked(marker)
 
 
 def test_concurrent_runs():
@@ -265,39 +490,65 @@ def test_concurrent_runs():
     assert [r.stdout for r in results] == [f"{i * 2}\n" for i in range(12)]
 
 
-def test_plain_mode(monkeypatch, shared):
-    """The fallback without namespaces still kills detached children and refuses sockets
-    (through a prelude a program could undo)."""
+def test_plain_mode(monkeypatch):
+    """The fallback without namespaces has no filesystem of its own (sandbox_info says so);
+    it still kills detached children and refuses sockets (through a prelude a program could
+    undo)."""
     monkeypatch.setenv("DISTILL_SANDBOX", "plain")
-    assert sandbox_info()["mode"] == "plain"
+    info = sandbox_info()
+    assert info["mode"] == "plain" and info["filesystem"] == []
     res = run_program("import socket\ntry:\n    socket.socket()\nexcept OSError as e:\n"
                       "    print('refused', e.errno)")
     assert res.stdout == "refused 1\n"
-    res = run_program(DETACH.format(d=shared) + "time.sleep(60)\n", timeout=1)
-    assert res.timed_out
-    [pid] = host_pids(shared, "detached")
-    assert not alive(pid)
+    marker, code = with_sleeper(DETACH + "time.sleep(60)\n")
+    res, seen = run_watching(marker, code, timeout=1.5)
+    assert res.timed_out and seen and not marked(marker)
+    if info["drop_uid"]:  # what the run's uid leaves at the top of /tmp is removed after it
+        top = Path(tempfile.gettempdir()) / f"distill-sandbox-left-{uuid.uuid4().hex}"
+        try:
+            res = run_program(f"open({str(top)!r}, 'w').write('x')\nprint('written')")
+            assert res.stdout == "written\n" and not top.exists()
+        finally:
+            top.unlink(missing_ok=True)
 
 
 UNPRIVILEGED = """
-import importlib.util, json, sys
+import importlib.util, json, sys, types
+log = types.ModuleType("distill.log")
+log.log = lambda message: print(message, file=sys.stderr)
+sys.modules["distill.log"] = log
 spec = importlib.util.spec_from_file_location("sandbox", sys.argv[1])
 sandbox = importlib.util.module_from_spec(spec)
 sys.modules["sandbox"] = sandbox
 spec.loader.exec_module(sandbox)
-print(json.dumps([sandbox.sandbox_info(), sandbox.run_program(sys.argv[2], timeout=2).stdout]))
+print(json.dumps([sandbox.sandbox_info(), sandbox.run_program(sys.argv[2], timeout=3).stdout]))
 """
+
+
+def _run_unprivileged(code: str, mode: str) -> tuple[dict, str]:
+    python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
+    if not python:
+        pytest.skip("no python3 reachable by an unprivileged user")
+    out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                          "env", f"DISTILL_SANDBOX={mode}", python, "-I", "-c", UNPRIVILEGED,
+                          str(SANDBOX_PY), code],
+                         capture_output=True, text=True, timeout=30, cwd="/", check=False)
+    if out.returncode != 0 and "cannot run Python here" in out.stderr:
+        pytest.skip(out.stderr.strip()[-300:])
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("setpriv"),
                     reason="needs root and setpriv to become an unprivileged caller")
-def test_unprivileged_caller(shared):
-    """The sandbox run by a non-root caller (uid 65534): user namespaces instead of the uid
-    drop; network, process limit and detached children still handled."""
-    python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
-    if not python:
-        pytest.skip("no python3 reachable by an unprivileged user")
-    code = DETACH.format(d=shared) + program("""
+@pytest.mark.parametrize("mode", ["bwrap", "userns"])
+def test_unprivileged_caller(mode):
+    """The sandbox run by a non-root caller (uid 65534): a user namespace instead of the uid
+    drop; its own filesystem and processes, network, process limit and detached children
+    still handled."""
+    if UNAVAILABLE.get(mode):
+        pytest.skip(f"{mode}: {UNAVAILABLE[mode]}")
+    marker, code = with_sleeper(DETACH + program("""
         import socket
         try:
             socket.create_connection(('127.0.0.1', 9), timeout=1)
@@ -312,19 +563,14 @@ def test_unprivileged_caller(shared):
                 n += 1
         except OSError as e:
             print('forks', n, e.errno)
-    """)
-    out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                          python, "-I", "-c", UNPRIVILEGED, str(SANDBOX_PY), code],
-                         capture_output=True, text=True, timeout=30, cwd="/", check=False)
-    if out.returncode != 0 and "cannot run Python here" in out.stderr:
-        pytest.skip(out.stderr.strip()[-300:])
-    assert out.returncode == 0, out.stderr
-    info, stdout = json.loads(out.stdout)
-    assert not info["drop_uid"] and info["mode"] in ("userns", "plain")
+        print(sorted(os.listdir('/tmp')), [p for p in os.listdir('/proc') if p.isdigit()][:1])
+    """))
+    (info, stdout), seen = run_watching(marker, code, run=lambda c: _run_unprivileged(c, mode))
+    assert not info["drop_uid"] and info["mode"] == mode
     lines = stdout.splitlines()
     assert lines[0] == "parent done"
-    assert lines[1] == ("net 1" if info["mode"] == "plain" else "net 101")
+    assert lines[1] in ("net 101", "net 111")
     forks = lines[2].split()
     assert forks[0] == "forks" and int(forks[1]) < 64 and forks[2] == "11"
-    [pid] = host_pids(shared, "detached")
-    assert not alive(pid)
+    assert lines[3] == "['main.py'] ['1']"
+    assert seen and not marked(marker)
