@@ -31,22 +31,27 @@ _TIME = re.compile(r"(?P<h>\d{1,2})(?::(?P<m>[0-5]\d)(?::(?P<s>[0-5]\d))?)?"
 # The number forms, tried in this order where a number starts (after its sign and currency).
 _FORMS = (
     ("scientific", re.compile(rf"(?P<m>{_DECIMAL})(?:[eE](?P<e>[-+]?\d+)|\s*(?:[x×·*]|\\times"
-                              rf"|\\cdot)\s*10\s*\^\s*(?:\{{\s*(?P<b>[-+]?\d+)\s*\}}|(?P<c>[-+]?\d+)))")),
+                              r"|\\cdot)\s*10\s*\^\s*(?:\{\s*(?P<b>[-+]?\d+)\s*\}"
+                              r"|(?P<c>[-+]?\d+)))")),
     ("mixed number", re.compile(r"(?P<whole>\d+)\s+(?P<num>\d+)\s*/\s*(?P<den>\d+)")),
     ("fraction", re.compile(rf"(?P<num>{_DECIMAL})\s*/\s*(?P<den>{_DECIMAL})")),
     ("decimal", re.compile(_DECIMAL)),
 )
-_SIGN_CURRENCY = re.compile(r"(?P<sign>[-+]?)\s*(?:[$€£¥₹]|USD|EUR|GBP)?\s*(?P<sign2>[-+]?)\s*")
+_SCALE = re.compile(r"\s*(hundred|thousand|million|billion|dozen)\b", re.IGNORECASE)
+_SIGN_CURRENCY = re.compile(r"(?P<sign>[-+]?)\s*(?:[$€£¥₹]|USD|EUR|GBP)?\s*"
+                            r"(?P<sign2>[-+]?)\s*")
 # What may follow a number: "-13 ..." makes a range, an operator or a lone letter an expression.
 _RANGE_REST = re.compile(rf"\s*[-–—]\s*[$€£]?(?:{_DECIMAL})\s*%?[A-Za-z .]*")
-_EXPRESSION_REST = re.compile(r"\s*(?:[-\^*/+=<>\\{}\[\]|√π∞]|[A-Za-z](?![A-Za-z])"
+_EXPRESSION_REST = re.compile(r"\s*(?:[-\^*/+=<>\\{}\[\]√π∞]|[A-Za-z](?![A-Za-z])"
                               r"|(?:pi|sqrt|sin|cos|tan|log|ln|exp|inf)\b)|\(")
 # Forms that state several values or a qualified one.
 _AMBIGUOUS_FORMS = (
     r"\b(?:or|and|nor|either|between)\b",  # alternatives and ranges
-    r"\b(?:about|approx(?:imately)?|around|roughly|nearly|almost|circa|ish)\b",
-    r"\b(?:at (?:least|most)|(?:more|less|fewer|greater) than|up to|over|under)\b",
-    r"[±∓≈≃≅∼≤≥<>≠…]|\.\.\.|^\s*~|\d\s*!",  # "12!": a factorial or an exclamation
+    r"\b(?:about|approx(?:imately)?|around|roughly|nearly|almost|circa)\b|(?:\b|(?<=\d))ish\b",
+    r"\b(?:at (?:least|most)|(?:more|less|fewer|greater) than|up to|over|under|above|below)\b",
+    r"\b(?:not|squared|cubed|factorial)\b",  # words that change the number before them
+    r"[±∓≈≃≅∼≤≥<>≠…]|\.\.\.|^\s*~|\d\s*\+\s*$",  # "12+": twelve or more
+    r"\d\s*!",  # "12!": a factorial or an exclamation
     r"\\(?:pm|mp|approx|simeq|sim|cong|leq?|geq?|lt|gt|neq?|lor|vee|ldots|dots|cdots)(?![A-Za-z])",
     r"=[^=]*[,;]\s[^=]*=",  # a list of assignments: "a = 12, b = 13"
 )
@@ -62,7 +67,8 @@ _NUMBER_WORDS = {**{w: i for i, w in enumerate(_SMALL)},
                  **{t: 20 + 10 * i for i, t in enumerate(_TENS)},
                  **{f"{t} {u}": 20 + 10 * i + j for i, t in enumerate(_TENS)
                     for j, u in enumerate(_SMALL[1:10], 1)}}
-_SCALES = {"hundred": 100, "thousand": 10 ** 3, "million": 10 ** 6, "billion": 10 ** 9}
+_SCALES = {"hundred": 100, "thousand": 10 ** 3, "million": 10 ** 6, "billion": 10 ** 9,
+           "dozen": 12}
 
 _LATEX_FRAC = re.compile(r"\\[dt]?frac\s*\{\s*([-+]?[\d.]+)\s*\}\s*\{\s*([\d.]+)\s*\}")
 _LATEX_TEXT = re.compile(r"\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}")
@@ -117,6 +123,7 @@ def _plain(s: str) -> str:
     text = _LATEX_TEXT.sub(r" \1 ", _unwrap(s.strip()))
     text = _LATEX_FRAC.sub(r" \1/\2 ", _LATEX_SPACE.sub("", text))
     text = text.replace("{,}", ",").replace("\\$", "$").replace("\\%", "%")
+    text = re.sub(r"^\s*(?:negative|minus)\s+(?=\S)", "-", text, flags=re.IGNORECASE)
     text = _VULGAR_FRACTION.sub(lambda m: " " + unicodedata.normalize("NFKC", m[0]), text)
     text = _SUPERSCRIPT.sub(lambda m: "^" + m[0].translate(_FROM_SUPERSCRIPT), text)
     text = "".join(str(unicodedata.decimal(c)) if not c.isascii() and c.isdecimal() else c
@@ -140,11 +147,13 @@ def _time(text: str) -> ClockTime | None:
 
 
 def _number_words(text: str) -> Fraction | None:
-    """"twelve", "twenty-five", "two hundred": a number from 0 to 99 in words, times a scale."""
-    words = text.lower().replace("-", " ").split()
+    """"twelve", "twenty-five", "two hundred", "-five" (from "negative five"): a number from 0
+    to 99 in words, times a scale."""
+    sign = -1 if text.startswith("-") else 1
+    words = re.split(r"\s+|(?<=[a-z])-(?=[a-z])", text[sign < 0:].strip().lower())
     scale = _SCALES.get(words[-1], 1) if len(words) > 1 else 1
     value = _NUMBER_WORDS.get(" ".join(words[:-1] if scale > 1 else words))
-    return None if value is None else Fraction(value * scale)
+    return None if value is None else Fraction(sign * value * scale)
 
 
 def _number(text: str) -> Fraction | str | None:
@@ -160,6 +169,8 @@ def _number(text: str) -> Fraction | str | None:
     else:
         return None
     rest = re.sub(r"^\s*%", "", text[m.end():])
+    scale = _SCALE.match(rest)  # "1.5 million", "2 dozen"
+    rest = rest[scale.end():] if scale else rest
     if _RANGE_REST.fullmatch(rest):
         return AMBIGUOUS
     if _EXPRESSION_REST.match(rest):
@@ -172,8 +183,9 @@ def _number(text: str) -> Fraction | str | None:
         value = _value_of(name, m)
     except (ValueError, ZeroDivisionError):  # a zero denominator, or too many digits
         return None
-    if value is None:
-        return None
+    if value is None:  # "3 5/2": a mixed number or a product
+        return AMBIGUOUS if name == "mixed number" else None
+    value *= _SCALES[scale[1].lower()] if scale else 1
     return -value if "-" in (lead["sign"], lead["sign2"]) else value
 
 
@@ -224,11 +236,11 @@ _ANSWER_IS = (r"(?:\b(?:so|thus|therefore|hence)\b,?\s+)?(?:\bthe\s+)?(?:\bfinal
 _ANSWER_IS_RE = re.compile(_ANSWER_IS, re.IGNORECASE)
 _ANSWER_IS_BEFORE_BOX = re.compile(_ANSWER_IS + r"(?:\$\$?|\\\(|\\\[)?\s*$", re.IGNORECASE)
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
-# The end of an answer statement: a sentence's end, a comma before words that do not hedge
-# ("12, since ..." but not "12, or 13"), or a reason ("18 because 3 * 6 = 18").
+# The end of an answer statement: a sentence's end, a comma or semicolon before words that do
+# not hedge ("12, since ..." but not "12, or 13" or "12; 13"), or a reason ("18 because ...").
 _SENTENCE_END = re.compile(
-    r"[.;!?]+(?=\s|$)|\s+(?=(?:because|since)\b)|"
-    r",(?=\s+(?!(?:or|and|nor|maybe|perhaps|possibly|probably|about|approximately|roughly)\b)"
+    r"[.!?]+(?=\s|$)|\s+(?=(?:because|since)\b)|"
+    r"[,;](?=\s+(?!(?:or|and|nor|maybe|perhaps|possibly|probably|about|approximately|roughly)\b)"
     r"[A-Za-z]{2})", re.IGNORECASE)
 _LAST_EQUALS = re.compile(r"(?<![<>!=\\])=(?!=)")
 _MATH_WORDS = re.compile(r"\\(?:begin|end)\s*\{[^{}]*\}|\\[A-Za-z]+"
@@ -357,7 +369,8 @@ def _unwrap(s: str) -> str:
 
 
 def _trim(text: str, start: int, end: int, trailing: str = " \t\r\n*.,;:!?") -> tuple[int, int]:
-    """Shrink [start, end) past whitespace, ``trailing`` punctuation and enclosing delimiters."""
+    """Shrink [start, end) past whitespace, ``trailing`` punctuation and enclosing delimiters
+    (inside math, a "!" is a factorial: it stays)."""
     while True:
         before = (start, end)
         while start < end and text[start] in " \t\r\n*":
@@ -366,7 +379,7 @@ def _trim(text: str, start: int, end: int, trailing: str = " \t\r\n*.,;:!?") -> 
             end -= 1
         math = _math_span(text, start, end)
         if math and math[1] + len(math[2]) == end:
-            start, end = math[0], math[1]
+            start, end, trailing = math[0], math[1], _NOT_FACTORIAL
         if (start, end) == before:
             return start, end
 
@@ -378,7 +391,9 @@ def _statement(text: str, marker: int, start: int, fmt: str) -> Extraction | Non
     start, end = _trim(text, start, end)
     math = _math_span(text, start, end)
     if math:
-        start, end = _trim(text, math[0], math[1])
+        start, end = _trim(text, math[0], math[1], trailing=_NOT_FACTORIAL)
+    elif any(text.endswith(opener, 0, start) for opener, _ in _DELIMITERS):
+        math = (start, end, "")  # the whole statement was math: "Answer: $12!$"
     else:
         stop = _SENTENCE_END.search(text, start, end)
         start, end = _trim(text, start, stop.start() if stop else end)
@@ -420,10 +435,11 @@ def _closing_brace(text: str, start: int) -> int | None:
 def _value(text: str, start: int, end: int, fmt: str, marker: int,
            is_math: bool) -> Extraction | None:
     """The answer in text[start:end]: all of it when it reads as a value, or as several
-    ("12 or 13": kept whole, so that it matches nothing); what follows a last "=" ("3 + 4 =
+    numbers ("12 or 13": kept whole, so that it matches nothing); what follows a last "=" ("3 + 4 =
     7", "x = 5"); else all of it when it starts with a number or is math (``is_math``, or it
     looks like math rather than words)."""
-    if start < end and read_answer(text[start:end]) is not None:
+    found = read_answer(text[start:end]) if start < end else None
+    if found is not None and (found is not AMBIGUOUS or _names_a_number(text[start:end])):
         return _extraction(text, start, end, fmt, marker)
     equals = [m.end() for m in _LAST_EQUALS.finditer(text, start, end)]
     if equals:
@@ -432,6 +448,12 @@ def _value(text: str, start: int, end: int, fmt: str, marker: int,
                         or _looks_like_math(text[start:end])):
         return _extraction(text, start, end, fmt, marker)
     return None
+
+
+def _names_a_number(s: str) -> bool:
+    """True for "12 or 13" and "twelve or thirteen"; False for "I am not sure"."""
+    words = re.findall(r"[a-z]+", s.lower())
+    return bool(re.search(r"\d", s)) or any(w in _NUMBER_WORDS for w in words)
 
 
 def _looks_like_math(s: str) -> bool:

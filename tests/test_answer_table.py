@@ -38,7 +38,7 @@ TABLE = [
     ("#### 3 1/2", "3.5", C), ("#### 3 1/2", "3", W), ("#### 3 1/2", "7/2", C),
     ("\\boxed{3\\frac{1}{2}}", "3.5", C), ("\\boxed{3\\frac{1}{2}}", "3", W),
     ("#### 3½", "3.5", C), ("#### -3 1/2", "-3.5", C), ("#### 2 3/4 cups", "2.75", C),
-    ("#### 3 5/2", "3", W),
+    ("#### 3 5/2", "3", A),
     # scientific notation
     ("#### 1e3", "1000", C), ("#### 1e3", "1", W), ("The answer is 1.5e-3.", "0.0015", C),
     ("\\boxed{1.5 \\times 10^{3}}", "1500", C), ("#### 1.5 × 10^3", "1500", C),
@@ -79,11 +79,19 @@ TABLE = [
     ("\\boxed{x \\ge 12}", "12", A), ("#### 0.333...", "1/3", W),
     ("\\boxed{0.\\overline{3}}", "1/3", W), ("\\boxed{0.333\\ldots}", "1/3", A),
     # several numbers
-    ("#### 12 apples and 3 pears", "12", A), ("The answer is 11 (out of the original 15).", "15", A),
+    ("#### 12 apples and 3 pears", "12", A),
+    ("The answer is 11 (out of the original 15).", "15", A),
     ("\\boxed{12_3}", "12", A), ("\\boxed{5!}", "5", A), ("\\boxed{5!}", "120", A),
     ("#### 20 + 30 = 50", "50", C), ("#### 20 + 30 = 50", "20", W), ("#### 10 - 4 = 6", "6", C),
     ("The answer is 18 because 3 * 6 = 18.", "18", C),
     ("The answer is 18, since 3 * 6 = 18.", "18", C),
+    ("#### 12; 13", "12", A), ("#### 12|13", "12", A), ("#### 12+", "12", A),
+    ("#### 12ish", "12", A), ("\\boxed{12\\frac{13}{13}}", "13", A), ("Answer: $5!$", "5", A),
+    ("The answer is 12, not 13.", "12", C), ("#### not 12", "12", A),
+    # words that scale or change a number
+    ("#### negative 12", "-12", C), ("#### negative five", "5", W), ("#### 12 thousand", "12", W),
+    ("#### 1.5 million", "1500000", C), ("#### 2 dozen", "24", C), ("#### 2 dozen", "2", W),
+    ("#### 12 squared", "12", A), ("#### 12 below zero", "12", A),
     # LaTeX and symbolic answers
     ("The final answer is $\\boxed{72}$.", "72", C), ("$\\boxed{\\sqrt{4}}$", "2", C),
     ("\\boxed{\\frac{1}{2}\\sqrt{3}}", "\\frac{\\sqrt{3}}{2}", C), ("\\boxed{2\\sqrt{3}}", "2", W),
