@@ -57,7 +57,7 @@ _AMBIGUOUS_FORMS = (
 )
 _AMBIGUOUS = re.compile("|".join(_AMBIGUOUS_FORMS), re.IGNORECASE)
 _NUMBER_LITERAL = re.compile(r"\d+(?:[.,]\d+)*")
-_WORD = re.compile(r"[A-Za-z]{2,}")
+_WORD = re.compile(r"[A-Za-z]{3,}")
 
 _SMALL = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
           "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
@@ -173,8 +173,8 @@ def _number(text: str) -> Fraction | str | None:
     rest = rest[scale.end():] if scale else rest
     if _RANGE_REST.fullmatch(rest):
         return AMBIGUOUS
-    if _EXPRESSION_REST.match(rest):
-        return None
+    if _EXPRESSION_REST.match(rest) or (re.search(r"[-+*^=]", rest) and _looks_like_math(rest)):
+        return None  # "2^3", "5x", "3qr + 6q": an expression
     if re.search(r"\d", rest):
         return AMBIGUOUS
     if re.search(r"[\\{}^_|]", rest):
