@@ -237,11 +237,12 @@ _ANSWER_IS_RE = re.compile(_ANSWER_IS, re.IGNORECASE)
 _ANSWER_IS_BEFORE_BOX = re.compile(_ANSWER_IS + r"(?:\$\$?|\\\(|\\\[)?\s*$", re.IGNORECASE)
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 # The end of an answer statement: a sentence's end, a comma or semicolon before words that do
-# not hedge ("12, since ..." but not "12, or 13" or "12; 13"), or a reason ("18 because ...").
+# not hedge or add a number ("12, since ...", "12, and she has 2 left", but not "12, or 13",
+# "12, and 13" or "12; 13"), or a reason ("18 because 3 * 6 = 18").
 _SENTENCE_END = re.compile(
     r"[.!?]+(?=\s|$)|\s+(?=(?:because|since)\b)|"
-    r"[,;](?=\s+(?!(?:or|and|nor|maybe|perhaps|possibly|probably|about|approximately|roughly)\b)"
-    r"[A-Za-z]{2})", re.IGNORECASE)
+    r"[,;](?=\s+(?!(?:or|maybe|perhaps|possibly|probably|about|approximately|roughly)\b)"
+    r"(?!(?:and|nor)\s+\W{0,2}\d)[A-Za-z]{2})", re.IGNORECASE)
 _LAST_EQUALS = re.compile(r"(?<![<>!=\\])=(?!=)")
 _MATH_WORDS = re.compile(r"\\(?:begin|end)\s*\{[^{}]*\}|\\[A-Za-z]+"
                          r"|\b(?:sqrt|sin|cos|tan|log|ln|exp|pi|inf|oo)\b")

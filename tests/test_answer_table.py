@@ -88,6 +88,7 @@ TABLE = [
     ("#### 12; 13", "12", A), ("#### 12|13", "12", A), ("#### 12+", "12", A),
     ("#### 12ish", "12", A), ("\\boxed{12\\frac{13}{13}}", "13", A), ("Answer: $5!$", "5", A),
     ("The answer is 12, not 13.", "12", C), ("#### not 12", "12", A),
+    ("The answer is 18, and she has 2 left.", "18", C), ("The answer is 12, and 13.", "12", A),
     # words that scale or change a number
     ("#### negative 12", "-12", C), ("#### negative five", "5", W), ("#### 12 thousand", "12", W),
     ("#### 1.5 million", "1500000", C), ("#### 2 dozen", "24", C), ("#### 2 dozen", "2", W),
