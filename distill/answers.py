@@ -41,7 +41,7 @@ _SCALE = re.compile(r"\s*(hundred|thousand|million|billion|dozen)\b", re.IGNOREC
 _SIGN_CURRENCY = re.compile(r"(?P<sign>[-+]?)\s*(?:[$€£¥₹]|USD|EUR|GBP)?\s*"
                             r"(?P<sign2>[-+]?)\s*")
 # What may follow a number: "-13 ..." makes a range, an operator or a lone letter an expression.
-_RANGE_REST = re.compile(rf"\s*[-–—]\s*[$€£]?(?:{_DECIMAL})\s*%?[A-Za-z .]*")
+_RANGE_REST = re.compile(rf"\s*[-–—]\s*[$€£]?(?:{_DECIMAL})\s*%?(?:\s+[A-Za-z][A-Za-z .]*)?")
 _EXPRESSION_REST = re.compile(r"\s*(?:[-\^*/+=<>\\{}\[\]√π∞]|[A-Za-z](?![A-Za-z])"
                               r"|(?:pi|sqrt|sin|cos|tan|log|ln|exp|inf)\b)|\(")
 # Forms that state several values or a qualified one.
@@ -56,7 +56,7 @@ _AMBIGUOUS_FORMS = (
     r"=[^=]*[,;]\s[^=]*=",  # a list of assignments: "a = 12, b = 13"
 )
 _AMBIGUOUS = re.compile("|".join(_AMBIGUOUS_FORMS), re.IGNORECASE)
-_NUMBER_LITERAL = re.compile(r"\d+(?:[.,]\d+)*")
+_NUMBER_LITERAL = re.compile(r"\d+(?:[.,/]\d+)*")
 _WORD = re.compile(r"[A-Za-z]{3,}")
 
 _SMALL = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
@@ -70,7 +70,9 @@ _NUMBER_WORDS = {**{w: i for i, w in enumerate(_SMALL)},
 _SCALES = {"hundred": 100, "thousand": 10 ** 3, "million": 10 ** 6, "billion": 10 ** 9,
            "dozen": 12}
 
-_LATEX_FRAC = re.compile(r"\\[dt]?frac\s*\{\s*([-+]?[\d.]+)\s*\}\s*\{\s*([\d.]+)\s*\}")
+# "\frac{3}{4}", "\dfrac{-3}{4}", "\frac34"
+_LATEX_FRAC = re.compile(r"\\[dt]?frac\s*(?:\{\s*([-+]?[\d.]+)\s*\}|(\d))"
+                         r"\s*(?:\{\s*([\d.]+)\s*\}|(\d))")
 _LATEX_TEXT = re.compile(r"\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}")
 _LATEX_SPACE = re.compile(r"\\[,!;: ]|\\quad|\\left|\\right")
 _SUPERSCRIPT = re.compile("[⁻⁰¹²³⁴⁵⁶⁷⁸⁹]+")
@@ -121,7 +123,8 @@ def _plain(s: str) -> str:
     """The answer without its decorations: math delimiters, LaTeX text and spacing, escaped
     signs; unicode digits, minus and vulgar fractions as ASCII ("٣" -> "3", "3½" -> "3 1/2")."""
     text = _LATEX_TEXT.sub(r" \1 ", _unwrap(s.strip()))
-    text = _LATEX_FRAC.sub(r" \1/\2 ", _LATEX_SPACE.sub("", text))
+    text = _LATEX_SPACE.sub("", text)
+    text = _LATEX_FRAC.sub(lambda m: f" {m[1] or m[2]}/{m[3] or m[4]} ", text)
     text = text.replace("{,}", ",").replace("\\$", "$").replace("\\%", "%")
     text = re.sub(r"^\s*(?:negative|minus)\s+(?=\S)", "-", text, flags=re.IGNORECASE)
     text = _VULGAR_FRACTION.sub(lambda m: " " + unicodedata.normalize("NFKC", m[0]), text)

@@ -99,6 +99,10 @@ TABLE = [
     ("\\boxed{x = 5}", "5", C), ("The answer is $\\frac{\\pi}{2}$.", "\\frac{\\pi}{2}", C),
     ("\\boxed{(1, 2]}", "(1,2]", C), ("\\boxed{\\{1, 2\\}}", "\\{2, 1\\}", C),
     ("\\boxed{x^2+1}", "1+x^2", C), ("\\boxed{x^2-1}", "x^2+1", W),
+    ("\\boxed{\\frac34}", "0.75", C), ("\\boxed{116 - 75i}", "116-75i", C),
+    ("\\boxed{\\frac{270}{7}}", "\\frac{270}7\\text{ degrees}", C),
+    ("\\boxed{3, 5, 7}", "7, 3, 5", C), ("\\boxed{3, 5}", "3, 5, 7", W),
+    ("\\boxed{2516_8}", "2516_8", C),
     # no stated answer: the last number in the text is not taken
     ("So 11 remain (out of the original 15)", "15", NONE),
     ("She has 3 apples and buys 4 more, so 7", "7", NONE), ("I am not sure.", "5", NONE),
