@@ -16,16 +16,14 @@ import numpy as np
 
 from distill.answers import extract_answer, extract_code, extract_gold, is_correct, normalize_number
 
-# Answer statements in the form a prompt asks for; "last_number" is only a fallback.
-EXPLICIT_FORMATS = ("gsm8k", "boxed", "answer_is", "program")
 MAJ_EXACT_SUBSETS = 5000  # maj@k enumerates every k-subset up to this many, else samples
 BOOTSTRAP_SAMPLES = 10_000
 
 
 def score_completion(completion: str | None, gold, kind: str = "cot") -> dict:
     """``answer`` (normalized, or None), ``answer_format``, ``format_ok`` (an answer stated
-    the way the prompt asks, not only a last number) and ``correct`` (None without a gold
-    answer) of one chain-of-thought completion. Program-of-thought completions get ``code``
+    the way the prompt asks: a last number alone is no answer) and ``correct`` (None without a
+    gold answer) of one chain-of-thought completion. Program-of-thought completions get ``code``
     here; their answer comes from running it (``distill.eval.run.execute_programs``)."""
     text = completion or ""
     gold_answer = extract_gold(gold)
@@ -37,7 +35,7 @@ def score_completion(completion: str | None, gold, kind: str = "cot") -> dict:
     found = extract_answer(text)
     answer = found.answer if found else None
     return {"answer": answer, "answer_format": found.format if found else None,
-            "format_ok": bool(found) and found.format in EXPLICIT_FORMATS, "code": None,
+            "format_ok": found is not None, "code": None,
             "correct": None if gold_answer is None else
             (answer is not None and is_correct(answer, gold_answer))}
 

@@ -10,14 +10,15 @@ class Parse(RowStage):
     """Adds ``answer`` (normalized), ``answer_raw``, ``answer_span`` ([start, end] of the raw
     answer in the completion), ``answer_format``, ``reasoning`` (the text before the answer
     statement) and ``code`` (the program of a "pot" row, whose answer the execute stage
-    finds). Drops rows without an answer (``drop_missing``) and, unless
-    ``allow_last_number``, rows whose only answer is the last number in the text."""
+    finds). Drops rows without an answer (``drop_missing``), which includes rows whose only
+    number is the last one in the text: ``allow_last_number`` (off by default) takes that
+    number as the answer, a guess marked ``answer_format`` "fallback"."""
 
     name = "parse"
     needs = ("completion", "kind")
     adds = ("answer", "answer_raw", "answer_span", "answer_format", "reasoning", "code")
 
-    def __init__(self, drop_missing: bool = True, allow_last_number: bool = True):
+    def __init__(self, drop_missing: bool = True, allow_last_number: bool = False):
         super().__init__()
         self.drop_missing = drop_missing
         self.allow_last_number = allow_last_number
@@ -28,10 +29,10 @@ class Parse(RowStage):
                    reasoning=text.strip(), code=None)
         if row["kind"] == "pot":
             return self._program(row, text)
-        found = extract_answer(text)
+        found = extract_answer(text, fallback=True)
         if found is None:
             return "no answer" if self.drop_missing else None
-        if found.format == "last_number" and not self.allow_last_number:
+        if found.format == "fallback" and not self.allow_last_number:
             return "only a last-number fallback" if self.drop_missing else None
         row.update(answer=found.answer, answer_raw=found.raw, answer_span=list(found.span),
                    answer_format=found.format, reasoning=text[:found.start].strip())

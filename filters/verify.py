@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from distill.answers import extract_gold, is_correct
+from distill.answers import AMBIGUOUS, CORRECT, extract_gold, judge
 from distill.errors import DistillError
 from distill.filters.base import RowStage
 
@@ -10,9 +10,9 @@ MISSING_GOLD = ("keep", "drop")
 
 
 class Verify(RowStage):
-    """Adds ``correct`` (None when the row has no gold answer). Drops wrong answers and rows
-    without one (``drop_incorrect``), and rows without a gold answer when ``missing_gold``
-    is "drop"."""
+    """Adds ``correct`` (None when the row has no gold answer). Drops wrong answers, ambiguous
+    ones ("12 or 13", "about 12": never correct) and rows without one (``drop_incorrect``),
+    and rows without a gold answer when ``missing_gold`` is "drop"."""
 
     name = "verify"
     needs = ("answer", "gold")
@@ -31,7 +31,8 @@ class Verify(RowStage):
         if gold is None:
             row["correct"] = None
             return "no gold answer" if self.missing_gold == "drop" else None
-        row["correct"] = row["answer"] is not None and is_correct(row["answer"], gold)
+        verdict = None if row["answer"] is None else judge(row["answer"], gold)
+        row["correct"] = verdict == CORRECT
         if row["correct"] or not self.drop_incorrect:
             return None
-        return "no answer" if row["answer"] is None else "wrong answer"
+        return {None: "no answer", AMBIGUOUS: "ambiguous answer"}.get(verdict, "wrong answer")

@@ -66,19 +66,39 @@ EXTRACTIONS = [
     ("The answer is (1, 2].", "(1, 2]", "answer_is", "(1, 2]"),
     ("The answer was 0.5 hours", "0.5", "answer_is", "0.5 hours"),
     ("Answer: 5\nAnswer: 6", "6", "answer_is", "6"),
-    # an answer marker followed by words only: fall back to the last number
-    ("The answer is that I am not sure; total 12 apples", "12", "last_number", "12"),
-    # the last-number fallback
-    ("She has 3 apples and buys 4 more, so 7", "7", "last_number", "7"),
-    ("It costs \\$1{,}234 in total", "1234", "last_number", "\\$1{,}234"),
-    ("He bought 5 120-page books", "120", "last_number", "120"),
-    ("so the total is 10-4", "4", "last_number", "4"),
-    ("The result is -3.5 degrees", "-3.5", "last_number", "-3.5"),
-    ("That is \\frac{1}{3} of the cake", "1/3", "last_number", "\\frac{1}{3}"),
-    ("The bill is $1,000.", "1000", "last_number", "$1,000"),
+    # an answer marker followed by words only, or a number with no marker: no answer
+    ("The answer is that I am not sure; total 12 apples", None, None, None),
+    ("She has 3 apples and buys 4 more, so 7", None, None, None),
     ("no numbers here", None, None, None),
     ("", None, None, None),
 ]
+
+
+# The last-number fallback, only when asked for: a guess, marked "fallback".
+FALLBACKS = [
+    ("The answer is that I am not sure; total 12 apples", "12", "12"),
+    ("She has 3 apples and buys 4 more, so 7", "7", "7"),
+    ("It costs \\$1{,}234 in total", "1234", "\\$1{,}234"),
+    ("He bought 5 120-page books", "120", "120"),
+    ("so the total is 10-4", "4", "4"),
+    ("The result is -3.5 degrees", "-3.5", "-3.5"),
+    ("That is \\frac{1}{3} of the cake", "1/3", "\\frac{1}{3}"),
+    ("The bill is $1,000.", "1000", "$1,000"),
+    ("So 11 remain (out of the original 15)", "15", "15"),
+]
+
+
+@pytest.mark.parametrize("text, answer, raw", FALLBACKS)
+def test_the_last_number_fallback_is_an_opt_in_marked_as_such(text, answer, raw):
+    assert extract_answer(text) is None
+    found = extract_answer(text, fallback=True)
+    assert (found.answer, found.format, found.raw) == (answer, "fallback", raw)
+    assert text[slice(*found.span)] == raw and found.start == len(text)
+
+
+def test_the_fallback_never_outranks_a_stated_answer():
+    found = extract_answer("Answer: 72\nThen 3 more steps: 5", fallback=True)
+    assert (found.answer, found.format) == ("72", "answer_is")
 
 
 @pytest.mark.parametrize("text, answer, fmt, raw", EXTRACTIONS)
@@ -99,7 +119,7 @@ def test_the_answer_statement_starts_at_its_marker():
     assert text[:extract_answer(text).start] == "Add them: 3 + 4 = 7. "
     text = "3 + 4 = 7\n#### 7"
     assert text[:extract_answer(text).start] == "3 + 4 = 7\n"
-    assert extract_answer("it is 7").start == len("it is 7")
+    assert extract_answer("it is 7", fallback=True).start == len("it is 7")
 
 
 NUMBERS = [
@@ -111,11 +131,14 @@ NUMBERS = [
     ("-\\frac{1}{8}", "-0.125"), ("25%", "25"), ("12.5\\%", "12.5"), ("18 dollars", "18"),
     ("5 cm", "5"), ("3 apples", "3"), ("18 \\text{ dollars}", "18"), ("90^\\circ", None),
     ("1000000.0", "1000000"), ("2.50", "2.5"), ("0.1", "0.1"), ("$18$", "18"), ("**7**", "7"),
-    ("−2", "-2"), ("0", "0"), ("-0", "0"),
+    ("−2", "-2"), ("0", "0"), ("-0", "0"), ("1e5", "100000"), ("2.5E-3", "0.0025"),
+    ("1.5 \\times 10^{3}", "1500"), ("3 1/2", "3.5"), ("3\\frac{1}{2}", "3.5"), ("3½", "3.5"),
+    ("twelve", "12"), ("٣", "3"),
     # not a number
     ("3/0", None), ("5x", None), ("5 x", None), ("2^3", None), ("2 pi", None),
-    ("2\\sqrt{3}", None), ("1,23", None), ("1e5", None), ("abc", None), ("", None),
-    ("3 + 4", None), ("18-20", None), ("-$-5", None), (None, None),
+    ("2\\sqrt{3}", None), ("1,23", None), ("abc", None), ("", None),
+    ("3 + 4", None), ("18-20", None), ("-$-5", None), (None, None), ("12:30", None),
+    ("12 or 13", None), ("3 5/2", None), ("1,5", None), ("about 12", None),
     pytest.param("1" * 5000, None, id="5000-digits"),
 ]
 

@@ -15,7 +15,9 @@ TABLE = [
     ("She pays 2 * 9 = $18.\n#### $18", "#### 18", "18", True, True),
     ("The answer is 1,000 apples.", "1000", "1000", True, True),
     ("So the final answer is \\boxed{\\frac{3}{4}}", "0.75", "0.75", True, True),
-    ("Step 1: 5 - 2 = 3. Step 2: 3 * 2 = 6", "6", "6", False, True),  # last number only
+    ("Step 1: 5 - 2 = 3. Step 2: 3 * 2 = 6", "6", None, False, False),  # a last number alone
+    ("#### 6 or 7", "6", "6 or 7", True, False),  # an ambiguous answer is never correct
+    ("The answer is 1e3.", "1000", "1000", True, True),
     ("#### 12", "13", "12", True, False),
     ("I do not know.", "5", None, False, False),
     ("", "5", None, False, False),

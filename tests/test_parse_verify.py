@@ -6,7 +6,7 @@ from distill import io
 from distill.datagen.plan import row_id
 from distill.errors import DistillError
 from distill.filters.parse import Parse
-from distill.filters.pipeline import write_rows
+from distill.filters.pipeline import load_filter_config, write_rows
 from distill.filters.stages import build_stages
 from distill.filters.verify import Verify
 
@@ -42,7 +42,6 @@ def test_parse_adds_the_answer_and_its_span():
     ("She earns $1,200 a month, so in a year $14,400.\n#### $14,400", "14400", "$14,400", "gsm8k"),
     ("Half of 3 is 1.5, plus 1.5 is 3. The final answer is $\\boxed{3}$.", "3", "3", "boxed"),
     ("That leaves a quarter of the pie. The answer is 1/4.", "0.25", "1/4", "answer_is"),
-    ("48 plus 24 makes 72", "72", "72", "last_number"),
 ])
 def test_parse_finds_every_answer_format(completion, answer, raw, fmt):
     row = generated(completion)
@@ -65,6 +64,39 @@ def test_parse_drops_rows_without_an_answer():
 def test_parse_keeps_rows_without_an_answer_when_asked():
     kept, dropped = Parse(drop_missing=False).apply([generated("No idea.")])
     assert not dropped and kept[0]["answer"] is None and kept[0]["reasoning"] == "No idea."
+
+
+def test_the_last_number_fallback_is_an_opt_in_that_marks_its_rows():
+    rows = [generated("48 plus 24 makes 72"), generated(COT, index=1)]
+    kept, dropped = Parse().apply([dict(r) for r in rows])
+    assert [r["answer_format"] for r in kept] == ["gsm8k"]
+    assert dropped[0]["drop_reason"] == "only a last-number fallback"
+    kept, dropped = Parse(allow_last_number=True).apply(rows)
+    assert not dropped and [(r["answer"], r["answer_format"]) for r in kept] == [
+        ("72", "fallback"), ("72", "gsm8k")]
+
+
+@pytest.mark.parametrize("preset", ["cot", "pot", "rejection-sampling", "instruction"])
+def test_no_shipped_preset_guesses_a_step_number_as_the_answer(preset):
+    """The issue's case: a completion that states no answer, whose last number is a step's."""
+    stages = build_stages(load_filter_config(preset))
+    assert all(not s.allow_last_number for s in stages if isinstance(s, Parse))
+    rows = [generated("15 - 4 = 11, so 11 remain (out of the original 15)", gold="15")]
+    for stage in (s for s in stages if isinstance(s, (Parse, Verify))):
+        rows, _ = stage.apply(rows)
+    assert not any(r.get("correct") for r in rows)
+
+
+def test_verify_drops_ambiguous_answers_with_their_own_reason():
+    rows = [generated("#### 72 or 73"), generated("The answer is about 72.", index=1),
+            generated("#### 72 apples and 3 pears", index=2), generated("#### 7:20", index=3)]
+    parsed, _ = Parse().apply(rows)
+    stage = Verify()
+    kept, dropped = stage.apply(parsed)
+    assert not kept and not any(r["correct"] for r in dropped)
+    assert stage.stats.reasons == {"ambiguous answer": 3, "wrong answer": 1}
+    assert [r["answer"] for r in dropped] == ["72 or 73", "about 72", "72 apples and 3 pears",
+                                              "7:20"]
 
 
 def test_parse_can_refuse_the_last_number_fallback():
