@@ -64,9 +64,9 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
         raise DistillError("executor ray builds one engine per worker: pass a backend name")
     if backend == "openai" and not model:
         raise DistillError("--backend openai needs --teacher: the model name the server serves")
-    check_number("--ray-workers", ray_workers, 1)
+    check_number("ray_workers", ray_workers, 1)
     if isinstance(backend, Backend):
-        check_number("--batch-size", batch_size, 1)
+        check_number("batch_size", batch_size, 1)
         context = backend.prompt_limit
     else:
         options = backend_options_for(backend, base_url, batch_size, backend_options)

@@ -80,7 +80,7 @@ def make_plan(prompt: str, source: str, out: str | Path, *, model: str | None = 
     gives the limit, or None where unknown), check what ``out`` already holds, and mark its
     manifest running; the other arguments are ``generate``'s. Every check comes before
     anything is written."""
-    check_number("--limit", limit, 1)
+    check_number("limit", limit, 1)
     pf = load_prompt(prompt).with_shots(shots)
     overrides = {"n": n, "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
                  "seed": seed}

@@ -81,9 +81,9 @@ def _compare(args) -> None:
     from distill.datagen.backends import check_number
     from distill.eval.compare import compare
 
-    for flag, value in (("--max-texts", args.max_texts), ("--max-length", args.max_length),
-                        ("--bootstrap", args.bootstrap)):
-        check_number(flag, value, 1)
+    for name, value in (("max_texts", args.max_texts), ("max_length", args.max_length),
+                        ("bootstrap", args.bootstrap)):
+        check_number(name, value, 1)
     result = compare(args.runs, args.compare_out, teacher=args.teacher, texts=args.texts,
                      max_texts=args.max_texts, max_length=args.max_length,
                      bootstrap=args.bootstrap)

@@ -69,8 +69,8 @@ def evaluate(model: str | None, task: str, out: str | Path, *, prompt: str | Non
     also pass@k and maj@k from ``n`` samples. Writes ``out`` (see the module docstring)."""
     Sampling(**{k: v for k, v in {"n": n, "temperature": temperature, "max_tokens": max_tokens,
                                   "seed": seed}.items() if v is not None})  # checks them
-    for flag, value in (("--limit", limit), ("--batch-size", batch_size), ("--params", params)):
-        check_number(flag, value, 1)
+    for name, value in (("limit", limit), ("batch_size", batch_size), ("params", params)):
+        check_number(name, value, 1)
     options = backend_options_for(backend, base_url, batch_size, backend_options)
     out = Path(out)
     rows = load_task(task, split=split)

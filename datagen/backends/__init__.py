@@ -15,18 +15,20 @@ from typing import Any
 from distill.errors import DistillError
 
 
-def check_number(flag: str, value, minimum: float | None, *, integer: bool = True,
-                 above: bool = False) -> None:
-    """Stop with one line naming ``flag`` unless ``value`` is a number (an integer where
-    ``integer``) >= ``minimum`` (> where ``above``; None: any); None passes: not given."""
+def check_number(name: str, value, minimum: float | None, *, integer: bool = True,
+                 above: bool = False, flag: bool = True) -> None:
+    """Stop with one line naming option ``name`` (and its ``--flag`` where ``flag``) unless
+    ``value`` is a number (an integer where ``integer``) >= ``minimum`` (> where ``above``;
+    None: any); None passes: the option was not given."""
     if value is None:
         return
+    what = f"{name} (--{name.replace('_', '-')})" if flag else name
     kind = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind):
-        raise DistillError(f"{flag} must be {'an integer' if integer else 'a number'}, "
+        raise DistillError(f"{what} must be {'an integer' if integer else 'a number'}, "
                            f"got {value!r}")
     if minimum is not None and (value < minimum or above and value == minimum):
-        raise DistillError(f"{flag} must be {'>' if above else '>='} {minimum}, got {value}")
+        raise DistillError(f"{what} must be {'>' if above else '>='} {minimum}, got {value}")
 
 
 @dataclass
@@ -43,14 +45,14 @@ class Sampling:
     logprobs: int = 0  # top-k log-probs per generated token (0: none)
 
     def __post_init__(self):
-        check_number("--temperature", self.temperature, 0, integer=False)
-        check_number("--top-p", self.top_p, 0, integer=False, above=True)
+        check_number("temperature", self.temperature, 0, integer=False)
+        check_number("top_p", self.top_p, 0, integer=False, above=True)
         if self.top_p > 1:
-            raise DistillError(f"--top-p must be in (0, 1], got {self.top_p}")
-        check_number("--max-tokens", self.max_tokens, 1)
-        check_number("--n", self.n, 1)
-        check_number("--seed", self.seed, None)
-        check_number("--logprobs", self.logprobs, 0)
+            raise DistillError(f"top_p (--top-p) must be in (0, 1], got {self.top_p}")
+        check_number("max_tokens", self.max_tokens, 1)
+        check_number("n", self.n, 1)
+        check_number("seed", self.seed, None)
+        check_number("logprobs", self.logprobs, 0)
         if not isinstance(self.stop, list) or not all(isinstance(s, str) for s in self.stop):
             raise DistillError(f"stop must be a list of strings, got {self.stop!r}")
 
@@ -187,8 +189,8 @@ def backend_options_for(backend: str, base_url: str | None, batch_size: int | No
     engine = ("vllm" if vllm_available() else "hf") if backend == "auto" else backend
     for name, only in (("batch_size", None), ("tensor_parallel_size", "vllm"),
                        ("concurrency", "openai")):
-        flag = f"--{name.replace('_', '-')}"
-        check_number(flag, options.get(name), 1)
+        check_number(name, options.get(name), 1)
         if only and name in options and engine != only:
-            raise DistillError(f"{flag} is for --backend {only}, not {engine}")
+            raise DistillError(f"--{name.replace('_', '-')} is for --backend {only}, "
+                               f"not {engine}")
     return options
