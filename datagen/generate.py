@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from distill import io
-from distill.datagen.backends import Backend, backend_options_for
+from distill.datagen.backends import Backend, backend_options_for, check_number, prompt_limit
 from distill.datagen.local import run_engine, run_local
 from distill.datagen.plan import Sink, make_plan, row_schema
 from distill.errors import DistillError
@@ -63,10 +64,17 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
         raise DistillError("executor ray builds one engine per worker: pass a backend name")
     if backend == "openai" and not model:
         raise DistillError("--backend openai needs --teacher: the model name the server serves")
+    check_number("ray_workers", ray_workers, 1)
+    if isinstance(backend, Backend):
+        check_number("batch_size", batch_size, 1)
+        context = backend.prompt_limit
+    else:
+        options = backend_options_for(backend, base_url, batch_size, backend_options)
+        context = partial(prompt_limit, backend, model, options)
     plan = make_plan(prompt, source, out, model=model, n=n, limit=limit, temperature=temperature,
                      top_p=top_p, max_tokens=max_tokens, seed=seed, logprobs=logprobs,
                      fields=fields, tasks=tasks, shuffle=shuffle, split=split, subset=subset,
-                     shots=shots, regenerate=regenerate)
+                     shots=shots, regenerate=regenerate, context=context)
     manifest = plan.manifest
     sink = Sink(plan.out, row_schema(plan.sampling.logprobs > 0), plan.total - plan.reused,
                 progress)
@@ -75,7 +83,6 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
             run_engine(backend, plan, sink)
             manifest["backend"] = backend.name
         elif plan.pending:
-            options = backend_options_for(backend, base_url, batch_size, backend_options)
             if executor == "ray":
                 from distill.datagen.ray.generate import run_on_ray
 

@@ -14,6 +14,7 @@ import json
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +24,10 @@ from distill import io
 from distill.datagen.backends import (
     Backend,
     Completion,
+    PromptLimit,
     Request,
     Sampling,
+    check_number,
     get_backend,
 )
 from distill.datagen.prompts import PromptFile, load_prompt
@@ -47,6 +50,7 @@ class Item:
     source_id: str
     fields: dict
     messages: list[dict]
+    where: str
     missing: list[int] = field(default_factory=list)
 
 
@@ -70,9 +74,13 @@ def make_plan(prompt: str, source: str, out: str | Path, *, model: str | None = 
               max_tokens: int | None = None, seed: int | None = None, logprobs: int = 0,
               fields: dict[str, str] | None = None, tasks: list[str] | None = None,
               shuffle: bool = False, split: str = "train", subset: str | None = None,
-              shots: int | None = None, regenerate: bool = False) -> Plan:
-    """Render every source row, check what ``out`` already holds, and mark its manifest
-    running; the arguments are ``generate``'s."""
+              shots: int | None = None, regenerate: bool = False,
+              context: Callable[[], PromptLimit | None] | None = None) -> Plan:
+    """Render every source row, check that each prompt fits the model's context (``context``
+    gives the limit, or None where unknown), check what ``out`` already holds, and mark its
+    manifest running; the other arguments are ``generate``'s. Every check comes before
+    anything is written."""
+    check_number("limit", limit, 1)
     pf = load_prompt(prompt).with_shots(shots)
     overrides = {"n": n, "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
                  "seed": seed}
@@ -81,6 +89,8 @@ def make_plan(prompt: str, source: str, out: str | Path, *, model: str | None = 
     rows = load_source(source, fields=fields, limit=limit, shuffle=shuffle,
                        seed=sampling.seed, split=split, subset=subset)
     items, duplicates = _render(pf, rows, tasks)
+    if context is not None and (prompt_limit := context()) is not None:
+        _check_lengths(items, prompt_limit)
     model_name = model or DEFAULT_MODEL
     out = Path(out)
     key = {"model": model_name, "prompt_sha256": pf.sha256,
@@ -182,8 +192,21 @@ def _render(pf: PromptFile, rows, tasks) -> tuple[list[Item], int]:
             if item_key in items:
                 duplicates += 1
                 continue
-            items[item_key] = Item(item_key, source_id, expanded, pf.render(expanded, row.where))
+            items[item_key] = Item(item_key, source_id, expanded,
+                                   pf.render(expanded, row.where), row.where)
     return list(items.values()), duplicates
+
+
+def _check_lengths(items: list[Item], limit: PromptLimit) -> None:
+    """Stop, naming the first row and its token count, when a prompt does not fit the model's
+    context (it would fail or run for minutes with no message)."""
+    over = [(it, n) for it in items if (n := limit.too_long(it.messages)) is not None]
+    if over:
+        item, tokens = over[0]
+        more = f" ({len(over)} rows are too long; this is the first)" if len(over) > 1 else ""
+        raise DistillError(f"{item.where}: its prompt is {tokens} tokens, and the model's context "
+                           f"is {limit.context} ({limit.source}){more}; shorten or remove the "
+                           "row, or use a --teacher with a longer context")
 
 
 def _row(item: Item, k: int, c: Completion, pf: PromptFile, backend: str, model_name: str,

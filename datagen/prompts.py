@@ -11,6 +11,7 @@ from pathlib import Path
 import jinja2
 import yaml
 
+from distill.datagen.backends import Sampling
 from distill.errors import DistillError
 
 KINDS = ("cot", "pot", "instruction", "judge")
@@ -18,7 +19,20 @@ SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "n", "stop", "seed")
 REQUIRED = ("name", "kind", "user")
 OPTIONAL = ("description", "system", "few_shot", "tasks", "sampling", "answer_format")
 
-_env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
+
+
+class NullField(Exception):
+    """A template printed a null value (a row's field that is there but None)."""
+
+
+def _no_null(value):
+    if value is None:
+        raise NullField
+    return value
+
+
+_env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False,
+                          finalize=_no_null)
 
 
 @dataclass
@@ -86,6 +100,15 @@ class PromptFile:
         except jinja2.UndefinedError as e:
             raise DistillError(f"{where}: prompt {self.name!r} ({self.path}) needs a field "
                                f"the row lacks: {e.message}; row has: {', '.join(row)}") from None
+        except NullField:
+            from jinja2 import meta
+
+            used = meta.find_undeclared_variables(_env.parse(template))
+            null = sorted(k for k in used if k in row and row[k] is None)
+            what = f"field {null[0]!r} is null" if null else "a value the template prints is null"
+            raise DistillError(f"{where}: {what}, and prompt {self.name!r} ({self.path}) prints "
+                               "it; fill or remove the row, or map another field with "
+                               "--field") from None
 
 
 def builtin_dir() -> Path:
@@ -129,6 +152,10 @@ def load_prompt(name_or_path: str | Path) -> PromptFile:
     if bad:
         raise DistillError(f"{path}: unknown sampling field {min(bad)!r}; "
                            f"allowed: {', '.join(SAMPLING_KEYS)}")
+    try:
+        Sampling(**sampling)
+    except DistillError as e:
+        raise DistillError(f"{path}: sampling: {e}") from None
     for i, shot in enumerate(data.get("few_shot") or []):
         if not isinstance(shot, dict) or "response" not in shot:
             raise DistillError(f"{path}: few_shot[{i}] needs a 'response' and the template's "

@@ -70,9 +70,9 @@ def _generate(args) -> None:
 
     require(args, "generate", "--data")
     options = {}
-    if args.tensor_parallel_size:
+    if args.tensor_parallel_size is not None:
         options["tensor_parallel_size"] = args.tensor_parallel_size
-    if args.concurrency:
+    if args.concurrency is not None:
         options["concurrency"] = args.concurrency
     result = generate(
         args.prompt, args.data, args.out, model=args.teacher, backend=args.backend,

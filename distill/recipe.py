@@ -9,6 +9,7 @@ resumes by itself (generate keeps its rows, train its checkpoints, eval its gene
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import time
@@ -19,6 +20,7 @@ import yaml
 from distill import io
 from distill.errors import DistillError
 from distill.log import log
+from distill.recipe_check import check_recipe
 
 STAGES = ("generate", "filter", "publish", "train", "eval")
 STATE = "state.json"
@@ -37,8 +39,12 @@ def load_recipe(path: str | Path) -> dict:
         raise DistillError(f"{path}: a recipe is a YAML mapping")
     unknown = set(recipe) - set(STAGES) - {"name", "out", "teacher", "student"}
     if unknown:
-        raise DistillError(f"{path}: unknown recipe field {min(unknown)!r}; allowed: "
+        close = difflib.get_close_matches(min(unknown), [*STAGES, "name", "out", "teacher",
+                                                         "student"], n=1)
+        raise DistillError(f"{path}: unknown recipe field {min(unknown)!r}; "
+                           + (f"did you mean {close[0]!r}? " if close else "") + "allowed: "
                            f"name, out, teacher, student, {', '.join(STAGES)}")
+    check_recipe(recipe, path)
     return recipe
 
 
@@ -69,7 +75,15 @@ def run_recipe(path: str | Path, out: str | Path | None = None, *, from_stage: s
             start = time.perf_counter()
             state[stage] = {"fingerprint": fingerprint, "status": "running"}
             _save_state(out, state)
-            result = RUNNERS[stage](recipe, out)
+            try:
+                result = RUNNERS[stage](recipe, out)
+            except BaseException as e:  # the reason on record, then the error as it was
+                reason = "interrupted" if isinstance(e, KeyboardInterrupt) else \
+                    str(e) or type(e).__name__
+                state[stage] = {"fingerprint": fingerprint, "status": "failed", "error": reason,
+                                "seconds": round(time.perf_counter() - start, 1)}
+                _save_state(out, state)
+                raise
             state[stage] = {"fingerprint": fingerprint, "status": "done", "result": result,
                             "seconds": round(time.perf_counter() - start, 1)}
             _save_state(out, state)
@@ -101,7 +115,7 @@ def _task_file(cfg: dict, path: Path, default_split: str) -> Path:
 def _generate(recipe: dict, out: Path) -> dict:
     from distill.datagen import generate
 
-    cfg = dict(recipe["generate"])
+    cfg = dict(recipe["generate"] or {})
     source = cfg.pop("source", None)
     if "task" in cfg:  # problems from a task loader, written as the stage's source file
         source = _task_file(cfg, out / "problems.jsonl", default_split="train")

@@ -78,8 +78,12 @@ def _eval(args) -> None:
 
 
 def _compare(args) -> None:
+    from distill.datagen.backends import check_number
     from distill.eval.compare import compare
 
+    for name, value in (("max_texts", args.max_texts), ("max_length", args.max_length),
+                        ("bootstrap", args.bootstrap)):
+        check_number(name, value, 1)
     result = compare(args.runs, args.compare_out, teacher=args.teacher, texts=args.texts,
                      max_texts=args.max_texts, max_length=args.max_length,
                      bootstrap=args.bootstrap)

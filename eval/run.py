@@ -21,7 +21,13 @@ import pyarrow as pa
 from distill import io
 from distill.answers import extract_gold, is_correct
 from distill.datagen import generate, load_prompt
-from distill.datagen.backends import Backend, backend_options_for, get_backend
+from distill.datagen.backends import (
+    Backend,
+    Sampling,
+    backend_options_for,
+    check_number,
+    get_backend,
+)
 from distill.errors import DistillError
 from distill.eval import metrics as M
 from distill.models import DEFAULT_MODEL, count_parameters, resolve_model
@@ -61,8 +67,11 @@ def evaluate(model: str | None, task: str, out: str | Path, *, prompt: str | Non
     model name with ``backend="openai"``, or None for the embedded default) on ``task`` (a
     task name or a file with question and answer fields): greedy accuracy, and with ``n`` > 1
     also pass@k and maj@k from ``n`` samples. Writes ``out`` (see the module docstring)."""
-    if n < 1:
-        raise DistillError(f"--n must be >= 1, got {n}")
+    Sampling(**{k: v for k, v in {"n": n, "temperature": temperature, "max_tokens": max_tokens,
+                                  "seed": seed}.items() if v is not None})  # checks them
+    for name, value in (("limit", limit), ("batch_size", batch_size), ("params", params)):
+        check_number(name, value, 1)
+    options = backend_options_for(backend, base_url, batch_size, backend_options)
     out = Path(out)
     rows = load_task(task, split=split)
     if limit is not None:
@@ -90,7 +99,6 @@ def evaluate(model: str | None, task: str, out: str | Path, *, prompt: str | Non
     passes = [(GREEDY, 1, 0.0)] + ([(SAMPLES, n, sample_t)] if n > 1 else [])
     todo = [p for p in passes if regenerate or not _complete(out / "generations" / p[0],
                                                              len(rows) * p[1])]
-    options = backend_options_for(backend, base_url, batch_size, backend_options)
     engine = backend if isinstance(backend, Backend) or not todo else get_backend(
         backend, model_path, **options)  # one engine for both passes
     speed = {}

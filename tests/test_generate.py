@@ -122,6 +122,6 @@ def test_shots_trims_exemplars_and_a_rerun_with_other_shots_is_refused(hf, probl
     generate("gsm8k-cot-8shot", str(problems), str(out), model="tiny", backend=hf,
              temperature=0, max_tokens=4, shots=1, limit=2, progress=False)
     assert [len(m) for m in load(out)["messages"]] == [4, 4]  # system, 1 exemplar pair, user
-    with pytest.raises(DistillError, match="shots: 1 then, None now"):
+    with pytest.raises(DistillError, match="shots: 1 then, 2 now"):  # all 8 overflow tiny's
         generate("gsm8k-cot-8shot", str(problems), str(out), model="tiny", backend=hf,
-                 temperature=0, max_tokens=4, limit=2, progress=False)
+                 temperature=0, max_tokens=4, shots=2, limit=2, progress=False)

@@ -90,3 +90,18 @@ def test_a_large_seeded_sampled_batch_completes(vllm_backend):
                     seed=7919 * (i + 1)) for i in range(150)]
     out = vllm_backend.generate(many, Sampling(temperature=0.8, top_p=0.95, max_tokens=4))
     assert len(out) == 150 and all(len(c) == 2 for c in out)
+
+
+def test_a_prompt_longer_than_max_model_len_names_its_row(vllm_backend, tmp_path):
+    import json
+
+    from distill.errors import DistillError
+
+    source, out = tmp_path / "problems.jsonl", tmp_path / "out"
+    rows = [{"id": "a", "question": "Tom has 3 apples. How many?"},
+            {"id": "b", "question": "Tom has 3 apples and buys more. " * 100}]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DistillError, match=rf"^{source}:2: its prompt is \d+ tokens, and the "
+                                           r"model's context is 512 \(vllm's max_model_len\)"):
+        run(vllm_backend, source, out)
+    assert not out.exists()

@@ -10,11 +10,31 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from distill.errors import DistillError
+
+
+def check_number(name: str, value, minimum: float | None, *, integer: bool = True,
+                 above: bool = False, flag: bool = True) -> None:
+    """Stop with one line naming option ``name`` (and its ``--flag`` where ``flag``) unless
+    ``value`` is a number (an integer where ``integer``) >= ``minimum`` (> where ``above``;
+    None: any); None passes: the option was not given."""
+    if value is None:
+        return
+    what = f"{name} (--{name.replace('_', '-')})" if flag else name
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise DistillError(f"{what} must be {'an integer' if integer else 'a number'}, "
+                           f"got {value!r}")
+    if minimum is not None and (value < minimum or above and value == minimum):
+        raise DistillError(f"{what} must be {'>' if above else '>='} {minimum}, got {value}")
 
 
 @dataclass
 class Sampling:
-    """Sampling settings shared by every backend. ``temperature=0`` is greedy."""
+    """Sampling settings shared by every backend. ``temperature=0`` is greedy. Checked when
+    made: a bad value stops the run before any model loads or any file is written."""
 
     temperature: float = 0.7
     top_p: float = 1.0
@@ -23,6 +43,18 @@ class Sampling:
     stop: list[str] = field(default_factory=list)
     seed: int = 0
     logprobs: int = 0  # top-k log-probs per generated token (0: none)
+
+    def __post_init__(self):
+        check_number("temperature", self.temperature, 0, integer=False)
+        check_number("top_p", self.top_p, 0, integer=False, above=True)
+        if self.top_p > 1:
+            raise DistillError(f"top_p (--top-p) must be in (0, 1], got {self.top_p}")
+        check_number("max_tokens", self.max_tokens, 1)
+        check_number("n", self.n, 1)
+        check_number("seed", self.seed, None)
+        check_number("logprobs", self.logprobs, 0)
+        if not isinstance(self.stop, list) or not all(isinstance(s, str) for s in self.stop):
+            raise DistillError(f"stop must be a list of strings, got {self.stop!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,8 +90,68 @@ class Backend:
     def generate(self, requests: list[Request], sampling: Sampling) -> list[list[Completion]]:
         raise NotImplementedError
 
+    def prompt_limit(self) -> PromptLimit | None:
+        """What a prompt must fit in; None where the backend does not know it."""
+        return None
+
     def close(self) -> None:
         pass
+
+
+@dataclass
+class PromptLimit:
+    """A model's context length in tokens (``context``, read from ``source``), and the
+    tokenizer and chat template that count a prompt's tokens as the backend will."""
+
+    tokenizer: Any
+    context: int
+    source: str
+    chat_template: str | None = None
+
+    def too_long(self, messages: list[dict]) -> int | None:
+        """The prompt's token count when it leaves no room for a generated token, else None."""
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                  tokenize=False, chat_template=self.chat_template)
+        if len(text.encode()) + 16 < self.context:  # a token is at least one byte: it fits
+            return None
+        tokens = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return tokens if tokens >= self.context else None
+
+
+def context_length(config) -> tuple[int, str] | None:
+    """A transformers config's context length and the field it comes from (times a RoPE
+    scaling factor, which only makes the check more lenient); None where it has none."""
+    config = getattr(config, "text_config", None) or config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            factor = (getattr(config, "rope_scaling", None) or {}).get("factor") or 1
+            return int(value * max(factor, 1)), f"{name} in its config.json"
+    return None
+
+
+def prompt_limit(backend: str, model: str | None, options: dict) -> PromptLimit | None:
+    """The prompt limit of the model a backend by name would load (None: the embedded
+    default), from its tokenizer and config alone (no weights load); None for openai, or
+    where the config names no length."""
+    if backend == "openai":
+        return None
+    from transformers import AutoConfig, AutoTokenizer
+
+    from distill.chat import CHATML
+    from distill.models import resolve_model
+
+    model = resolve_model(model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model)
+        config = AutoConfig.from_pretrained(model)
+    except (OSError, ValueError) as e:
+        raise DistillError(f"cannot load model {model!r}: {str(e).splitlines()[0]}") from None
+    template = None if getattr(tokenizer, "chat_template", None) else CHATML
+    if options.get("max_model_len"):
+        return PromptLimit(tokenizer, options["max_model_len"], "max_model_len", template)
+    found = context_length(config)
+    return PromptLimit(tokenizer, *found, template) if found else None
 
 
 def vllm_available() -> bool:
@@ -79,15 +171,12 @@ def get_backend(name: str, model: str, **options) -> Backend:
     if name == "openai":
         from distill.datagen.backends.openai import OpenAIBackend
         return OpenAIBackend(model, **options)
-    from distill.errors import DistillError
     raise DistillError(f"unknown backend {name!r}; choose auto, vllm, openai or hf")
 
 
 def backend_options_for(backend: str, base_url: str | None, batch_size: int | None,
                         extra: dict | None) -> dict:
     """Constructor options for a backend from the common flags, checking they fit it."""
-    from distill.errors import DistillError
-
     options = dict(extra or {})
     if base_url:
         if backend != "openai":
@@ -95,6 +184,13 @@ def backend_options_for(backend: str, base_url: str | None, batch_size: int | No
         options["base_url"] = base_url
     elif backend == "openai" and "base_url" not in options:
         raise DistillError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
-    if batch_size:
+    if batch_size is not None:
         options["batch_size"] = batch_size
+    engine = ("vllm" if vllm_available() else "hf") if backend == "auto" else backend
+    for name, only in (("batch_size", None), ("tensor_parallel_size", "vllm"),
+                       ("concurrency", "openai")):
+        check_number(name, options.get(name), 1)
+        if only and name in options and engine != only:
+            raise DistillError(f"--{name.replace('_', '-')} is for --backend {only}, "
+                               f"not {engine}")
     return options

@@ -9,7 +9,14 @@ from __future__ import annotations
 import torch
 
 from distill.chat import ensure_chat_template
-from distill.datagen.backends import Backend, Completion, Request, Sampling
+from distill.datagen.backends import (
+    Backend,
+    Completion,
+    PromptLimit,
+    Request,
+    Sampling,
+    context_length,
+)
 from distill.models import load_model_and_tokenizer
 
 
@@ -25,6 +32,10 @@ class HFBackend(Backend):
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         ensure_chat_template(self.tokenizer)
+
+    def prompt_limit(self) -> PromptLimit | None:
+        found = context_length(self.lm.config)
+        return PromptLimit(self.tokenizer, *found) if found else None
 
     @torch.inference_mode()
     def generate(self, requests: list[Request], sampling: Sampling) -> list[list[Completion]]:

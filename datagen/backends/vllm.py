@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 
 from distill.chat import CHATML
-from distill.datagen.backends import Backend, Completion, Request, Sampling
+from distill.datagen.backends import Backend, Completion, PromptLimit, Request, Sampling
 from distill.errors import DistillError
 
 
@@ -39,6 +39,10 @@ class VLLMBackend(Backend):
                        enforce_eager=enforce_eager, enable_prefix_caching=True, **extra)
         has_template = getattr(self.llm.get_tokenizer(), "chat_template", None)
         self.chat_template = None if has_template else CHATML
+
+    def prompt_limit(self) -> PromptLimit:
+        return PromptLimit(self.llm.get_tokenizer(), self.llm.llm_engine.model_config.max_model_len,
+                           "vllm's max_model_len", self.chat_template)
 
     def generate(self, requests: list[Request], sampling: Sampling) -> list[list[Completion]]:
         from vllm import SamplingParams

@@ -1,0 +1,112 @@
+"""A recipe's sections checked before any stage runs: every key is one its stage takes (a
+typo names the closest valid key), and the numbers generate and eval take are in range, with
+the same checks the commands make (``Sampling``, ``check_number``)."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from dataclasses import fields
+from pathlib import Path
+
+from distill.errors import DistillError
+
+# Keys that slice a task into the stage's problems or items (``recipe._task_file``).
+TASK_KEYS = ("task", "split", "shuffle", "shuffle_seed", "offset", "limit")
+# Keys the run sets itself, and where they belong instead.
+SET_BY_RUN = {"model": "teacher: {model: ...} or student: {model: ...}",
+              "backend": "teacher: {backend: ...}", "base_url": "teacher: {base_url: ...}",
+              "out": "the run folder (--out)", "in_dir": "the run folder (--out)",
+              "output_dir": "the run folder (--out)", "student": "student: {model: ...}",
+              "data": "the run folder (the filter's kept rows)"}
+SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "n", "seed", "logprobs", "stop")
+
+
+def check_recipe(recipe: dict, path: Path) -> None:
+    """Stop with one line naming the recipe file, section and key at fault."""
+    for section in ("teacher", "student", "generate", "filter", "publish", "train", "eval"):
+        if section not in recipe:
+            continue
+        cfg = recipe[section]
+        if cfg is not None and not isinstance(cfg, dict):
+            raise DistillError(f"{path}: {section}: a mapping of options, not {cfg!r}")
+        where = f"{path}: {section}"
+        cfg = cfg or {}
+        if section == "train":
+            _keys(where, cfg, _train_keys(cfg.get("method", "sft"), where),
+                  hint="see distill train METHOD --help")
+        else:
+            _keys(where, cfg, ALLOWED[section]())
+        if section == "eval" and cfg.get("teacher") is not None:
+            if not isinstance(cfg["teacher"], dict):
+                raise DistillError(f"{where}: teacher: a mapping of eval options, e.g. "
+                                   "{shots: 8}")
+            _keys(f"{where}: teacher", cfg["teacher"], _params(EVALUATE, *EVAL_SETS))
+            _numbers(f"{where}: teacher", cfg["teacher"])
+        if section == "generate" and "task" not in cfg:
+            for key in set(cfg) & {"offset", "shuffle_seed"}:
+                raise DistillError(f"{where}: {key!r} slices a task: give task: NAME, or "
+                                   "drop it")
+        if section in ("generate", "eval"):
+            _numbers(where, cfg)
+
+
+def _keys(where: str, cfg: dict, allowed: set[str], hint: str = "") -> None:
+    for key in cfg:
+        if key in allowed:
+            continue
+        if key in SET_BY_RUN:
+            raise DistillError(f"{where}: {key!r} is not set here; it comes from "
+                               f"{SET_BY_RUN[key]}")
+        close = difflib.get_close_matches(str(key), allowed, n=1)
+        known = (f"did you mean {close[0]!r}?" if close else hint or
+                 f"it takes: {', '.join(sorted(allowed))}")
+        raise DistillError(f"{where}: unknown key {key!r}; {known}")
+
+
+def _numbers(where: str, cfg: dict) -> None:
+    """The numbers a generate or eval section takes, checked as the command checks them."""
+    from distill.datagen.backends import Sampling, check_number
+
+    try:
+        Sampling(**{k: cfg[k] for k in SAMPLING_KEYS if cfg.get(k) is not None})
+        for key in ("limit", "batch_size", "shots", "offset", "shuffle_seed", "ray_workers"):
+            minimum = None if key == "shuffle_seed" else 0 if key in ("offset", "shots") else 1
+            check_number(key, cfg.get(key), minimum, flag=key not in ("offset", "shuffle_seed"))
+    except DistillError as e:
+        raise DistillError(f"{where}: {e}") from None
+
+
+def _params(target: str, *run_sets: str) -> set[str]:
+    """The parameters of ``module:function``, less ``run_sets``: those the run sets."""
+    from importlib import import_module
+
+    module, name = target.split(":")
+    fn = getattr(import_module(module), name)
+    return set(inspect.signature(fn).parameters) - set(run_sets)
+
+
+def _train_keys(method: str, where: str) -> set[str]:
+    from distill.sft.methods import method as load_method
+    from distill.sft.train import TrainInputs
+
+    try:
+        config_class, _ = load_method(method)
+    except DistillError as e:
+        raise DistillError(f"{where}: {e}") from None
+    names = {f.name for f in fields(config_class)} | {"method", "eval_data"}
+    names |= set(config_class.renamed_fields) | set(TrainInputs.renamed_fields)
+    return names - set(SET_BY_RUN) - {"config"}
+
+
+EVALUATE = "distill.eval.run:evaluate"
+EVAL_SETS = ("model", "task", "out")
+ALLOWED = {
+    "teacher": lambda: {"model", "backend", "base_url"},
+    "student": lambda: {"model"},
+    "generate": lambda: _params("distill.datagen.generate:generate", "model", "backend",
+                                "base_url", "out") | set(TASK_KEYS),
+    "filter": lambda: {"config", "stages"},
+    "publish": lambda: _params("distill.publish.publish:publish", "in_dir", "out"),
+    "eval": lambda: _params(EVALUATE, *EVAL_SETS) | set(TASK_KEYS) | {"baseline", "teacher"},
+}
