@@ -32,7 +32,7 @@ from distill.errors import DistillError
 from distill.log import log
 from distill.log import progress as progress_bar
 from distill.models import DEFAULT_MODEL, resolve_model
-from distill.sources import load_source
+from distill.data import load_source
 
 # Settings that change what a row says; a rerun must match them to reuse rows.
 ROW_KEY = ("model", "prompt_sha256", "temperature", "top_p", "max_tokens", "stop", "seed",
