@@ -20,6 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from distill import io
+from distill.data import load_source
 from distill.datagen.backends import (
     Backend,
     Completion,
@@ -32,7 +33,6 @@ from distill.errors import DistillError
 from distill.log import log
 from distill.log import progress as progress_bar
 from distill.models import DEFAULT_MODEL, resolve_model
-from distill.data import load_source
 
 # Settings that change what a row says; a rerun must match them to reuse rows.
 ROW_KEY = ("model", "prompt_sha256", "temperature", "top_p", "max_tokens", "stop", "seed",
@@ -70,6 +70,7 @@ def make_plan(prompt: str, source: str, out: str | Path, *, model: str | None = 
               max_tokens: int | None = None, seed: int | None = None, logprobs: int = 0,
               fields: dict[str, str] | None = None, tasks: list[str] | None = None,
               shuffle: bool = False, split: str = "train", subset: str | None = None,
+              revision: str | None = None,
               shots: int | None = None, regenerate: bool = False) -> Plan:
     """Render every source row, check what ``out`` already holds, and mark its manifest
     running; the arguments are ``generate``'s."""
@@ -79,7 +80,7 @@ def make_plan(prompt: str, source: str, out: str | Path, *, model: str | None = 
     sampling = Sampling(**{**pf.sampling, **{k: v for k, v in overrides.items() if v is not None}},
                         logprobs=logprobs)
     rows = load_source(source, fields=fields, limit=limit, shuffle=shuffle,
-                       seed=sampling.seed, split=split, subset=subset)
+                       seed=sampling.seed, split=split, subset=subset, revision=revision)
     items, duplicates = _render(pf, rows, tasks)
     model_name = model or DEFAULT_MODEL
     out = Path(out)

@@ -22,6 +22,7 @@ import csv
 import glob
 import json
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +54,8 @@ def parse_fields(specs: list[str] | None) -> dict[str, str]:
     for spec in specs or []:
         target, sep, name = spec.partition("=")
         if not sep or not target or not name:
-            raise DistillError(f"--field takes TARGET=COLUMN, got {spec!r}")
+            raise DistillError(f"--field takes TARGET=SOURCE_FIELD (e.g. completion=response), "
+                               f"got {spec!r}")
         out[target] = name
     return out
 
@@ -99,16 +101,22 @@ class Data:
 def read(path: str | Path, *, split: str = "train", subset: str | None = None,
          revision: str | None = None, fields: dict[str, str] | None = None) -> Data:
     """The rows of ``path`` (see the module docstring), with ``fields`` mapped."""
+    with quiet():
+        return map_fields(_read(str(path), split, subset, revision), fields or {})
+
+
+@contextmanager
+def quiet():
+    """No ``datasets`` progress bars while reading (distill prints its own lines)."""
     import datasets
 
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
-        data = _read(str(path), split, subset, revision)
+        yield
     finally:
         if bars:
             datasets.enable_progress_bars()
-    return map_fields(data, fields or {})
 
 
 def map_fields(data: Data, fields: dict[str, str]) -> Data:
@@ -360,3 +368,113 @@ def load_source(source: str, *, fields: dict[str, str] | None = None, limit: int
     order = order[:limit] if limit is not None else order
     rows = data.dataset.select(order).to_list()
     return [SourceRow(r, data.where(i)) for r, i in zip(rows, order)]
+
+
+# --- conversational formats -> distill's row ------------------------------------------------
+
+FORMAT_COLUMNS = {  # format -> the columns it replaces with messages + completion
+    "prompt-completion": ("prompt",), "messages": (), "alpaca": (
+        "instruction", "input", "output", "system", "history"),
+    "sharegpt": ("conversations",), "question": ()}
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
+                  "assistant": "assistant"}
+
+
+def conversations(data: Data) -> Data:
+    """``data`` as distill's row: ``messages`` (the prompt, a list of ``{role, content}``) and
+    ``completion`` (the assistant's text), mapped from the format it is in; other columns
+    stay (no rows: nothing to map). One line naming the columns found when there is no format
+    to map."""
+    columns = data.dataset.column_names
+    fmt = detect_format(columns, data.dataset.features) if len(data.dataset) else "distill"
+    if fmt is None:
+        raise DistillError(
+            f"{data.name}: no conversation to read: columns found: "
+            f"{', '.join(columns) or 'none'}; "
+            "expected messages + completion (distill), messages ending in an assistant turn, "
+            "prompt + completion (TRL), instruction + output (alpaca), conversations "
+            "(sharegpt) or question + completion; map yours with --field, e.g. "
+            "--field completion=response --field question=problem")
+    if fmt == "distill":
+        return data
+    convert = {"prompt-completion": _from_prompt_completion, "messages": _from_messages,
+               "alpaca": _from_alpaca, "sharegpt": _from_sharegpt,
+               "question": _from_question}[fmt]
+    with quiet():
+        data.dataset = data.dataset.map(
+            convert, remove_columns=[c for c in FORMAT_COLUMNS[fmt] if c in columns])
+    return data
+
+
+def detect_format(columns: list[str], features) -> str | None:
+    """The format of a dataset with these columns: distill, prompt-completion, messages,
+    alpaca, sharegpt, question (question + plain completion), or None."""
+    cols = set(columns)
+    plain = {"completion"} <= cols and not _is_list(features["completion"])
+    if {"messages", "completion"} <= cols and plain:
+        return "distill"
+    if {"prompt", "completion"} <= cols:
+        return "prompt-completion"
+    if "messages" in cols:
+        return "messages"
+    if {"instruction", "output"} <= cols:
+        return "alpaca"
+    if "conversations" in cols:
+        return "sharegpt"
+    if {"question", "completion"} <= cols and plain:
+        return "question"
+    return None
+
+
+def _is_list(feature) -> bool:
+    import datasets
+
+    return isinstance(feature, (list, datasets.Sequence, datasets.LargeList, datasets.List))
+
+
+def _turns(messages) -> list[dict]:
+    return [{"role": m.get("role"), "content": m.get("content")} for m in messages or []]
+
+
+def _split_last(turns: list[dict]) -> dict:
+    """Prompt turns + the final assistant turn's text (None when the last turn is not the
+    assistant's: the row then has no completion and training counts it as bad)."""
+    if turns and turns[-1]["role"] == "assistant":
+        return {"messages": turns[:-1], "completion": turns[-1]["content"]}
+    return {"messages": turns, "completion": None}
+
+
+def _from_messages(row: dict) -> dict:
+    return _split_last(_turns(row["messages"]))
+
+
+def _from_prompt_completion(row: dict) -> dict:
+    prompt, completion = row["prompt"], row["completion"]
+    messages = _turns(prompt) if isinstance(prompt, list) else [
+        {"role": "user", "content": prompt}]
+    if isinstance(completion, list):
+        completion = "".join(t["content"] or "" for t in _turns(completion)
+                             if t["role"] == "assistant") or None
+    return {"messages": messages, "completion": completion}
+
+
+def _from_alpaca(row: dict) -> dict:
+    """The inverse of ``publish --format alpaca``: system, history turns, then the
+    instruction (and input) as the last user turn."""
+    messages = [{"role": "system", "content": row["system"]}] if row.get("system") else []
+    for user, assistant in row.get("history") or []:
+        messages += [{"role": "user", "content": user},
+                     {"role": "assistant", "content": assistant}]
+    text = "\n\n".join(x for x in (row["instruction"], row.get("input")) if x)
+    return {"messages": messages + [{"role": "user", "content": text}],
+            "completion": row["output"]}
+
+
+def _from_sharegpt(row: dict) -> dict:
+    return _split_last([{"role": SHAREGPT_ROLES.get(t.get("from"), t.get("from")),
+                         "content": t.get("value")} for t in row["conversations"] or []])
+
+
+def _from_question(row: dict) -> dict:
+    return {"messages": [{"role": "user", "content": row["question"]}],
+            "completion": row["completion"]}

@@ -76,3 +76,28 @@ def require(args: argparse.Namespace, command: str, *flags: str, hint: str = "")
     missing = [f for f in flags if getattr(args, f.lstrip("-").replace("-", "_"), None) is None]
     if missing:
         raise DistillError(f"distill {command} needs {' and '.join(missing)}{hint}")
+
+
+def add_data_flags(parser: argparse.ArgumentParser) -> None:
+    """``--split``, ``--subset``, ``--revision`` and ``--field``: how ``--data`` is read, the
+    same in every command (the fields of ``distill.data.DataOptions``)."""
+    from dataclasses import fields
+
+    from distill.data import DataOptions
+
+    for f in fields(DataOptions):
+        if f.name == "field":
+            parser.add_argument("--field", type=_field_spec, action="extend", nargs="+",
+                                default=[], metavar="TARGET=SOURCE_FIELD", help=f.metadata["help"])
+        else:
+            parser.add_argument(f"--{f.name}", default=f.default, help=f.metadata["help"])
+
+
+def _field_spec(text: str) -> str:
+    from distill.data import parse_fields
+
+    try:
+        parse_fields([text])
+    except DistillError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
