@@ -174,7 +174,7 @@ def _read_dir(path: Path, split: str) -> Data:
         if files:
             by_split[str(name)] = files
     if not by_split:
-        raise DistillError(f"{path}: no data here: expected a distill dataset folder "
+        raise DistillError(f"{path}: no dataset here: expected a distill dataset folder "
                            "(data/part-*.parquet), a filter output (kept/), a published folder "
                            f"(data/train-*.parquet), a save_to_disk folder or "
                            f"{'/'.join(SUFFIXES)} files")

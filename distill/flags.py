@@ -78,17 +78,20 @@ def require(args: argparse.Namespace, command: str, *flags: str, hint: str = "")
         raise DistillError(f"distill {command} needs {' and '.join(missing)}{hint}")
 
 
-def add_data_flags(parser: argparse.ArgumentParser) -> None:
-    """``--split``, ``--subset``, ``--revision`` and ``--field``: how ``--data`` is read, the
-    same in every command (the fields of ``distill.data.DataOptions``)."""
+def add_data_flags(parser: argparse.ArgumentParser, *names: str) -> None:
+    """``--split``, ``--subset``, ``--revision`` and ``--field`` (or only ``names`` of them):
+    how ``--data`` is read, the same in every command (the fields of
+    ``distill.data.DataOptions``)."""
     from dataclasses import fields
 
     from distill.data import DataOptions
 
     for f in fields(DataOptions):
+        if names and f.name not in names:
+            continue
         if f.name == "field":
-            parser.add_argument("--field", type=_field_spec, action="extend", nargs="+",
-                                default=[], metavar="TARGET=SOURCE_FIELD", help=f.metadata["help"])
+            parser.add_argument("--field", type=_field_spec, action="append", default=[],
+                                metavar="TARGET=SOURCE_FIELD", help=f.metadata["help"])
         else:
             parser.add_argument(f"--{f.name}", default=f.default, help=f.metadata["help"])
 

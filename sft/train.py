@@ -50,7 +50,7 @@ def read_inputs(argv: list[str]) -> TrainInputs:
     for f in fields(TrainInputs):
         names = dict.fromkeys([f"--{f.name}", f"--{f.name.replace('_', '-')}"])
         if f.name == "field":
-            parser.add_argument(*names, action="extend", nargs="+", default=[])
+            parser.add_argument(*names, action="append", default=[])
         else:
             parser.add_argument(*names, default=f.default)
     return TrainInputs(**vars(parser.parse_known_args(argv)[0]))

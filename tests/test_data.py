@@ -4,8 +4,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from distill.errors import DistillError
 from distill.data import load_source
+from distill.errors import DistillError
 
 ROWS = [{"problem": f"What is {i} + {i}?", "solution": str(2 * i)} for i in range(5)]
 
