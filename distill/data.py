@@ -168,9 +168,7 @@ def _read_dir(path: Path, split: str) -> Data:
         patterns = {}
     by_split = {}
     for name, globs in patterns.items():
-        files = sorted({f for g in globs for f in path.glob(g) if f.is_file()
-                        and f.suffix.lower() in SUFFIXES and f.name not in NOT_DATA
-                        and not any(p.startswith(".") for p in f.relative_to(path).parts)})
+        files = sorted({f for g in globs for f in path.glob(g) if _data_file(path, f)})
         if files:
             by_split[str(name)] = files
     if not by_split:
@@ -185,6 +183,16 @@ def _read_dir(path: Path, split: str) -> Data:
     data = _read_files(str(path), by_split[split], kind, folder=path if kind != "files" else None)
     data.split = split
     return data
+
+
+def _data_file(root: Path, f: Path) -> bool:
+    """A data file of the folder ``root``: not hidden, not a manifest or report, and not inside
+    another dataset (a subfolder with its own manifest)."""
+    parts = f.relative_to(root).parts
+    return (f.is_file() and f.suffix.lower() in SUFFIXES and f.name not in NOT_DATA
+            and not any(p.startswith(".") for p in parts)
+            and not any((root.joinpath(*parts[:i]) / io.MANIFEST).exists()
+                        for i in range(1, len(parts))))
 
 
 def _read_saved(path: Path, split: str) -> Data:
@@ -380,13 +388,15 @@ SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "a
                   "assistant": "assistant"}
 
 
-def conversations(data: Data) -> Data:
+def conversations(data: Data, required: bool = True) -> Data:
     """``data`` as distill's row: ``messages`` (the prompt, a list of ``{role, content}``) and
     ``completion`` (the assistant's text), mapped from the format it is in; other columns
-    stay (no rows: nothing to map). One line naming the columns found when there is no format
-    to map."""
+    stay (no rows: nothing to map). No format to map: one line naming the columns found, or
+    (``required=False``) the data as it is."""
     columns = data.dataset.column_names
     fmt = detect_format(columns, data.dataset.features) if len(data.dataset) else "distill"
+    if fmt is None and not required:
+        return data
     if fmt is None:
         raise DistillError(
             f"{data.name}: no conversation to read: columns found: "

@@ -63,7 +63,8 @@ def run_filter(in_dir: str | Path, out_dir: str | Path, *, config: str | Path | 
                ray_address: str | None = None, ray_workers: int | None = None,
                data_options: dict | None = None) -> FilterResult:
     """Filter the data at ``in_dir`` (anything ``distill.data.read`` takes, with
-    ``data_options``: its split, subset, revision and fields; mapped to distill's row) into
+    ``data_options``: its split, subset, revision and fields; a conversational format is
+    mapped to distill's row, other columns are left to the stages that need them) into
     ``out_dir/kept``, ``out_dir/dropped`` and the report. ``config`` is a filter YAML file or
     preset name (default: the preset for the input's prompt kind: cot, pot or instruction);
     ``stages`` picks and orders stages.
@@ -74,7 +75,7 @@ def run_filter(in_dir: str | Path, out_dir: str | Path, *, config: str | Path | 
     if executor not in ("local", "ray"):
         raise DistillError(f"executor must be local or ray, not {executor!r}")
     out_dir = Path(out_dir)
-    source = conversations(read(in_dir, **(data_options or {})))
+    source = conversations(read(in_dir, **(data_options or {})), required=False)
     manifest = source.manifest
     preset = ((manifest or {}).get("prompt") or {}).get("kind", "cot")
     spec = load_filter_config(config or (preset if preset in ("pot", "instruction") else "cot"))
