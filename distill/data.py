@@ -160,15 +160,15 @@ def _read_dir(path: Path, split: str) -> Data:
     for folder, kind in ((path / "kept", "filter output"), (path, "dataset")):
         if io.shard_paths(folder):
             return _read_files(str(path), io.shard_paths(folder), kind, folder=folder)
-    from datasets.data_files import get_data_patterns
+    from datasets.data_files import DataFilesDict, get_data_patterns
 
-    try:
-        patterns = get_data_patterns(str(path))
+    try:  # split -> files, by the file names (datasets' own conventions)
+        found = DataFilesDict.from_patterns(get_data_patterns(str(path)), base_path=str(path))
     except Exception:  # noqa: BLE001 (datasets raises EmptyDatasetError and others)
-        patterns = {}
+        found = {}
     by_split = {}
-    for name, globs in patterns.items():
-        files = sorted({f for g in globs for f in path.glob(g) if _data_file(path, f)})
+    for name, names in found.items():
+        files = sorted(f for f in map(Path, names) if _data_file(path, f))
         if files:
             by_split[str(name)] = files
     if not by_split:
@@ -188,7 +188,7 @@ def _read_dir(path: Path, split: str) -> Data:
 def _data_file(root: Path, f: Path) -> bool:
     """A data file of the folder ``root``: not hidden, not a manifest or report, and not inside
     another dataset (a subfolder with its own manifest)."""
-    parts = f.relative_to(root).parts
+    parts = f.resolve().relative_to(root.resolve()).parts
     return (f.is_file() and f.suffix.lower() in SUFFIXES and f.name not in NOT_DATA
             and not any(p.startswith(".") for p in parts)
             and not any((root.joinpath(*parts[:i]) / io.MANIFEST).exists()
@@ -226,12 +226,16 @@ def _read_files(name: str, files: list[Path], kind: str, folder: Path | None = N
             ds = datasets.load_dataset("parquet", data_files=[str(f) for f in files],
                                        split="train", features=_parquet_features(files))
         elif suffix == ".csv":
+            for f in files:
+                _check_utf8(f)
             with open(files[0], newline="", encoding="utf-8") as f:
                 header = next(csv.reader(f), [])
             features = datasets.Features({c: datasets.Value("string") for c in header})
             ds = datasets.load_dataset("csv", data_files=[str(f) for f in files], split="train",
                                        features=features, keep_default_na=False)
         else:
+            for f in files:
+                _check_utf8(f)  # pyarrow's JSON reader lets bad bytes through
             ds = datasets.load_dataset("json", data_files=[str(f) for f in files], split="train")
     except DistillError:
         raise
@@ -289,6 +293,27 @@ def _text(path: Path) -> str:
         line = raw[:e.start].count(b"\n") + 1
         raise DistillError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start}); "
                            "convert the file to UTF-8") from None
+
+
+def _check_utf8(path: Path, chunk: int = 1 << 20) -> None:
+    """One line naming the file and line where ``path`` stops being UTF-8 (read in chunks)."""
+    import codecs
+
+    decoder, lines, done = codecs.getincrementaldecoder("utf-8")(), 0, 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as e:
+                line = lines + block[:max(e.start, 0)].count(b"\n") + 1
+                raise DistillError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte "
+                                   f"{done + e.start}); convert the file to UTF-8") from None
+            lines, done = lines + block.count(b"\n"), done + len(block)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as e:
+            raise DistillError(f"{path}:{lines + 1}: not UTF-8 text ({e.reason} at the end); "
+                               "convert the file to UTF-8") from None
 
 
 def _check_file(path: Path) -> None:
