@@ -48,8 +48,11 @@ class DataOptions:
         "of the data, e.g. completion=response (repeatable)."})
 
 
-def parse_fields(specs: list[str] | None) -> dict[str, str]:
-    """``["completion=response"]`` -> ``{"completion": "response"}``."""
+def parse_fields(specs: list[str] | dict | None) -> dict[str, str]:
+    """``["completion=response"]`` (flags) or ``{"completion": "response"}`` (a recipe) ->
+    ``{"completion": "response"}``."""
+    if isinstance(specs, dict):
+        return {str(k): str(v) for k, v in specs.items()}
     out = {}
     for spec in specs or []:
         target, sep, name = spec.partition("=")

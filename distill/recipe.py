@@ -120,10 +120,9 @@ def _data(cfg: dict, default: Path) -> tuple[str | Path, dict]:
     """A stage's input, popped from ``cfg``: ``data`` (anything ``distill.data.read`` takes;
     default: the stage before's output) and its ``split``, ``subset``, ``revision`` and
     ``field`` (``{target: column}`` or ``["target=column"]``)."""
-    fields = cfg.pop("field", None) or {}
     options = {"split": cfg.pop("split", "train"), "subset": cfg.pop("subset", None),
                "revision": cfg.pop("revision", None),
-               "fields": fields if isinstance(fields, dict) else parse_fields(fields)}
+               "fields": parse_fields(cfg.pop("field", None))}
     return cfg.pop("data", default), options
 
 
