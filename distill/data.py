@@ -263,7 +263,11 @@ def _parquet_features(files: list[Path]):
             schemas.append(pq.read_schema(f))
         except Exception as e:  # noqa: BLE001 (pyarrow raises several types for corrupt files)
             raise DistillError(f"{f}: unreadable Parquet file: {_first_line(e)}") from None
-    schema = pa.unify_schemas(schemas, promote_options="permissive")
+    try:
+        schema = pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowException, ValueError) as e:
+        raise DistillError(f"{files[0].parent}: its Parquet files disagree on a column's type "
+                           f"({_first_line(e)}); read them one at a time") from None
     return datasets.Features.from_arrow_schema(schema.remove_metadata())
 
 

@@ -192,3 +192,25 @@ def test_an_offline_hub_id_says_to_pass_a_local_path(tmp_path):
     assert len(err) == 1 and "the hub could not be reached" in err[0], err
     assert "pass a local path" in err[0]
 
+
+
+def test_the_data_flags_mean_the_same_in_every_command():
+    from distill.cli import build_parser
+    from distill.data import options_of
+    from distill.flags import take_positionals
+    from distill.sft.config import DistillSFTConfig, parse_train_args
+
+    flags = ["--split", "test", "--subset", "main", "--revision", "v1", "--field", "question=q",
+             "--field", "completion=a"]
+    expected = {"split": "test", "subset": "main", "revision": "v1",
+                "fields": {"question": "q", "completion": "a"}}
+    for argv in (["generate", "--prompt", "gsm8k-cot", "--data", "d", "--out", "o"],
+                 ["filter", "--data", "d", "--out", "o"], ["publish", "--data", "d", "--out", "o"],
+                 ["show", "--data", "d"],
+                 ["logits", "capture", "--teacher", "t", "--data", "d", "--out", "o",
+                  "--top-k", "2"]):
+        args = build_parser().parse_args(argv + flags)
+        take_positionals(args)
+        assert options_of(args) == expected, argv[0]
+    inputs, _ = parse_train_args(DistillSFTConfig, ["--data", "d", "--out", "o", *flags])
+    assert options_of(inputs) == expected
