@@ -48,7 +48,8 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
              top_p: float | None = None, max_tokens: int | None = None,
              seed: int | None = None, logprobs: int = 0, fields: dict[str, str] | None = None,
              tasks: list[str] | None = None, shuffle: bool = False, split: str = "train",
-             subset: str | None = None, batch_size: int | None = None,
+             subset: str | None = None, revision: str | None = None,
+             batch_size: int | None = None,
              shots: int | None = None, regenerate: bool = False,
              backend_options: dict | None = None, progress: bool = True,
              executor: str = "local", ray_address: str | None = None,
@@ -74,7 +75,7 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
     plan = make_plan(prompt, source, out, model=model, n=n, limit=limit, temperature=temperature,
                      top_p=top_p, max_tokens=max_tokens, seed=seed, logprobs=logprobs,
                      fields=fields, tasks=tasks, shuffle=shuffle, split=split, subset=subset,
-                     shots=shots, regenerate=regenerate, context=context)
+                     revision=revision, shots=shots, regenerate=regenerate, context=context)
     manifest = plan.manifest
     sink = Sink(plan.out, row_schema(plan.sampling.logprobs > 0), plan.total - plan.reused,
                 progress)

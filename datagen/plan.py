@@ -21,6 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from distill import io
+from distill.data import load_source
 from distill.datagen.backends import (
     Backend,
     Completion,
@@ -35,7 +36,6 @@ from distill.errors import DistillError
 from distill.log import log
 from distill.log import progress as progress_bar
 from distill.models import DEFAULT_MODEL, resolve_model
-from distill.sources import load_source
 
 # Settings that change what a row says; a rerun must match them to reuse rows.
 ROW_KEY = ("model", "prompt_sha256", "temperature", "top_p", "max_tokens", "stop", "seed",
@@ -74,7 +74,7 @@ def make_plan(prompt: str, source: str, out: str | Path, *, model: str | None = 
               max_tokens: int | None = None, seed: int | None = None, logprobs: int = 0,
               fields: dict[str, str] | None = None, tasks: list[str] | None = None,
               shuffle: bool = False, split: str = "train", subset: str | None = None,
-              shots: int | None = None, regenerate: bool = False,
+              revision: str | None = None, shots: int | None = None, regenerate: bool = False,
               context: Callable[[], PromptLimit | None] | None = None) -> Plan:
     """Render every source row, check that each prompt fits the model's context (``context``
     gives the limit, or None where unknown), check what ``out`` already holds, and mark its
@@ -87,7 +87,7 @@ def make_plan(prompt: str, source: str, out: str | Path, *, model: str | None = 
     sampling = Sampling(**{**pf.sampling, **{k: v for k, v in overrides.items() if v is not None}},
                         logprobs=logprobs)
     rows = load_source(source, fields=fields, limit=limit, shuffle=shuffle,
-                       seed=sampling.seed, split=split, subset=subset)
+                       seed=sampling.seed, split=split, subset=subset, revision=revision)
     items, duplicates = _render(pf, rows, tasks)
     if context is not None and (prompt_limit := context()) is not None:
         _check_lengths(items, prompt_limit)

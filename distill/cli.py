@@ -7,15 +7,16 @@ import json
 import sys
 from pathlib import Path
 
+from distill.data import options_of
 from distill.errors import DistillError
-from distill.flags import Parser, positional_renamed, renamed, require, take_positionals
-
-
-def _field(text: str) -> tuple[str, str]:
-    target, sep, name = text.partition("=")
-    if not sep or not target or not name:
-        raise argparse.ArgumentTypeError(f"--field takes TARGET=SOURCE_FIELD, got {text!r}")
-    return target, name
+from distill.flags import (
+    Parser,
+    add_data_flags,
+    positional_renamed,
+    renamed,
+    require,
+    take_positionals,
+)
 
 
 def _add_generate(sub) -> None:
@@ -39,14 +40,11 @@ def _add_generate(sub) -> None:
     p.add_argument("--max-tokens", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--logprobs", type=int, default=0, help="keep top-k log-probs per token")
-    p.add_argument("--field", type=_field, action="append", default=[], metavar="VAR=FIELD",
-                   help="template variable VAR reads field FIELD of --data (repeatable)")
     p.add_argument("--tasks", help="comma-separated subset of the prompt file's task grid")
     p.add_argument("--shots", type=int,
                    help="use only the prompt file's first N few-shot exemplars (default: all)")
     p.add_argument("--shuffle", action="store_true", help="shuffle --data rows (with --seed)")
-    p.add_argument("--split", default="train", help="split of a dataset folder or hub dataset")
-    p.add_argument("--subset", help="config name of a hub dataset")
+    add_data_flags(p)
     p.add_argument("--batch-size", type=int, help="prompts per engine call and per shard")
     p.add_argument("--tensor-parallel-size", type=int, help="vllm: GPUs per engine")
     p.add_argument("--concurrency", type=int, help="openai: requests in flight")
@@ -78,8 +76,8 @@ def _generate(args) -> None:
         args.prompt, args.data, args.out, model=args.teacher, backend=args.backend,
         base_url=args.base_url, n=args.n, limit=args.limit, temperature=args.temperature,
         top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed, logprobs=args.logprobs,
-        fields=dict(args.field) or None, tasks=args.tasks.split(",") if args.tasks else None,
-        shuffle=args.shuffle, split=args.split, subset=args.subset, batch_size=args.batch_size,
+        tasks=args.tasks.split(",") if args.tasks else None, shuffle=args.shuffle,
+        **options_of(args), batch_size=args.batch_size,
         shots=args.shots, regenerate=args.regenerate, backend_options=options,
         progress=not args.no_progress, executor=args.executor, ray_address=args.ray_address,
         ray_workers=args.ray_workers)
@@ -132,8 +130,8 @@ def _add_filter(sub) -> None:
     p = sub.add_parser("filter", help="filter a generated dataset: keep, drop with reasons, report",
                        description="Run filter stages over --data; write OUT/kept, "
                        "OUT/dropped, OUT/report.md, report.json and funnel.png.")
-    p.add_argument("--data", metavar="DIR", help="the dataset folder to filter, e.g. a "
-                   "generate output (required)")
+    p.add_argument("--data", metavar="PATH", help="the data to filter, e.g. a generate output "
+                   "(any form docs/dataset-format.md lists; required)")
     p.add_argument("--out", metavar="DIR", help="output folder (required)")
     positional_renamed(p, "in_dir", "--data")
     positional_renamed(p, "out_dir", "--out")
@@ -141,6 +139,7 @@ def _add_filter(sub) -> None:
                    "rejection-sampling); default: the preset for the input's prompt kind")
     p.add_argument("--stages", help="comma-separated stages to run, in order, e.g. "
                    "parse,verify,execute,vote,dedupe,quality,decontaminate")
+    add_data_flags(p)
     _add_executor(p, "tasks at a time per step (default: the cluster's CPUs)")
     p.set_defaults(func=_filter)
 
@@ -152,7 +151,7 @@ def _filter(args) -> None:
     result = run_filter(args.data, args.out, config=args.config,
                         stages=args.stages.split(",") if args.stages else None,
                         executor=args.executor, ray_address=args.ray_address,
-                        ray_workers=args.ray_workers)
+                        ray_workers=args.ray_workers, data_options=options_of(args))
     print(f"{result.rows_in} rows in, {result.kept} kept, {result.dropped} dropped "
           f"-> {result.out}/kept, {result.out}/dropped, {result.out}/report.md")
     for s in result.stages:

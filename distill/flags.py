@@ -76,3 +76,31 @@ def require(args: argparse.Namespace, command: str, *flags: str, hint: str = "")
     missing = [f for f in flags if getattr(args, f.lstrip("-").replace("-", "_"), None) is None]
     if missing:
         raise DistillError(f"distill {command} needs {' and '.join(missing)}{hint}")
+
+
+def add_data_flags(parser: argparse.ArgumentParser, *names: str) -> None:
+    """``--split``, ``--subset``, ``--revision`` and ``--field`` (or only ``names`` of them):
+    how ``--data`` is read, the same in every command (the fields of
+    ``distill.data.DataOptions``)."""
+    from dataclasses import fields
+
+    from distill.data import DataOptions
+
+    for f in fields(DataOptions):
+        if names and f.name not in names:
+            continue
+        if f.name == "field":
+            parser.add_argument("--field", type=_field_spec, action="append", default=[],
+                                metavar="TARGET=SOURCE_FIELD", help=f.metadata["help"])
+        else:
+            parser.add_argument(f"--{f.name}", default=f.default, help=f.metadata["help"])
+
+
+def _field_spec(text: str) -> str:
+    from distill.data import parse_fields
+
+    try:
+        parse_fields([text])
+    except DistillError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text

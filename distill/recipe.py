@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from distill import io
+from distill.data import parse_fields
 from distill.errors import DistillError
 from distill.log import log
 from distill.recipe_check import check_recipe
@@ -129,22 +130,35 @@ def _generate(recipe: dict, out: Path) -> dict:
             "tokens": result.tokens, "finish_reasons": result.finish_reasons}
 
 
+def _data(cfg: dict, default: Path) -> tuple[str | Path, dict]:
+    """A stage's input, popped from ``cfg``: ``data`` (anything ``distill.data.read`` takes;
+    default: the stage before's output) and its ``split``, ``subset``, ``revision`` and
+    ``field`` (``{target: column}`` or ``["target=column"]``)."""
+    options = {"split": cfg.pop("split", "train"), "subset": cfg.pop("subset", None),
+               "revision": cfg.pop("revision", None),
+               "fields": parse_fields(cfg.pop("field", None))}
+    return cfg.pop("data", default), options
+
+
 def _filter(recipe: dict, out: Path) -> dict:
     from distill.filters.pipeline import run_filter
 
-    cfg = recipe["filter"] or {}
+    cfg = dict(recipe["filter"] or {})
+    data, options = _data(cfg, out / "generate")
     config = cfg.get("config")
     if "stages" in cfg:  # inline stages: written next to the output, for the record
         config = out / "filter.yaml"
         config.write_text(yaml.safe_dump({"stages": cfg["stages"]}, sort_keys=False))
-    result = run_filter(out / "generate", out / "filter", config=config)
+    result = run_filter(data, out / "filter", config=config, data_options=options)
     return {"rows_in": result.rows_in, "kept": result.kept, "dropped": result.dropped}
 
 
 def _publish(recipe: dict, out: Path) -> dict:
     from distill.publish.publish import publish
 
-    publish(out / "filter", out / "publish", **(recipe["publish"] or {}))
+    cfg = dict(recipe["publish"] or {})
+    data, options = _data(cfg, out / "filter")
+    publish(data, out / "publish", **cfg, data_options=options)
     return {"folder": str(out / "publish")}
 
 
@@ -152,6 +166,7 @@ def _train(recipe: dict, out: Path) -> dict:
     from distill.sft.methods import method
 
     cfg = dict(recipe["train"] or {})
+    data, options = _data(cfg, out / "filter" / "kept")
     name = cfg.pop("method", "sft")
     try:
         _, train = method(name)
@@ -162,7 +177,7 @@ def _train(recipe: dict, out: Path) -> dict:
     elif name == "gkd":
         cfg.setdefault("teacher_model_name_or_path", _teacher_model(recipe))
     student = (recipe.get("student") or {}).get("model")
-    result = train(student, out / "filter" / "kept", out / "train", **cfg)
+    result = train(student, data, out / "train", data_options=options, **cfg)
     return {k: result.metrics.get(k) for k in ("train_loss", "global_step", "train_runtime")}
 
 

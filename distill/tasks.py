@@ -214,7 +214,7 @@ def _rows(raws, mapper, prefix: str, where: str, fields: dict[str, str]) -> list
 
 
 def _from_file(p: Path, task: Task | None, fields: dict[str, str]) -> list[dict]:
-    from distill.sources import load_source
+    from distill.data import load_source
 
     raws = [r.fields for r in load_source(str(p))]
     mapper = task.mapper if task else _map_generic

@@ -6,7 +6,8 @@ finished runs, and a list of folders is what positionals are for."""
 
 from __future__ import annotations
 
-from distill.flags import renamed, require
+from distill.data import parse_fields
+from distill.flags import add_data_flags, renamed, require
 
 
 def register(sub) -> None:
@@ -46,6 +47,7 @@ def register(sub) -> None:
     p.add_argument("--regenerate", action="store_true",
                    help="discard generations made with other settings and start over")
     p.add_argument("--no-progress", action="store_true")
+    add_data_flags(p, "field")
     p.set_defaults(func=_eval)
 
     verbs = p.add_subparsers(dest="eval_verb", metavar="compare")
@@ -73,7 +75,8 @@ def _eval(args) -> None:
                       limit=args.limit, backend=args.backend, base_url=args.base_url,
                       max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed,
                       split=args.split, batch_size=args.batch_size, params=args.params,
-                      shots=args.shots, regenerate=args.regenerate, progress=not args.no_progress)
+                      shots=args.shots, regenerate=args.regenerate, progress=not args.no_progress,
+                      fields=parse_fields(args.field))
     print(result.summary())
 
 

@@ -14,7 +14,7 @@ TEXT_FIELDS = ("text", "completion", "question", "prompt", "content")
 def load_texts(path, max_texts: int = 64) -> list[str]:
     """Texts from a .txt (one per line), .jsonl/.json/.csv/.parquet (field ``text``,
     ``completion``, ``question``, ``prompt`` or ``content``) or a dataset folder."""
-    from distill.sources import load_source
+    from distill.data import load_source
 
     texts = []
     for row in load_source(str(path), limit=max_texts):

@@ -62,18 +62,20 @@ def evaluate(model: str | None, task: str, out: str | Path, *, prompt: str | Non
              temperature: float | None = None, seed: int = 0, split: str = "test",
              batch_size: int | None = None, params: int | None = None,
              exec_timeout: float = 5.0, shots: int | None = None, regenerate: bool = False,
-             backend_options: dict | None = None, progress: bool = True) -> EvalResult:
+             backend_options: dict | None = None, progress: bool = True,
+             fields: dict[str, str] | None = None) -> EvalResult:
     """Evaluate ``model`` (an HF folder, hub id, ``distill train`` output folder, a served
     model name with ``backend="openai"``, or None for the embedded default) on ``task`` (a
     task name or a file with question and answer fields): greedy accuracy, and with ``n`` > 1
-    also pass@k and maj@k from ``n`` samples. Writes ``out`` (see the module docstring)."""
+    also pass@k and maj@k from ``n`` samples; ``fields`` maps a file's columns (``{"question":
+    "problem"}``). Writes ``out`` (see the module docstring)."""
     Sampling(**{k: v for k, v in {"n": n, "temperature": temperature, "max_tokens": max_tokens,
                                   "seed": seed}.items() if v is not None})  # checks them
     for name, value in (("limit", limit), ("batch_size", batch_size), ("params", params)):
         check_number(name, value, 1)
     options = backend_options_for(backend, base_url, batch_size, backend_options)
     out = Path(out)
-    rows = load_task(task, split=split)
+    rows = load_task(task, split=split, fields=fields)
     if limit is not None:
         rows = rows[:limit]
     if not rows:

@@ -11,6 +11,7 @@ import pyarrow as pa
 import yaml
 
 from distill import io
+from distill.data import conversations, read
 from distill.errors import DistillError
 from distill.filters.base import Filtered, Stage, log_stage
 from distill.filters.stages import build_stages, stage_class
@@ -59,20 +60,24 @@ class FilterResult:
 
 def run_filter(in_dir: str | Path, out_dir: str | Path, *, config: str | Path | None = None,
                stages: list[str] | None = None, executor: str = "local",
-               ray_address: str | None = None, ray_workers: int | None = None) -> FilterResult:
-    """Filter the dataset at ``in_dir`` into ``out_dir/kept``, ``out_dir/dropped`` and the
-    report. ``config`` is a filter YAML file or preset name (default: the preset for the
-    input's prompt kind: cot, pot or instruction); ``stages`` picks and orders stages.
+               ray_address: str | None = None, ray_workers: int | None = None,
+               data_options: dict | None = None) -> FilterResult:
+    """Filter the data at ``in_dir`` (anything ``distill.data.read`` takes, with
+    ``data_options``: its split, subset, revision and fields; a conversational format is
+    mapped to distill's row, other columns are left to the stages that need them) into
+    ``out_dir/kept``, ``out_dir/dropped`` and the report. ``config`` is a filter YAML file or
+    preset name (default: the preset for the input's prompt kind: cot, pot or instruction);
+    ``stages`` picks and orders stages.
     ``executor="ray"`` runs them as Ray Data pipelines on ``ray_workers`` workers of the
     cluster at ``ray_address`` (``distill.filters.ray``), keeping and dropping the same rows."""
     from distill.filters.report import write_report
 
     if executor not in ("local", "ray"):
         raise DistillError(f"executor must be local or ray, not {executor!r}")
-    in_dir, out_dir = Path(in_dir), Path(out_dir)
-    if not io.shard_paths(in_dir):
-        raise DistillError(f"{in_dir}: not a dataset folder (no data/part-*.parquet)")
-    preset = ((io.read_manifest(in_dir) or {}).get("prompt") or {}).get("kind", "cot")
+    out_dir = Path(out_dir)
+    source = conversations(read(in_dir, **(data_options or {})), required=False)
+    manifest = source.manifest
+    preset = ((manifest or {}).get("prompt") or {}).get("kind", "cot")
     spec = load_filter_config(config or (preset if preset in ("pot", "instruction") else "cot"))
     if stages is not None:
         spec = pick_stages(spec, stages)
@@ -80,13 +85,16 @@ def run_filter(in_dir: str | Path, out_dir: str | Path, *, config: str | Path | 
     if executor == "ray":
         from distill.filters.ray.filter import filter_on_ray
 
-        run = filter_on_ray(in_dir, spec, pipeline, ray_address, ray_workers)
+        if source.kind not in ("dataset", "filter output") or (data_options or {}).get("fields"):
+            raise DistillError(f"{in_dir}: --executor ray reads a distill dataset folder "
+                               "(data/part-*.parquet) as it is; filter this data locally")
+        run = filter_on_ray(source.folder, spec, pipeline, ray_address, ray_workers)
     else:
-        run = filter_rows(io.read_rows(in_dir), pipeline)
+        run = filter_rows(source.dataset.to_list(), pipeline)
     summary = [{"stage": s.name, "options": s.options, **s.stats.to_dict(),
                 "seconds": round(t, 3), **r} for s, t, r in zip(pipeline, run.seconds, run.reports)]
     lineage = {"kind": "filter", "created": io.now(), "input": str(in_dir),
-               "input_manifest": io.read_manifest(in_dir), "stages": summary,
+               "input_manifest": manifest, "stages": summary,
                "versions": io.package_versions()}
     write_rows(out_dir / "kept", run.kept, {**lineage, "rows": len(run.kept)})
     write_rows(out_dir / "dropped", run.dropped, {**lineage, "rows": len(run.dropped)})

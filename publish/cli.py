@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from distill.flags import positional_renamed, renamed, require
+from distill.data import options_of
+from distill.flags import add_data_flags, positional_renamed, renamed, require
 from distill.publish.formats import FORMATS
 
 
@@ -11,9 +12,9 @@ def register(sub) -> None:
                        description="Write OUT: data/{split}-*.parquet, README.md (a dataset "
                        "card with the lineage, funnel, lengths and samples), funnel.png, "
                        "lengths.png, manifest.json. --data is a filter output (its kept/ is "
-                       "published) or a dataset folder.")
-    p.add_argument("--data", metavar="DIR", help="a filter output or a dataset folder "
-                   "(required)")
+                       "published), a dataset folder or any data docs/dataset-format.md lists.")
+    p.add_argument("--data", metavar="PATH", help="a filter output, a dataset folder, a "
+                   "published folder, files or a hub id (required)")
     p.add_argument("--out", metavar="DIR", help="output folder (required)")
     positional_renamed(p, "in_dir", "--data")
     renamed(p, "--to", "--out")
@@ -33,18 +34,20 @@ def register(sub) -> None:
     p.add_argument("--to-hub", metavar="REPO_ID", help="then push to this hub dataset repo "
                    "(needs a token: HF_TOKEN or `hf auth login`)")
     p.add_argument("--private", action="store_true", help="with --to-hub: a private repo")
+    add_data_flags(p)
     p.set_defaults(func=_publish)
 
     s = sub.add_parser("show", help="summarize a dataset folder; --html writes a browsable page",
                        description="Print rows, columns, the filter funnel, lengths and a few "
                        "samples of --data (a filter output, a dataset folder or a published "
                        "folder). --html FILE writes one self-contained page.")
-    s.add_argument("--data", metavar="DIR", help="a filter output, a dataset folder or a "
-                   "published folder (required)")
+    s.add_argument("--data", metavar="PATH", help="a filter output, a dataset folder, a "
+                   "published folder (its --split), files or a hub id (required)")
     positional_renamed(s, "dir", "--data")
     s.add_argument("--samples", type=int, default=3, help="samples to print")
     s.add_argument("--html", metavar="FILE", help="write a self-contained HTML page")
     s.add_argument("--max-rows", type=int, default=1000, help="rows embedded in the page")
+    add_data_flags(s)
     s.set_defaults(func=_show)
 
 
@@ -57,7 +60,7 @@ def _publish(args) -> None:
                      license=args.license,
                      language=[x.strip() for x in args.language.split(",") if x.strip()],
                      name=args.name, samples=args.samples, metadata=not args.no_metadata,
-                     to_hub=args.to_hub, private=args.private)
+                     to_hub=args.to_hub, private=args.private, data_options=options_of(args))
     print(result.summary())
 
 
@@ -66,6 +69,7 @@ def _show(args) -> None:
     from distill.publish.show import summary
 
     require(args, "show", "--data")
-    print(summary(args.data, samples=args.samples))
+    options = options_of(args)
+    print(summary(args.data, samples=args.samples, options=options))
     if args.html:
-        print(f"wrote {write_html(args.data, args.html, max_rows=args.max_rows)}")
+        print(f"wrote {write_html(args.data, args.html, max_rows=args.max_rows, options=options)}")

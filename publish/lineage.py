@@ -1,4 +1,4 @@
-"""The input of ``distill publish`` and ``distill show``: a dataset folder, the chain of
+"""The input of ``distill publish``: the data read, the chain of
 manifests that made it (its lineage) and the filter funnel they record."""
 
 from __future__ import annotations
@@ -7,15 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distill import io
-from distill.errors import DistillError
+from distill.data import Data, conversations, read
 
 
 @dataclass
 class Input:
-    """The rows' dataset folder, its manifest chain (newest first) and the folder holding the
-    filter report (``report.json``, ``funnel.png``) when there is one."""
+    """The data read (``distill.data.Data``), its manifest chain (newest first) and the folder
+    holding the filter report (``report.json``, ``funnel.png``) when there is one."""
 
-    folder: Path
+    data: Data
     chain: list[dict]
     report_dir: Path | None
 
@@ -29,18 +29,16 @@ class Input:
         return [m for m in reversed(self.chain) if m.get("kind") == "filter"]
 
 
-def resolve(in_dir: str | Path) -> Input:
-    """A filter output folder (its ``kept/``), or a dataset folder of ``data/part-*.parquet``."""
-    path = Path(in_dir)
-    if io.shard_paths(path / "kept"):
-        folder, report_dir = path / "kept", path
-    elif io.shard_paths(path):
-        folder = path
-        report_dir = path.parent if (path.parent / "report.json").exists() else None
-    else:
-        raise DistillError(f"{path}: neither a filter output (kept/data/part-*.parquet) nor a "
-                           "dataset folder (data/part-*.parquet)")
-    return Input(folder, io.lineage(io.read_manifest(folder)), report_dir)
+def resolve(in_dir: str | Path, options: dict | None = None) -> Input:
+    """Any data ``distill.data.read`` takes (``options``: its split, subset, revision and
+    fields), mapped to distill's row; a filter output publishes its ``kept/``."""
+    data = conversations(read(in_dir, **(options or {})))
+    report_dir = None
+    if data.kind == "filter output":
+        report_dir = Path(in_dir)
+    elif data.folder and (data.folder.parent / "report.json").exists():
+        report_dir = data.folder.parent
+    return Input(data, io.lineage(data.manifest), report_dir)
 
 
 def funnel(chain: list[dict]) -> dict | None:

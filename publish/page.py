@@ -16,10 +16,11 @@ TEXT_CLIP = 6000  # characters of a prompt or completion kept in the page
 
 
 def write_html(path: str | Path, out_file: str | Path, max_rows: int = 1000,
-               seed: int = 0) -> Path:
+               seed: int = 0, options: dict | None = None) -> Path:
     """Write the page for DIR to ``out_file``; at most ``max_rows`` rows are embedded (a
-    sample that keeps every drop reason), and the page says how many there are in all."""
-    v = load_view(path)
+    sample that keeps every drop reason), and the page says how many there are in all.
+    ``options``: how ``path`` is read (``show.load_view``)."""
+    v = load_view(path, options)
     sample = _sample(v.rows, max_rows, seed)
     data = {"rows": [_page_row(r) for r in sample], "total": len(v.rows)}
     statuses = [s for s in ("kept", "dropped") if any(r["_status"] == s for r in v.rows)]

@@ -47,16 +47,20 @@ def publish(in_dir: str | Path, out: str | Path, *, test_size: float | None = No
             license: str = "other", language: list[str] | None = None,
             name: str | None = None, samples: int = 3, metadata: bool = True,
             to_hub: str | None = None, private: bool = False,
-            token: str | None = None) -> PublishResult:
+            token: str | None = None, data_options: dict | None = None) -> PublishResult:
     """Write ``out`` as a hub-ready dataset folder from ``in_dir`` (see ``distill publish``);
-    with ``to_hub``, then push it. The local folder is complete before any push starts."""
-    src = resolve(in_dir)
+    with ``to_hub``, then push it. The local folder is complete before any push starts.
+    ``data_options``: the split, subset, revision and fields ``in_dir`` is read with."""
+    src = resolve(in_dir, data_options)
     out = Path(out)
-    if out.resolve() in (Path(in_dir).resolve(), src.folder.resolve()):
-        raise DistillError(f"--out {out}: would overwrite the input; choose another folder")
-    rows = io.read_rows(src.folder)
+    inputs = [Path(in_dir), *([src.data.folder] if src.data.folder else []), *src.data.files]
+    for p in inputs:
+        if out.resolve() in (p.resolve(), *p.resolve().parents):
+            raise DistillError(f"--out {out}: would overwrite the input ({p}); choose another "
+                               "folder")
+    rows = src.data.dataset.to_list()
     if not rows:
-        raise DistillError(f"{src.folder}: no rows to publish")
+        raise DistillError(f"{src.data.name}: no rows to publish")
     splits = assign_splits(rows, test_size=test_size, split_column=split_column, seed=seed)
     table = format_table(rows, format, metadata)
     order = sorted(set(splits), key=lambda s: (SPLIT_ORDER.index(s) if s in SPLIT_ORDER

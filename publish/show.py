@@ -1,9 +1,9 @@
 """``distill show``: what is in a dataset folder, read once (``load_view``) and summarized in
 the terminal (``summary``); ``distill.publish.page`` writes the same view as an HTML page.
 
-DIR may be a filter output (``kept/`` + ``dropped/`` + ``report.json``), a dataset folder
-(``data/part-*.parquet``, e.g. a generate output or ``kept/`` itself) or a published folder
-(``data/{split}-*.parquet``).
+DIR may be a filter output (``kept/`` + ``dropped/`` + ``report.json``), or any data
+``distill.data.read`` takes: a dataset folder (e.g. a generate output or ``kept/`` itself), a
+published folder (its ``--split``), files or a hub id.
 """
 
 from __future__ import annotations
@@ -12,10 +12,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from distill import io
-from distill.errors import DistillError
+from distill.data import read
 from distill.log import pct
 from distill.publish.lengths import describe, lengths
 from distill.publish.lineage import funnel
@@ -38,22 +36,26 @@ class View:
         return sum(1 for r in self.rows if r["_status"] == status)
 
 
-def load_view(path: str | Path) -> View:
+def load_view(path: str | Path, options: dict | None = None) -> View:
+    """The rows of ``path``: a filter output's kept and dropped rows, or anything
+    ``distill.data.read`` takes (``options``: its split, subset, revision and fields)."""
     p = Path(path)
+    options = options or {}
     if io.shard_paths(p / "kept"):
-        rows = _read(io.shard_paths(p / "kept"), "kept")
-        rows += _read(io.shard_paths(p / "dropped"), "dropped")
-        kind, meta_dir = "filter output", p / "kept"
-        columns = _columns(io.shard_paths(p / "kept"))
+        parts = [(read(p / "kept", fields=options.get("fields")), "kept")]
+        if (p / "dropped").is_dir():
+            parts.append((read(p / "dropped", fields=options.get("fields")), "dropped"))
+        kind, chain_of = "filter output", parts[0][0]
     else:
-        files = io.shard_paths(p) or sorted((p / io.DATA_DIR).glob("*.parquet"))
-        if not files:
-            raise DistillError(f"{p}: no dataset here (expected kept/, data/part-*.parquet or "
-                               "data/*.parquet)")
-        published = not io.shard_paths(p)
-        rows = _read(files, None, split_from_name=published)
-        kind, meta_dir, columns = ("published dataset" if published else "dataset"), p, _columns(files)
-    chain = io.lineage(io.read_manifest(meta_dir))
+        data = read(p, **options)
+        parts, kind, chain_of = [(data, None)], data.kind, data
+    rows = []
+    for data, status in parts:
+        split = data.split if data.kind == "published dataset" else None
+        rows += [{**r, "_status": status, "_split": split} for r in data.dataset.to_list()]
+    schema = parts[0][0].dataset.features.arrow_schema
+    columns = [(name, str(t)) for name, t in zip(schema.names, schema.types)]
+    chain = io.lineage(chain_of.manifest)
     filtered = any(m.get("kind") == "filter" for m in chain)
     for r in rows:
         if r["_status"] is None:
@@ -70,24 +72,6 @@ def load_view(path: str | Path) -> View:
             reasons[key] = reasons.get(key, 0) + 1
     reasons = dict(sorted(reasons.items(), key=lambda kv: -kv[1]))
     return View(p, kind, rows, columns, chain, fun, reasons)
-
-
-def _read(files: list[Path], status: str | None, split_from_name: bool = False) -> list[dict]:
-    rows = []
-    for f in files:
-        split = f.name.split("-")[0] if split_from_name else None
-        for r in pq.read_table(f).to_pylist():
-            r["_status"], r["_split"] = status, split
-            rows.append(r)
-    return rows
-
-
-def _columns(files: list[Path]) -> list[tuple[str, str]]:
-    cols: dict[str, str] = {}
-    for f in files:
-        for fld in pq.read_schema(f):
-            cols.setdefault(fld.name, str(fld.type))
-    return list(cols.items())
 
 
 def drop_reason(row: dict) -> str:
@@ -128,8 +112,8 @@ def row_lengths(rows: list[dict]) -> dict[str, list[int]]:
 
 # --- terminal ----------------------------------------------------------------------------
 
-def summary(path: str | Path, samples: int = 3) -> str:
-    v = load_view(path)
+def summary(path: str | Path, samples: int = 3, options: dict | None = None) -> str:
+    v = load_view(path, options)
     n = len(v.rows)
     counts = f" ({v.count('kept')} kept, {v.count('dropped')} dropped)" if v.count("dropped") \
         or v.kind == "filter output" else ""

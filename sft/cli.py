@@ -63,21 +63,23 @@ def register(sub) -> None:
 
 
 def _train(verb: argparse.ArgumentParser, args) -> None:
-    from distill.sft.data import resolve_data_dir
+    from distill.data import options_of
+    from distill.sft.data import read_data
     from distill.sft.train import read_inputs
 
     if not HELP & set(args.argv):
         first = read_inputs(args.argv)
-        for folder in (first.data, first.eval_data):
-            if folder is not None:
-                resolve_data_dir(folder)  # fail fast, before trl's slow import
+        for data in (first.data, first.eval_data):
+            if data is not None:
+                read_data(data, options_of(first))  # fail fast, before trl's slow import
     from distill.sft.config import parse_train_args
     from distill.sft.methods import method
 
     config_class, train = method(args.verb)
     inputs, config = parse_train_args(config_class, args.argv, prog=verb.prog,
                                       description=verb.description, epilog=verb.epilog)
-    result = train(inputs.student, inputs.data, inputs.out, config, eval_data=inputs.eval_data)
+    result = train(inputs.student, inputs.data, inputs.out, config, eval_data=inputs.eval_data,
+                   data_options=options_of(inputs))
     from accelerate import PartialState
 
     if PartialState().is_main_process:  # one summary under accelerate launch / torchrun

@@ -200,6 +200,8 @@ def train_parser(config_class, **kwargs):
             renamed(parser, spelling, action.option_strings[-1], type=action.type)
     own = {f.name for f in fields(TrainInputs)} | set(added_fields(config_class, SFTConfig))
     for action in parser._actions:
+        if action.dest == "field":  # repeatable, as in every command (flags.add_data_flags)
+            action.__class__, action.nargs, action.default = argparse._AppendAction, None, []
         if action.dest in own:
             action.option_strings.sort(key=lambda s: "_" in s)  # help shows distill's dashes
         elif action.dest == "output_dir":

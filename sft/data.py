@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-from distill import io
 from distill.chat import ensure_chat_template
 from distill.errors import DistillError
 from distill.log import log
@@ -37,22 +36,22 @@ SPAN_NAMES = ("prompt", "reasoning", "answer")
 BAD, TRUNCATED = "bad", "truncated"
 
 
-def resolve_data_dir(path: str | Path) -> Path:
-    """A dataset folder, or a ``distill filter`` output folder (its ``kept/`` is used)."""
-    path = Path(path)
-    if io.shard_paths(path):
-        return path
-    if io.shard_paths(path / "kept"):
-        return path / "kept"
-    raise DistillError(f"{path}: not a dataset folder (no data/part-*.parquet, no kept/)")
-
-
-def load_rows(path: str | Path) -> tuple[list[dict], dict | None, Path]:
-    folder = resolve_data_dir(path)
-    rows = io.read_rows(folder)
+def load_rows(path: str | Path, options: dict | None = None) -> tuple[list[dict], dict | None, str]:
+    """(rows as distill rows, the manifest of the folder they come from, what was read) of any
+    data ``distill.data.read`` takes; ``options``: its split, subset, revision and fields."""
+    data = read_data(path, options)
+    rows = data.dataset.to_list()
     if not rows:
-        raise DistillError(f"{folder}: the dataset has no rows")
-    return rows, io.read_manifest(folder), folder
+        raise DistillError(f"{data.name}: the dataset has no rows")
+    return rows, data.manifest, str(data.folder or data.name)
+
+
+def read_data(path: str | Path, options: dict | None = None):
+    """``path`` read and mapped to distill's row (messages + completion): fails fast, with one
+    line, on data that cannot be trained on."""
+    from distill.data import conversations, read
+
+    return conversations(read(path, **(options or {})))
 
 
 @dataclass

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
 
+from distill.data import DataOptions
 from distill.errors import DistillError
 from distill.log import log
 
@@ -19,9 +20,10 @@ RUN_FILE = "distill_sft.json"
 
 
 @dataclass
-class TrainInputs:
+class TrainInputs(DataOptions):
     """What a training run reads and writes, besides its config: ``distill train``'s flags and
-    recipe keys next to the config fields."""
+    recipe keys next to the config fields; the data flags (``DataOptions``) apply to ``data``
+    and ``eval_data``."""
 
     # Old field names (flags and recipe keys) still accepted, with a notice: old -> new.
     renamed_fields: ClassVar[dict[str, str]] = {"model": "student"}
@@ -29,11 +31,13 @@ class TrainInputs:
     student: str | None = field(default=None, metadata={
         "help": "The student: HF folder or hub id; None: the embedded SmolLM2-135M-Instruct."})
     data: str | None = field(default=None, metadata={
-        "help": "Dataset folder, or a distill filter output (uses its kept/)."})
+        "help": "The training data: a dataset folder, a filter output (its kept/), a published "
+        "or save_to_disk folder, Parquet/jsonl/json/csv files, a folder or glob of them, or a "
+        "hub id; messages + completion, or a format mapped to it (see docs/dataset-format.md)."})
     out: str | None = field(default=None, metadata={
         "help": "Output folder: checkpoints, the student, its README.md card."})
     eval_data: str | None = field(default=None, metadata={
-        "help": "Dataset folder to evaluate on."})
+        "help": "Data to evaluate on (any --data form)."})
     config: str | None = field(default=None, metadata={
         "help": "Recipe YAML: config fields, plus student, data, out and eval_data; flags "
         "override it."})
@@ -44,7 +48,11 @@ def read_inputs(argv: list[str]) -> TrainInputs:
     importing transformers or trl (seconds): to check the data before they load."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     for f in fields(TrainInputs):
-        parser.add_argument(*dict.fromkeys([f"--{f.name}", f"--{f.name.replace('_', '-')}"]))
+        names = dict.fromkeys([f"--{f.name}", f"--{f.name.replace('_', '-')}"])
+        if f.name == "field":
+            parser.add_argument(*names, action="append", default=[])
+        else:
+            parser.add_argument(*names, default=f.default)
     return TrainInputs(**vars(parser.parse_known_args(argv)[0]))
 
 
@@ -70,9 +78,11 @@ class TrainResult:
 
 
 def train_sft(model: str | None, data: str | Path, out: str | Path, config=None, *,
-              eval_data: str | Path | None = None, **overrides) -> TrainResult:
+              eval_data: str | Path | None = None, data_options: dict | None = None,
+              **overrides) -> TrainResult:
     """Fine-tune ``model`` (HF folder or hub id; None: the embedded SmolLM2-135M-Instruct) on the
-    dataset folder ``data``; write the student to ``out``. ``config`` is a
+    data ``data`` (anything ``distill.data.read`` takes, with ``data_options``: its split,
+    subset, revision and fields); write the student to ``out``. ``config`` is a
     ``DistillSFTConfig`` (its ``output_dir`` is set to ``out``); ``overrides`` are config
     fields used to build one when it is None. Rerunning with ``out`` holding checkpoints of the
     same settings resumes from the last complete one."""
@@ -80,7 +90,8 @@ def train_sft(model: str | None, data: str | Path, out: str | Path, config=None,
     from distill.sft.trainer import DistillSFTTrainer
 
     config = config or build_config(output_dir=str(out), **overrides)
-    return fit(model, data, out, config, Method(DistillSFTTrainer), eval_data=eval_data)
+    return fit(model, data, out, config, Method(DistillSFTTrainer), eval_data=eval_data,
+               data_options=data_options)
 
 
 @dataclass
@@ -124,7 +135,7 @@ class Method:
 
 
 def fit(model: str | None, data: str | Path, out: str | Path, config, method: Method, *,
-        eval_data: str | Path | None = None) -> TrainResult:
+        eval_data: str | Path | None = None, data_options: dict | None = None) -> TrainResult:
     """The job every method shares: load and check the data, resume, train with
     ``method.trainer_class``, save the student and its card in ``out``."""
     from accelerate import PartialState
@@ -147,13 +158,13 @@ def fit(model: str | None, data: str | Path, out: str | Path, config, method: Me
     method.prepare(tokenizer, str(model_path))
 
     state = PartialState()
-    rows, manifest, folder = load_rows(data)
+    rows, manifest, folder = load_rows(data, data_options)
     columns, report = build_examples(rows, tokenizer, config,
                                      verbose=state.is_local_main_process)
     train = Examples(rows, columns, report)
     evaluation, eval_report = None, None
     if eval_data is not None:
-        eval_rows, _, _ = load_rows(eval_data)
+        eval_rows, _, _ = load_rows(eval_data, data_options)
         eval_columns, eval_report = build_examples(eval_rows, tokenizer, config,
                                                    verbose=state.is_local_main_process)
         evaluation = Examples(eval_rows, eval_columns, eval_report)

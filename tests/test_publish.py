@@ -197,7 +197,7 @@ def test_a_problem_split_needs_two_problems_and_never_overwrites_the_input(disti
         assign_splits(rows, test_size=0.5)
     with pytest.raises(DistillError, match="would overwrite the input"):
         publish(filtered, filtered / "kept")
-    with pytest.raises(DistillError, match="neither a filter output"):
+    with pytest.raises(DistillError, match="no dataset here"):
         publish(tmp_path, tmp_path / "pub")
 
 

@@ -85,7 +85,7 @@ def test_accelerate_configs_load():
 
 def test_bad_input_fails_with_one_line(tmp_path, capsys):
     assert main(["train", "sft", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert "not a dataset folder" in capsys.readouterr().err
+    assert "no dataset here" in capsys.readouterr().err
 
 
 def test_cli_trains_and_writes_student_and_card(tiny_model, filtered, tmp_path):

@@ -69,9 +69,9 @@ class CaptureResult:
 def capture_logits(teacher: str, data: str | Path, out: str | Path, top_k: int, *,
                    student: str | None = None, config=None, batch_size: int = 8,
                    dtype: str = "auto", device: str | None = None, shard_size: int = 512,
-                   restart: bool = False) -> CaptureResult:
-    """Capture ``teacher``'s top-``top_k`` log-probs for the counted tokens of the dataset
-    folder ``data`` into ``out``. ``student``: the model to train (its tokenizer builds the
+                   restart: bool = False, data_options: dict | None = None) -> CaptureResult:
+    """Capture ``teacher``'s top-``top_k`` log-probs for the counted tokens of ``data``
+    (anything ``distill train`` reads, with ``data_options``) into ``out``. ``student``: the model to train (its tokenizer builds the
     sequences and must be the teacher's; its vocabulary size bounds the shared one); default:
     the teacher's tokenizer. ``config``: a ``DistillSFTConfig`` with the training run's data
     settings (max_length, objective, weights, ...)."""
@@ -100,7 +100,7 @@ def capture_logits(teacher: str, data: str | Path, out: str | Path, top_k: int, 
         tokenizer = student_tokenizer
         student_rows = vocab_rows(AutoConfig.from_pretrained(student))
     check_pad_token(tokenizer)
-    rows, source_manifest, folder = load_rows(data)
+    rows, source_manifest, folder = load_rows(data, data_options)
     columns, report = build_examples(rows, tokenizer, config)
     model = load_teacher(teacher, dtype, device)
     vocab = min(vocab_rows(model), student_rows or len(tokenizer))

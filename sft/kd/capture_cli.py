@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from distill.errors import DistillError
-from distill.flags import renamed
+from distill.flags import add_data_flags, renamed
 from distill.sft.cli import PassThroughParser
 from distill.sft.kd.teacher import TEACHER_DTYPES
 
@@ -22,7 +22,8 @@ def register(sub) -> None:
         epilog="example: distill logits capture --teacher Qwen/Qwen2.5-7B-Instruct --student "
         "Qwen/Qwen2.5-0.5B-Instruct --data runs/x/kept --out runs/x/logits --top-k 64")
     c.add_argument("--teacher", required=True, help="teacher model (HF folder or hub id)")
-    c.add_argument("--data", required=True, help="dataset folder, or a distill filter output")
+    c.add_argument("--data", required=True, help="the training data (any form distill train "
+                   "--data takes)")
     c.add_argument("--out", required=True, help="output folder (a dataset of top-k columns)")
     c.add_argument("--top-k", type=int, required=True, help="log-probs kept per token")
     c.add_argument("--student", help="the student to train: its tokenizer builds the sequences "
@@ -35,15 +36,17 @@ def register(sub) -> None:
     renamed(c, "--dtype", "--teacher-dtype")
     renamed(c, "--device", "--teacher-device")
     c.add_argument("--restart", action="store_true", help="replace an existing capture in --out")
+    add_data_flags(c)
     c.set_defaults(func=_capture)
 
 
 def _capture(args) -> None:
     from dataclasses import fields
 
-    from distill.sft.data import resolve_data_dir
+    from distill.data import options_of
+    from distill.sft.data import read_data
 
-    resolve_data_dir(args.data)
+    read_data(args.data, options_of(args))  # fail fast, before the models load
     from distill.sft.config import DistillSFTConfig, build_config, load_train_config
     from distill.sft.kd.capture import capture_logits
     from distill.sft.kd.config import DistillKDConfig
@@ -55,5 +58,6 @@ def _capture(args) -> None:
     config = build_config(recipe, args.argv, output_dir=args.out)
     result = capture_logits(args.teacher, args.data, args.out, args.top_k, student=args.student,
                             config=config, batch_size=args.batch_size, dtype=args.teacher_dtype,
-                            device=args.teacher_device, restart=args.restart)
+                            device=args.teacher_device, restart=args.restart,
+                            data_options=options_of(args))
     print(result.summary())

@@ -11,7 +11,8 @@ from distill.sft.train import Examples, Method, TrainResult, fit
 
 
 def train_kd(model: str | None, data: str | Path, out: str | Path, config=None, *,
-             eval_data: str | Path | None = None, **overrides) -> TrainResult:
+             eval_data: str | Path | None = None, data_options: dict | None = None,
+             **overrides) -> TrainResult:
     """Distill into the student ``model`` on the dataset folder ``data``; write it to ``out``.
     ``config`` is a ``DistillKDConfig`` (``teacher`` or ``offline_logits`` set); ``overrides``
     are its fields, used to build one when it is None. Resumes like ``train_sft``."""
@@ -20,7 +21,8 @@ def train_kd(model: str | None, data: str | Path, out: str | Path, config=None, 
 
     config = config or build_config(config_class=DistillKDConfig, output_dir=str(out),
                                     **overrides)
-    return fit(model, data, out, config, KDMethod(config), eval_data=eval_data)
+    return fit(model, data, out, config, KDMethod(config), eval_data=eval_data,
+               data_options=data_options)
 
 
 class KDMethod(Method):

@@ -59,7 +59,8 @@ DistillGKDConfig.resume_keys = RESUME_KEY + added_fields(DistillGKDConfig)
 
 
 def train_gkd(model: str | None, data: str | Path, out: str | Path, config=None, *,
-              eval_data: str | Path | None = None, **overrides) -> TrainResult:
+              eval_data: str | Path | None = None, data_options: dict | None = None,
+             **overrides) -> TrainResult:
     """GKD of the student ``model`` on the dataset folder ``data`` (its prompts; its
     completions for the off-policy share); write it to ``out``. ``config``: a
     ``DistillGKDConfig``; ``overrides``: its fields, used to build one when it is None."""
@@ -67,7 +68,8 @@ def train_gkd(model: str | None, data: str | Path, out: str | Path, config=None,
 
     config = config or build_config(config_class=DistillGKDConfig, output_dir=str(out),
                                     **overrides)
-    return fit(model, data, out, config, GKDMethod(config), eval_data=eval_data)
+    return fit(model, data, out, config, GKDMethod(config), eval_data=eval_data,
+               data_options=data_options)
 
 
 class GKDMethod(Method):

@@ -4,8 +4,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from distill.data import load_source
 from distill.errors import DistillError
-from distill.sources import load_source
 
 ROWS = [{"problem": f"What is {i} + {i}?", "solution": str(2 * i)} for i in range(5)]
 
@@ -63,8 +63,8 @@ def test_limit_and_seeded_shuffle(tmp_path):
 
 
 def test_mapping_to_a_missing_field_names_the_field_and_row(tmp_path):
-    with pytest.raises(DistillError, match=r"s\.jsonl:1: --field question=prob: the source has "
-                                           r"no field 'prob'; it has: problem, solution"):
+    with pytest.raises(DistillError, match=r"s\.jsonl:1: --field question=prob: the data has "
+                                           r"no column 'prob'; it has: problem, solution"):
         load_source(write(tmp_path, "jsonl"), fields={"question": "prob"})
 
 
@@ -77,7 +77,7 @@ def test_bad_jsonl_line_is_named(tmp_path):
 
 @pytest.mark.parametrize("name, content, match", [
     ("empty.jsonl", "\n", "the source is empty"),
-    ("data.xml", "<a/>", "unsupported source type '.xml'"),
+    ("data.xml", "<a/>", "unsupported file type '.xml'"),
     ("broken.parquet", "not parquet", "unreadable Parquet file"),
 ])
 def test_unusable_sources_get_one_clear_error(tmp_path, name, content, match):
