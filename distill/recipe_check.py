@@ -17,8 +17,9 @@ TASK_KEYS = ("task", "split", "shuffle", "shuffle_seed", "offset", "limit")
 SET_BY_RUN = {"model": "teacher: {model: ...} or student: {model: ...}",
               "backend": "teacher: {backend: ...}", "base_url": "teacher: {base_url: ...}",
               "out": "the run folder (--out)", "in_dir": "the run folder (--out)",
-              "output_dir": "the run folder (--out)", "student": "student: {model: ...}",
-              "data": "the run folder (the filter's kept rows)"}
+              "output_dir": "the run folder (--out)", "student": "student: {model: ...}"}
+# Keys that name a stage's input (``recipe._data``): any data ``distill.data.read`` takes.
+DATA_KEYS = {"data", "split", "subset", "revision", "field"}
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "n", "seed", "logprobs", "stop")
 
 
@@ -96,7 +97,7 @@ def _train_keys(method: str, where: str) -> set[str]:
         raise DistillError(f"{where}: {e}") from None
     names = {f.name for f in fields(config_class)} | {"method", "eval_data"}
     names |= set(config_class.renamed_fields) | set(TrainInputs.renamed_fields)
-    return names - set(SET_BY_RUN) - {"config"}
+    return (names - set(SET_BY_RUN) - {"config", "data_options"}) | DATA_KEYS
 
 
 EVALUATE = "distill.eval.run:evaluate"
@@ -106,7 +107,8 @@ ALLOWED = {
     "student": lambda: {"model"},
     "generate": lambda: _params("distill.datagen.generate:generate", "model", "backend",
                                 "base_url", "out") | set(TASK_KEYS),
-    "filter": lambda: {"config", "stages"},
-    "publish": lambda: _params("distill.publish.publish:publish", "in_dir", "out"),
+    "filter": lambda: {"config", "stages"} | DATA_KEYS,
+    "publish": lambda: _params("distill.publish.publish:publish", "in_dir", "out",
+                               "data_options") | DATA_KEYS,
     "eval": lambda: _params(EVALUATE, *EVAL_SETS) | set(TASK_KEYS) | {"baseline", "teacher"},
 }

@@ -164,6 +164,9 @@ def recipe(tmp_path, tiny_model, **sections):
     ("train", {"method": "kd", "kd_temprature": 2.0},
      "train: unknown key 'kd_temprature'; did you mean 'kd_temperature'?"),
     ("filter", {"stage": ["quality"]}, "filter: unknown key 'stage'; did you mean 'stages'?"),
+    ("filter", {"splt": "train"}, "filter: unknown key 'splt'; did you mean 'split'?"),
+    ("train", {"fields": {"completion": "response"}},
+     "train: unknown key 'fields'; did you mean 'field'?"),
     ("eval", {"limt": 3}, "eval: unknown key 'limt'; did you mean 'limit'?"),
     ("eval", {"teacher": {"shot": 8}}, "eval: teacher: unknown key 'shot'; did you mean 'shots'?"),
     ("eval", {"n": 0}, "eval: n (--n) must be >= 1, got 0"),
@@ -176,6 +179,15 @@ def test_recipe_keys_are_checked_per_section_before_any_stage_runs(
     assert main(["run", str(path), "--out", str(out)]) == 2
     assert one_error_line(capsys) == f"error: {path}: {message}"
     assert not out.exists()
+
+
+def test_recipe_stages_take_the_data_keys(tmp_path):
+    """filter, publish and train read any data: their data keys pass the check."""
+    from distill.recipe_check import check_recipe
+
+    data = {"data": str(tmp_path), "split": "train", "subset": None, "revision": None,
+            "field": {"completion": "response"}}
+    check_recipe({"filter": data, "publish": data, "train": data}, tmp_path / "r.yaml")
 
 
 def test_a_failed_stage_is_recorded_as_failed_with_its_reason(tiny_model, tmp_path):
