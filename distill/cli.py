@@ -9,6 +9,7 @@ from pathlib import Path
 
 from distill.errors import DistillError
 from distill.flags import Parser, positional_renamed, renamed, require, take_positionals
+from distill.folders import add_overwrite
 
 
 def _field(text: str) -> tuple[str, str]:
@@ -52,6 +53,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--concurrency", type=int, help="openai: requests in flight")
     p.add_argument("--regenerate", action="store_true",
                    help="discard rows in --out made with other settings and start over")
+    add_overwrite(p)
     p.add_argument("--no-progress", action="store_true")
     _add_executor(p, "engines (default: one per GPU or tensor-parallel group, else per CPU)")
     p.set_defaults(func=_generate)
@@ -80,7 +82,8 @@ def _generate(args) -> None:
         top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed, logprobs=args.logprobs,
         fields=dict(args.field) or None, tasks=args.tasks.split(",") if args.tasks else None,
         shuffle=args.shuffle, split=args.split, subset=args.subset, batch_size=args.batch_size,
-        shots=args.shots, regenerate=args.regenerate, backend_options=options,
+        shots=args.shots, regenerate=args.regenerate, overwrite=args.overwrite,
+        backend_options=options,
         progress=not args.no_progress, executor=args.executor, ray_address=args.ray_address,
         ray_workers=args.ray_workers)
     print(result.summary())
@@ -141,6 +144,7 @@ def _add_filter(sub) -> None:
                    "rejection-sampling); default: the preset for the input's prompt kind")
     p.add_argument("--stages", help="comma-separated stages to run, in order, e.g. "
                    "parse,verify,execute,vote,dedupe,quality,decontaminate")
+    add_overwrite(p)
     _add_executor(p, "tasks at a time per step (default: the cluster's CPUs)")
     p.set_defaults(func=_filter)
 
@@ -152,7 +156,7 @@ def _filter(args) -> None:
     result = run_filter(args.data, args.out, config=args.config,
                         stages=args.stages.split(",") if args.stages else None,
                         executor=args.executor, ray_address=args.ray_address,
-                        ray_workers=args.ray_workers)
+                        ray_workers=args.ray_workers, overwrite=args.overwrite)
     print(f"{result.rows_in} rows in, {result.kept} kept, {result.dropped} dropped "
           f"-> {result.out}/kept, {result.out}/dropped, {result.out}/report.md")
     for s in result.stages:
@@ -179,6 +183,40 @@ def _run(args) -> None:
     print(Path(summary["out"], "summary.md").read_text(), end="")
 
 
+def _add_check(sub) -> None:
+    p = sub.add_parser("check", help="find rows that repeat an id in a dataset folder",
+                       description="Count the rows of a dataset folder whose id another row "
+                       "already has (left by two writers at once); --repair rewrites the shards "
+                       "holding them without the repeats, keeping each id's first row.")
+    p.add_argument("folder", metavar="DIR", help="dataset folder (data/part-*.parquet)")
+    p.add_argument("--repair", action="store_true", help="remove the repeated rows")
+    p.set_defaults(func=_check)
+
+
+def _check(args) -> None:
+    from distill import io
+    from distill.folders import lock
+
+    folder = Path(args.folder)
+    if not io.shard_paths(folder):
+        raise DistillError(f"{folder}: not a dataset folder (no data/part-*.parquet)")
+    with lock(folder, "check"):
+        repeated = io.duplicate_ids(folder)
+        extra = sum(repeated.values()) - len(repeated)
+        if not repeated:
+            print(f"{folder}: no repeated ids")
+            return
+        if not args.repair:
+            print(f"{folder}: {extra} rows repeat the id of another row ({len(repeated)} ids); "
+                  f"run `distill check {folder} --repair` to keep the first row of each")
+            raise SystemExit(1)
+        removed = io.drop_duplicates(folder)
+        manifest = io.read_manifest(folder)
+        if manifest and "rows" in manifest:
+            io.write_manifest(folder, {**manifest, "rows": len(io.read_ids(folder))})
+        print(f"{folder}: removed {removed} rows that repeated an id; each id keeps its first row")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="distill", description="Distill reasoning into small models: generate, filter, "
@@ -188,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_filter(sub)
     _add_run(sub)
+    _add_check(sub)
     _add_prompts(sub)
     # Each stage adds its own verbs; imported here so ``import distill`` stays light.
     from distill.eval.cli import register as add_eval

@@ -7,6 +7,7 @@ finished runs, and a list of folders is what positionals are for."""
 from __future__ import annotations
 
 from distill.flags import renamed, require
+from distill.folders import add_overwrite
 
 
 def register(sub) -> None:
@@ -45,6 +46,7 @@ def register(sub) -> None:
                    "from the model (e.g. an openai backend)")
     p.add_argument("--regenerate", action="store_true",
                    help="discard generations made with other settings and start over")
+    add_overwrite(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_eval)
 
@@ -73,7 +75,8 @@ def _eval(args) -> None:
                       limit=args.limit, backend=args.backend, base_url=args.base_url,
                       max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed,
                       split=args.split, batch_size=args.batch_size, params=args.params,
-                      shots=args.shots, regenerate=args.regenerate, progress=not args.no_progress)
+                      shots=args.shots, regenerate=args.regenerate, progress=not args.no_progress,
+                      overwrite=args.overwrite)
     print(result.summary())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from distill.flags import positional_renamed, renamed, require
+from distill.folders import add_overwrite
 from distill.publish.formats import FORMATS
 
 
@@ -33,6 +34,7 @@ def register(sub) -> None:
     p.add_argument("--to-hub", metavar="REPO_ID", help="then push to this hub dataset repo "
                    "(needs a token: HF_TOKEN or `hf auth login`)")
     p.add_argument("--private", action="store_true", help="with --to-hub: a private repo")
+    add_overwrite(p)
     p.set_defaults(func=_publish)
 
     s = sub.add_parser("show", help="summarize a dataset folder; --html writes a browsable page",
@@ -57,7 +59,7 @@ def _publish(args) -> None:
                      license=args.license,
                      language=[x.strip() for x in args.language.split(",") if x.strip()],
                      name=args.name, samples=args.samples, metadata=not args.no_metadata,
-                     to_hub=args.to_hub, private=args.private)
+                     to_hub=args.to_hub, private=args.private, overwrite=args.overwrite)
     print(result.summary())
 
 

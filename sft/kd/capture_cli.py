@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from distill.errors import DistillError
 from distill.flags import renamed
+from distill.folders import add_overwrite
 from distill.sft.cli import PassThroughParser
 from distill.sft.kd.teacher import TEACHER_DTYPES
 
@@ -35,6 +36,7 @@ def register(sub) -> None:
     renamed(c, "--dtype", "--teacher-dtype")
     renamed(c, "--device", "--teacher-device")
     c.add_argument("--restart", action="store_true", help="replace an existing capture in --out")
+    add_overwrite(c)
     c.set_defaults(func=_capture)
 
 
@@ -55,5 +57,6 @@ def _capture(args) -> None:
     config = build_config(recipe, args.argv, output_dir=args.out)
     result = capture_logits(args.teacher, args.data, args.out, args.top_k, student=args.student,
                             config=config, batch_size=args.batch_size, dtype=args.teacher_dtype,
-                            device=args.teacher_device, restart=args.restart)
+                            device=args.teacher_device, restart=args.restart,
+                            overwrite=args.overwrite)
     print(result.summary())
