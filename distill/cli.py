@@ -193,7 +193,7 @@ def _add_check(sub) -> None:
     p.set_defaults(func=_check)
 
 
-def _check(args) -> None:
+def _check(args) -> int:
     from distill import io
     from distill.folders import lock
 
@@ -205,16 +205,17 @@ def _check(args) -> None:
         extra = sum(repeated.values()) - len(repeated)
         if not repeated:
             print(f"{folder}: no repeated ids")
-            return
+            return 0
         if not args.repair:
             print(f"{folder}: {extra} rows repeat the id of another row ({len(repeated)} ids); "
                   f"run `distill check {folder} --repair` to keep the first row of each")
-            raise SystemExit(1)
+            return 1
         removed = io.drop_duplicates(folder)
         manifest = io.read_manifest(folder)
         if manifest and "rows" in manifest:
             io.write_manifest(folder, {**manifest, "rows": len(io.read_ids(folder))})
         print(f"{folder}: removed {removed} rows that repeated an id; each id keeps its first row")
+        return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     take_positionals(args)
     try:
-        args.func(args)
+        code = args.func(args)  # None, or the exit code of a verb that reports a finding
     except DistillError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -261,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: finished shards are kept; rerun the same command to resume",
               file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -86,9 +86,9 @@ def refuse_input(out: Path, inputs, flag: str = "--out") -> None:
             continue
         source = Path(path).resolve()
         if target == source or target in source.parents or source in target.parents:
-            raise DistillError(f"{flag} {out}: is (or contains, or lies inside) the input "
-                               f"{path}; a command never writes into its input: choose another "
-                               "folder")
+            raise DistillError(f"{flag} {out}: would overwrite the input {path} (it is, holds "
+                               "or lies inside it); a command never writes into its input: "
+                               "choose another folder")
 
 
 @contextmanager
