@@ -60,10 +60,7 @@ class ShardWriter:
         self.folder = Path(folder)
         self.schema = schema
         (self.folder / DATA_DIR).mkdir(parents=True, exist_ok=True)
-        _clean_stale_tmp(self.folder)
-        name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.tmp = self.folder / TMP_DIR / name
-        self.tmp.mkdir(parents=True)
+        self.tmp = scratch_dir(self.folder)
 
     def write(self, rows: list[dict] | pa.Table) -> Path:
         tmp = self.tmp / "part.parquet"
@@ -83,24 +80,34 @@ class ShardWriter:
         return final
 
     def close(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        try:
-            (self.folder / TMP_DIR).rmdir()
-        except OSError:
-            pass  # another writer's scratch is still there
+        remove_scratch(self.tmp)
 
 
 def _shard_index(path: Path) -> int:
     return int(path.stem.split("-")[1])
 
 
-def _clean_stale_tmp(folder: Path) -> None:
-    """Remove scratch folders in ``.tmp/`` of writers that died (this host's dead pids)."""
-    tmp = folder / TMP_DIR
+def scratch_dir(folder: str | Path) -> Path:
+    """A new scratch folder of this writer, ``folder/.tmp/HOST-PID-XXXXXXXX``, after removing
+    those of writers that died (pids of this host no longer running); never another live
+    writer's."""
+    tmp = Path(folder) / TMP_DIR
     for entry in tmp.iterdir() if tmp.is_dir() else []:
-        host, _, rest = entry.name.rpartition("-")[0].rpartition("-")
-        if entry.is_dir() and rest.isdigit() and not pid_alive(host, int(rest)):
+        host, _, pid = entry.name.rpartition("-")[0].rpartition("-")
+        if entry.is_dir() and pid.isdigit() and not pid_alive(host, int(pid)):
             shutil.rmtree(entry, ignore_errors=True)
+    mine = tmp / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    mine.mkdir(parents=True)
+    return mine
+
+
+def remove_scratch(path: Path) -> None:
+    """Remove a writer's scratch folder, and ``.tmp/`` when no other writer's is left."""
+    shutil.rmtree(path, ignore_errors=True)
+    try:
+        path.parent.rmdir()
+    except OSError:
+        pass  # another writer's scratch is still there
 
 
 def remove_shards(folder: str | Path) -> int:

@@ -79,9 +79,8 @@ def _write(src, in_dir, out: Path, test_size, split_column, format, seed, licens
                                                else len(SPLIT_ORDER), s))
     by_split = {s: [i for i, x in enumerate(splits) if x == s] for s in order}
 
-    tmp = out / io.TMP_DIR / f"publish-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / io.DATA_DIR).mkdir(parents=True)
+    tmp = io.scratch_dir(out)
+    (tmp / io.DATA_DIR).mkdir()
     for split, idx in by_split.items():
         _write_split(tmp / io.DATA_DIR, split, table.take(idx))
     files = ["README.md", "manifest.json", "lengths.png"]
@@ -118,11 +117,7 @@ def _write(src, in_dir, out: Path, test_size, split_column, format, seed, licens
             os.replace(tmp / f, out / f)
         elif (out / f).exists():
             (out / f).unlink()  # a stale funnel from an earlier publish
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        (out / io.TMP_DIR).rmdir()
-    except OSError:
-        pass
+    io.remove_scratch(tmp)
     return manifest
 
 
