@@ -186,11 +186,12 @@ def _move_aside(folder: Path, aside: Path) -> None:
 
 
 def _unmark(folder: Path, marker: str, record: dict) -> None:
-    """Remove the marker ``claim`` wrote (and folders made for it) if nothing else was
-    written since."""
+    """Remove the marker ``claim`` wrote (and folders made for it) when nothing else was
+    written since; else keep it: the folder is this command's, to resume."""
     path = folder / marker
+    others = (p for p in folder.rglob("*") if p.is_file() and p not in (path, folder / LOCK))
     try:
-        if json.loads(path.read_text()) != record:
+        if next(others, None) is not None or json.loads(path.read_text()) != record:
             return
         path.unlink()
         for parent in path.relative_to(folder).parents[:-1]:

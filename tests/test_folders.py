@@ -263,3 +263,16 @@ def test_generate_on_a_folder_with_repeated_ids_says_to_repair(problems, tmp_pat
     code, err = cli(capsys, "generate", "--prompt", "gsm8k-cot", "--data", problems, "--out",
                     out, "--backend", "hf")
     assert code == 2 and f"distill check {out} --repair" in err
+
+
+def test_a_run_stopped_after_writing_still_owns_its_folder(tmp_path):
+    out = tmp_path / "eval"
+    with pytest.raises(KeyboardInterrupt), claim(out, "eval", "eval"):
+        (out / "items.jsonl").write_text("{}\n")
+        raise KeyboardInterrupt
+    assert io.read_manifest(out)["kind"] == "eval"
+    with claim(out, "eval", "eval"):  # the rerun resumes in it
+        pass
+    with pytest.raises(DistillError), claim(tmp_path / "new", "eval", "eval"):
+        raise DistillError("bad input")
+    assert not (tmp_path / "new").exists()
