@@ -276,3 +276,15 @@ def test_a_run_stopped_after_writing_still_owns_its_folder(tmp_path):
     with pytest.raises(DistillError), claim(tmp_path / "new", "eval", "eval"):
         raise DistillError("bad input")
     assert not (tmp_path / "new").exists()
+
+
+def test_a_second_run_of_a_recipe_in_one_folder_stops_at_once(tmp_path):
+    from distill.recipe import run_recipe
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text("name: x\ngenerate: {task: gsm8k, limit: 1}\n")
+    out = tmp_path / "run"
+    out.mkdir()
+    with lock(out, "run"), pytest.raises(DistillError, match=f"distill run, pid {os.getpid()}"):
+        run_recipe(path, out)
+    assert sorted(p.name for p in out.iterdir()) == []  # nothing ran
