@@ -17,6 +17,7 @@ from distill.datagen.backends import Backend, backend_options_for, check_number,
 from distill.datagen.local import run_engine, run_local
 from distill.datagen.plan import Sink, make_plan, row_schema
 from distill.errors import DistillError
+from distill.folders import claim
 
 
 @dataclass
@@ -50,14 +51,16 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
              tasks: list[str] | None = None, shuffle: bool = False, split: str = "train",
              subset: str | None = None, revision: str | None = None,
              batch_size: int | None = None,
-             shots: int | None = None, regenerate: bool = False,
+             shots: int | None = None, regenerate: bool = False, overwrite: bool = False,
              backend_options: dict | None = None, progress: bool = True,
              executor: str = "local", ray_address: str | None = None,
              ray_workers: int | None = None) -> GenerateResult:
     """Generate completions for every source row with a prompt file; see ``distill generate``.
     ``shots`` keeps only the prompt file's first few-shot exemplars. ``executor="ray"`` runs
     the engines as a Ray Data actor pool (``ray_workers`` of them) on the cluster at
-    ``ray_address``; the rows, shards, manifest and resume are the local path's."""
+    ``ray_address``; the rows, shards, manifest and resume are the local path's. ``out`` must be
+    new, empty or a generate output (``overwrite``: move what else it holds aside), and one
+    generate at a time writes it (``distill.folders.claim``)."""
     start = time.perf_counter()
     if executor not in ("local", "ray"):
         raise DistillError(f"executor must be local or ray, not {executor!r}")
@@ -72,28 +75,30 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
     else:
         options = backend_options_for(backend, base_url, batch_size, backend_options)
         context = partial(prompt_limit, backend, model, options)
-    plan = make_plan(prompt, source, out, model=model, n=n, limit=limit, temperature=temperature,
-                     top_p=top_p, max_tokens=max_tokens, seed=seed, logprobs=logprobs,
-                     fields=fields, tasks=tasks, shuffle=shuffle, split=split, subset=subset,
-                     revision=revision, shots=shots, regenerate=regenerate, context=context)
-    manifest = plan.manifest
-    sink = Sink(plan.out, row_schema(plan.sampling.logprobs > 0), plan.total - plan.reused,
-                progress)
-    try:
-        if plan.pending and isinstance(backend, Backend):
-            run_engine(backend, plan, sink)
-            manifest["backend"] = backend.name
-        elif plan.pending:
-            if executor == "ray":
-                from distill.datagen.ray.generate import run_on_ray
+    with claim(out, "generate", "generate", inputs=[source], overwrite=overwrite):
+        plan = make_plan(prompt, source, out, model=model, n=n, limit=limit,
+                         temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
+                         logprobs=logprobs, fields=fields, tasks=tasks, shuffle=shuffle,
+                         split=split, subset=subset, revision=revision, shots=shots,
+                         regenerate=regenerate, context=context)
+        manifest = plan.manifest
+        sink = Sink(plan.out, row_schema(plan.sampling.logprobs > 0), plan.total - plan.reused,
+                    progress)
+        try:
+            if plan.pending and isinstance(backend, Backend):
+                run_engine(backend, plan, sink)
+                manifest["backend"] = backend.name
+            elif plan.pending:
+                if executor == "ray":
+                    from distill.datagen.ray.generate import run_on_ray
 
-                manifest["backend"] = run_on_ray(plan, sink, backend, model, options,
-                                                 ray_address, ray_workers)
-            else:
-                manifest["backend"] = run_local(plan, sink, backend, model, options)
-    finally:
-        sink.close()
-    manifest.update(status="complete", finished=io.now(), rows=len(io.read_ids(plan.out)))
-    io.write_manifest(plan.out, manifest)
-    return GenerateResult(plan.out, plan.total, plan.reused, sink.written, sink.tokens,
-                          time.perf_counter() - start, dict(sink.reasons), plan.duplicates)
+                    manifest["backend"] = run_on_ray(plan, sink, backend, model, options,
+                                                     ray_address, ray_workers)
+                else:
+                    manifest["backend"] = run_local(plan, sink, backend, model, options)
+        finally:
+            sink.close()
+        manifest.update(status="complete", finished=io.now(), rows=len(io.read_ids(plan.out)))
+        io.write_manifest(plan.out, manifest)
+        return GenerateResult(plan.out, plan.total, plan.reused, sink.written, sink.tokens,
+                              time.perf_counter() - start, dict(sink.reasons), plan.duplicates)

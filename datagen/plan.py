@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -228,24 +227,24 @@ def _row(item: Item, k: int, c: Completion, pf: PromptFile, backend: str, model_
 
 
 def _check_reuse(out: Path, key: dict, regenerate: bool) -> None:
-    old = io.read_manifest(out)
-    has_rows = bool(io.shard_paths(out))
-    if old is None or not has_rows:
-        if has_rows and not regenerate:
-            raise DistillError(f"{out}: holds shards but no manifest.json; "
-                               "pass --regenerate to discard them, or choose another --out")
-        if regenerate:
-            shutil.rmtree(out / io.DATA_DIR, ignore_errors=True)
+    """Stop when the rows in ``out`` were made with other settings (``regenerate``: discard
+    them, only the shards generate wrote) or when two rows share an id."""
+    if not io.shard_paths(out):
         return
-    changed = {k: (old.get("row_key", {}).get(k), v) for k, v in key.items()
-               if old.get("row_key", {}).get(k) != v}
+    repeated = io.duplicate_ids(out)
+    if repeated:
+        raise DistillError(f"{out}: {sum(repeated.values()) - len(repeated)} rows repeat the id "
+                           f"of another row (two writers at once?); run `distill check {out} "
+                           "--repair` to keep the first row of each id, then rerun")
+    old = (io.read_manifest(out) or {}).get("row_key", {})
+    changed = {k: (old.get(k), v) for k, v in key.items() if old.get(k) != v}
     if not changed:
         return
     what = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in changed.items())
     if regenerate:
         log(f"{out}: settings changed ({what}); --regenerate: discarding "
-             f"{len(io.read_ids(out))} existing rows")
-        shutil.rmtree(out / io.DATA_DIR)
+            f"{len(io.read_ids(out))} existing rows")
+        io.remove_shards(out)
         return
     raise DistillError(f"{out}: its rows were made with other settings ({what}); nothing was "
                        "reused. Pass --regenerate to discard them, or choose another --out")

@@ -17,6 +17,7 @@ from distill.flags import (
     require,
     take_positionals,
 )
+from distill.folders import add_overwrite
 
 
 def _add_generate(sub) -> None:
@@ -50,6 +51,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--concurrency", type=int, help="openai: requests in flight")
     p.add_argument("--regenerate", action="store_true",
                    help="discard rows in --out made with other settings and start over")
+    add_overwrite(p)
     p.add_argument("--no-progress", action="store_true")
     _add_executor(p, "engines (default: one per GPU or tensor-parallel group, else per CPU)")
     p.set_defaults(func=_generate)
@@ -78,7 +80,8 @@ def _generate(args) -> None:
         top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed, logprobs=args.logprobs,
         tasks=args.tasks.split(",") if args.tasks else None, shuffle=args.shuffle,
         **options_of(args), batch_size=args.batch_size,
-        shots=args.shots, regenerate=args.regenerate, backend_options=options,
+        shots=args.shots, regenerate=args.regenerate, overwrite=args.overwrite,
+        backend_options=options,
         progress=not args.no_progress, executor=args.executor, ray_address=args.ray_address,
         ray_workers=args.ray_workers)
     print(result.summary())
@@ -140,6 +143,7 @@ def _add_filter(sub) -> None:
     p.add_argument("--stages", help="comma-separated stages to run, in order, e.g. "
                    "parse,verify,execute,vote,dedupe,quality,decontaminate")
     add_data_flags(p)
+    add_overwrite(p)
     _add_executor(p, "tasks at a time per step (default: the cluster's CPUs)")
     p.set_defaults(func=_filter)
 
@@ -151,7 +155,8 @@ def _filter(args) -> None:
     result = run_filter(args.data, args.out, config=args.config,
                         stages=args.stages.split(",") if args.stages else None,
                         executor=args.executor, ray_address=args.ray_address,
-                        ray_workers=args.ray_workers, data_options=options_of(args))
+                        ray_workers=args.ray_workers, data_options=options_of(args),
+                        overwrite=args.overwrite)
     print(f"{result.rows_in} rows in, {result.kept} kept, {result.dropped} dropped "
           f"-> {result.out}/kept, {result.out}/dropped, {result.out}/report.md")
     for s in result.stages:
@@ -178,6 +183,41 @@ def _run(args) -> None:
     print(Path(summary["out"], "summary.md").read_text(), end="")
 
 
+def _add_check(sub) -> None:
+    p = sub.add_parser("check", help="find rows that repeat an id in a dataset folder",
+                       description="Count the rows of a dataset folder whose id another row "
+                       "already has (left by two writers at once); --repair rewrites the shards "
+                       "holding them without the repeats, keeping each id's first row.")
+    p.add_argument("folder", metavar="DIR", help="dataset folder (data/part-*.parquet)")
+    p.add_argument("--repair", action="store_true", help="remove the repeated rows")
+    p.set_defaults(func=_check)
+
+
+def _check(args) -> int:
+    from distill import io
+    from distill.folders import lock
+
+    folder = Path(args.folder)
+    if not io.shard_paths(folder):
+        raise DistillError(f"{folder}: not a dataset folder (no data/part-*.parquet)")
+    with lock(folder, "check"):
+        repeated = io.duplicate_ids(folder)
+        extra = sum(repeated.values()) - len(repeated)
+        if not repeated:
+            print(f"{folder}: no repeated ids")
+            return 0
+        if not args.repair:
+            print(f"{folder}: {extra} rows repeat the id of another row ({len(repeated)} ids); "
+                  f"run `distill check {folder} --repair` to keep the first row of each")
+            return 1
+        removed = io.drop_duplicates(folder)
+        manifest = io.read_manifest(folder)
+        if manifest and "rows" in manifest:
+            io.write_manifest(folder, {**manifest, "rows": len(io.read_ids(folder))})
+        print(f"{folder}: removed {removed} rows that repeated an id; each id keeps its first row")
+        return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="distill", description="Distill reasoning into small models: generate, filter, "
@@ -187,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_filter(sub)
     _add_run(sub)
+    _add_check(sub)
     _add_prompts(sub)
     # Each stage adds its own verbs; imported here so ``import distill`` stays light.
     from distill.eval.cli import register as add_eval
@@ -213,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     take_positionals(args)
     try:
-        args.func(args)
+        code = args.func(args)  # None, or the exit code of a verb that reports a finding
     except DistillError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -221,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: finished shards are kept; rerun the same command to resume",
               file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

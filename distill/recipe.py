@@ -20,6 +20,7 @@ import yaml
 from distill import io
 from distill.data import parse_fields
 from distill.errors import DistillError
+from distill.folders import lock
 from distill.log import log
 from distill.recipe_check import check_recipe
 
@@ -59,6 +60,12 @@ def run_recipe(path: str | Path, out: str | Path | None = None, *, from_stage: s
         if stage is not None and stage not in declared:
             raise DistillError(f"{flag} {stage}: the recipe's stages are {', '.join(declared)}")
     out.mkdir(parents=True, exist_ok=True)
+    with lock(out, "run"):  # one run at a time in a run folder
+        return _run_stages(recipe, out, declared, from_stage, until_stage)
+
+
+def _run_stages(recipe: dict, out: Path, declared: list[str], from_stage: str | None,
+                until_stage: str | None) -> dict:
     state = json.loads((out / STATE).read_text()) if (out / STATE).exists() else {}
     upstream, forced = "", False
     for stage in declared:

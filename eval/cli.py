@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from distill.data import parse_fields
 from distill.flags import add_data_flags, renamed, require
+from distill.folders import add_overwrite
 
 
 def register(sub) -> None:
@@ -46,6 +47,7 @@ def register(sub) -> None:
                    "from the model (e.g. an openai backend)")
     p.add_argument("--regenerate", action="store_true",
                    help="discard generations made with other settings and start over")
+    add_overwrite(p)
     p.add_argument("--no-progress", action="store_true")
     add_data_flags(p, "field")
     p.set_defaults(func=_eval)
@@ -76,7 +78,7 @@ def _eval(args) -> None:
                       max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed,
                       split=args.split, batch_size=args.batch_size, params=args.params,
                       shots=args.shots, regenerate=args.regenerate, progress=not args.no_progress,
-                      fields=parse_fields(args.field))
+                      fields=parse_fields(args.field), overwrite=args.overwrite)
     print(result.summary())
 
 

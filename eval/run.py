@@ -12,7 +12,6 @@ An eval folder holds:
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from distill.datagen.backends import (
 )
 from distill.errors import DistillError
 from distill.eval import metrics as M
+from distill.folders import claim
 from distill.models import DEFAULT_MODEL, count_parameters, resolve_model
 from distill.tasks import load_task
 
@@ -63,12 +63,13 @@ def evaluate(model: str | None, task: str, out: str | Path, *, prompt: str | Non
              batch_size: int | None = None, params: int | None = None,
              exec_timeout: float = 5.0, shots: int | None = None, regenerate: bool = False,
              backend_options: dict | None = None, progress: bool = True,
-             fields: dict[str, str] | None = None) -> EvalResult:
+             fields: dict[str, str] | None = None, overwrite: bool = False) -> EvalResult:
     """Evaluate ``model`` (an HF folder, hub id, ``distill train`` output folder, a served
     model name with ``backend="openai"``, or None for the embedded default) on ``task`` (a
     task name or a file with question and answer fields): greedy accuracy, and with ``n`` > 1
     also pass@k and maj@k from ``n`` samples; ``fields`` maps a file's columns (``{"question":
-    "problem"}``). Writes ``out`` (see the module docstring)."""
+    "problem"}``). Writes ``out`` (see the module docstring): a new or empty folder or an eval
+    output (``overwrite``: move what else it holds aside)."""
     Sampling(**{k: v for k, v in {"n": n, "temperature": temperature, "max_tokens": max_tokens,
                                   "seed": seed}.items() if v is not None})  # checks them
     for name, value in (("limit", limit), ("batch_size", batch_size), ("params", params)):
@@ -84,62 +85,63 @@ def evaluate(model: str | None, task: str, out: str | Path, *, prompt: str | Non
     if pf.kind not in ("cot", "pot"):
         raise DistillError(f"prompt {pf.name!r} is a {pf.kind!r} prompt; eval needs a cot or "
                            "pot prompt (e.g. gsm8k-cot, gsm8k-cot-8shot, gsm8k-pot)")
-    out.mkdir(parents=True, exist_ok=True)
-    items_path = out / "items.jsonl"
-    items_path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    inputs = [task, model if model and backend != "openai" else None]
+    with claim(out, "eval", "eval", inputs=inputs, overwrite=overwrite):
+        items_path = out / "items.jsonl"
+        items_path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
-    if backend == "openai" and not model:
-        raise DistillError("--backend openai needs --model: the model name the server serves")
-    if isinstance(backend, Backend):
-        model_path = model or backend.model
-    else:
-        model_path = model if backend == "openai" else resolve_eval_model(model)
-    gen_model = model_path if model or isinstance(backend, Backend) else None
-    max_tokens = max_tokens or pf.sampling.get("max_tokens")
-    sample_t = temperature if temperature is not None else (
-        pf.sampling.get("temperature") or SAMPLING_TEMPERATURE)
-    passes = [(GREEDY, 1, 0.0)] + ([(SAMPLES, n, sample_t)] if n > 1 else [])
-    todo = [p for p in passes if regenerate or not _complete(out / "generations" / p[0],
-                                                             len(rows) * p[1])]
-    engine = backend if isinstance(backend, Backend) or not todo else get_backend(
-        backend, model_path, **options)  # one engine for both passes
-    speed = {}
-    try:
-        for name, k, t in passes:
-            res = generate(str(pf.path), str(items_path), str(out / "generations" / name),
-                           model=gen_model, backend=engine, n=k, temperature=t,
-                           max_tokens=max_tokens, seed=seed, shots=shots,
-                           regenerate=regenerate,
-                           backend_options=options, progress=progress)
-            if res.rows_written:
-                speed[name] = {"tokens": res.tokens, "seconds": round(res.seconds, 3),
-                               "tokens_per_second": round(res.tokens / res.seconds, 2)}
-    finally:
-        if isinstance(engine, Backend) and engine is not backend:
-            engine.close()
+        if backend == "openai" and not model:
+            raise DistillError("--backend openai needs --model: the model name the server serves")
+        if isinstance(backend, Backend):
+            model_path = model or backend.model
+        else:
+            model_path = model if backend == "openai" else resolve_eval_model(model)
+        gen_model = model_path if model or isinstance(backend, Backend) else None
+        max_tokens = max_tokens or pf.sampling.get("max_tokens")
+        sample_t = temperature if temperature is not None else (
+            pf.sampling.get("temperature") or SAMPLING_TEMPERATURE)
+        passes = [(GREEDY, 1, 0.0)] + ([(SAMPLES, n, sample_t)] if n > 1 else [])
+        todo = [p for p in passes if regenerate or not _complete(out / "generations" / p[0],
+                                                                 len(rows) * p[1])]
+        engine = backend if isinstance(backend, Backend) or not todo else get_backend(
+            backend, model_path, **options)  # one engine for both passes
+        speed = {}
+        try:
+            for name, k, t in passes:
+                res = generate(str(pf.path), str(items_path), str(out / "generations" / name),
+                               model=gen_model, backend=engine, n=k, temperature=t,
+                               max_tokens=max_tokens, seed=seed, shots=shots,
+                               regenerate=regenerate,
+                               backend_options=options, progress=progress)
+                if res.rows_written:
+                    speed[name] = {"tokens": res.tokens, "seconds": round(res.seconds, 3),
+                                   "tokens_per_second": round(res.tokens / res.seconds, 2)}
+        finally:
+            if isinstance(engine, Backend) and engine is not backend:
+                engine.close()
 
-    greedy = _by_item(out / "generations" / GREEDY, rows)
-    samples = _by_item(out / "generations" / SAMPLES, rows) if n > 1 else {}
-    score_rows([r for group in (*greedy.values(), *samples.values()) for r in group],
-               pf.kind, exec_timeout, progress)
-    items = [_item_row(r, greedy[r["id"]][0], samples.get(r["id"], [])) for r in rows]
-    old = _read_json(out / "metrics.json") or {}
-    backend_name = engine.name if isinstance(engine, Backend) else old.get("backend", backend)
-    metrics = {
-        "task": str(task), "split": split, "prompt": pf.name, "shots": len(pf.few_shot),
-        "kind": pf.kind,
-        "model": str(model or (backend.model if isinstance(backend, Backend) else DEFAULT_MODEL)),
-        "model_path": str(model_path) if model_path else None, "backend": backend_name,
-        "params": params if params is not None else _engine_params(engine) or (
-            None if backend_name == "openai" else _parameters(model_path)),
-        "max_tokens": max_tokens, "n": n, "temperature": sample_t if n > 1 else 0.0,
-        "seed": seed, **summarize(items, n),
-        "speed": speed.get(GREEDY) or old.get("speed"),
-        "created": io.now(), "versions": io.package_versions(),
-    }
-    _write_items(out, items, metrics)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return EvalResult(out, metrics)
+        greedy = _by_item(out / "generations" / GREEDY, rows)
+        samples = _by_item(out / "generations" / SAMPLES, rows) if n > 1 else {}
+        score_rows([r for group in (*greedy.values(), *samples.values()) for r in group],
+                   pf.kind, exec_timeout, progress)
+        items = [_item_row(r, greedy[r["id"]][0], samples.get(r["id"], [])) for r in rows]
+        old = _read_json(out / "metrics.json") or {}
+        backend_name = engine.name if isinstance(engine, Backend) else old.get("backend", backend)
+        metrics = {
+            "task": str(task), "split": split, "prompt": pf.name, "shots": len(pf.few_shot),
+            "kind": pf.kind,
+            "model": str(model or (backend.model if isinstance(backend, Backend) else DEFAULT_MODEL)),
+            "model_path": str(model_path) if model_path else None, "backend": backend_name,
+            "params": params if params is not None else _engine_params(engine) or (
+                None if backend_name == "openai" else _parameters(model_path)),
+            "max_tokens": max_tokens, "n": n, "temperature": sample_t if n > 1 else 0.0,
+            "seed": seed, **summarize(items, n),
+            "speed": speed.get(GREEDY) or old.get("speed"),
+            "created": io.now(), "versions": io.package_versions(),
+        }
+        _write_items(out, items, metrics)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        return EvalResult(out, metrics)
 
 
 def summarize(items: list[dict], n: int = 1) -> dict:
@@ -244,15 +246,11 @@ def _by_item(folder: Path, rows: list[dict]) -> dict[str, list[dict]]:
 
 
 def _write_items(out: Path, items: list[dict], metrics: dict) -> None:
-    shutil.rmtree(out / io.DATA_DIR, ignore_errors=True)
-    table = pa.Table.from_pylist(items)
-    io.ShardWriter(out, table.schema).write(items)
-    io.write_manifest(out, {"kind": "eval", "created": metrics["created"],
-                            "task": metrics["task"], "prompt": metrics["prompt"],
-                            "model": metrics["model"], "rows": len(items),
-                            "generations": sorted(p.name for p in (out / "generations").iterdir()),
-                            "versions": metrics["versions"]})
-    shutil.rmtree(out / io.TMP_DIR, ignore_errors=True)
+    io.write_dataset(out, pa.Table.from_pylist(items), {
+        "kind": "eval", "created": metrics["created"], "task": metrics["task"],
+        "prompt": metrics["prompt"], "model": metrics["model"], "rows": len(items),
+        "generations": sorted(p.name for p in (out / "generations").iterdir()),
+        "versions": metrics["versions"]}, len(items) or 1)
 
 
 def _complete(folder: Path, expected: int) -> bool:

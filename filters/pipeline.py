@@ -11,10 +11,11 @@ import pyarrow as pa
 import yaml
 
 from distill import io
-from distill.data import conversations, read
+from distill.data import Data, conversations, read
 from distill.errors import DistillError
 from distill.filters.base import Filtered, Stage, log_stage
 from distill.filters.stages import build_stages, stage_class
+from distill.folders import claim
 
 SHARD_ROWS = 10_000
 
@@ -61,7 +62,7 @@ class FilterResult:
 def run_filter(in_dir: str | Path, out_dir: str | Path, *, config: str | Path | None = None,
                stages: list[str] | None = None, executor: str = "local",
                ray_address: str | None = None, ray_workers: int | None = None,
-               data_options: dict | None = None) -> FilterResult:
+               data_options: dict | None = None, overwrite: bool = False) -> FilterResult:
     """Filter the data at ``in_dir`` (anything ``distill.data.read`` takes, with
     ``data_options``: its split, subset, revision and fields; a conversational format is
     mapped to distill's row, other columns are left to the stages that need them) into
@@ -69,13 +70,23 @@ def run_filter(in_dir: str | Path, out_dir: str | Path, *, config: str | Path | 
     preset name (default: the preset for the input's prompt kind: cot, pot or instruction);
     ``stages`` picks and orders stages.
     ``executor="ray"`` runs them as Ray Data pipelines on ``ray_workers`` workers of the
-    cluster at ``ray_address`` (``distill.filters.ray``), keeping and dropping the same rows."""
-    from distill.filters.report import write_report
-
+    cluster at ``ray_address`` (``distill.filters.ray``), keeping and dropping the same rows.
+    ``out_dir`` must be new, empty or a filter output (``overwrite``: move what else it holds
+    aside), and never the input or inside it."""
     if executor not in ("local", "ray"):
         raise DistillError(f"executor must be local or ray, not {executor!r}")
     out_dir = Path(out_dir)
     source = conversations(read(in_dir, **(data_options or {})), required=False)
+    with claim(out_dir, "filter", "filter", marker="kept/manifest.json",
+               inputs=[in_dir, source.folder, *source.files], overwrite=overwrite):
+        return _filter(source, in_dir, out_dir, config, stages, executor, ray_address,
+                       ray_workers, data_options)
+
+
+def _filter(source: Data, in_dir, out_dir: Path, config, stages, executor, ray_address,
+            ray_workers, data_options) -> FilterResult:
+    from distill.filters.report import write_report
+
     manifest = source.manifest
     preset = ((manifest or {}).get("prompt") or {}).get("kind", "cot")
     spec = load_filter_config(config or (preset if preset in ("pot", "instruction") else "cot"))
@@ -115,16 +126,10 @@ def filter_rows(rows: list[dict], pipeline: list[Stage]) -> Filtered:
 
 
 def write_rows(folder: Path, rows: list[dict], manifest: dict) -> None:
-    """Write rows as a fresh dataset folder (any previous shards there are replaced)."""
-    import shutil
-
-    shutil.rmtree(folder / io.DATA_DIR, ignore_errors=True)
+    """Write rows as the dataset of ``folder`` (a folder filter owns: the shards it wrote
+    there before are replaced; nothing else is touched)."""
     columns = list(dict.fromkeys(k for r in rows for k in r)) or ["id"]  # rows may differ
     table = pa.Table.from_pydict({k: [r.get(k) for r in rows] for k in columns})
     if not rows:
         table = table.cast(pa.schema([("id", pa.string())]))
-    writer = io.ShardWriter(folder, table.schema)
-    for i in range(0, max(len(rows), 1), SHARD_ROWS):
-        writer.write(table.slice(i, SHARD_ROWS))
-    writer.close()
-    io.write_manifest(folder, manifest)
+    io.write_dataset(folder, table, manifest, SHARD_ROWS)

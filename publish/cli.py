@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from distill.data import options_of
 from distill.flags import add_data_flags, positional_renamed, renamed, require
+from distill.folders import add_overwrite
 from distill.publish.formats import FORMATS
 
 
@@ -35,6 +36,7 @@ def register(sub) -> None:
                    "(needs a token: HF_TOKEN or `hf auth login`)")
     p.add_argument("--private", action="store_true", help="with --to-hub: a private repo")
     add_data_flags(p)
+    add_overwrite(p)
     p.set_defaults(func=_publish)
 
     s = sub.add_parser("show", help="summarize a dataset folder; --html writes a browsable page",
@@ -60,7 +62,8 @@ def _publish(args) -> None:
                      license=args.license,
                      language=[x.strip() for x in args.language.split(",") if x.strip()],
                      name=args.name, samples=args.samples, metadata=not args.no_metadata,
-                     to_hub=args.to_hub, private=args.private, data_options=options_of(args))
+                     to_hub=args.to_hub, private=args.private, data_options=options_of(args),
+                     overwrite=args.overwrite)
     print(result.summary())
 
 

@@ -11,6 +11,7 @@ plots; samples; limitations), ``funnel.png`` (when the input has one), ``lengths
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import pyarrow.parquet as pq
 
 from distill import io
 from distill.errors import DistillError
+from distill.folders import claim
 from distill.publish.card import render_card
 from distill.publish.formats import format_table
 from distill.publish.lengths import length_plot
@@ -27,6 +29,7 @@ from distill.publish.lineage import funnel, resolve
 from distill.publish.splits import SPLIT_ORDER, assign_splits
 
 SHARD_ROWS = 100_000
+SHARD_NAME = re.compile(r"[\w.]+-\d{5}-of-\d{5}\.parquet")  # what _write_split names
 
 
 @dataclass
@@ -47,17 +50,29 @@ def publish(in_dir: str | Path, out: str | Path, *, test_size: float | None = No
             license: str = "other", language: list[str] | None = None,
             name: str | None = None, samples: int = 3, metadata: bool = True,
             to_hub: str | None = None, private: bool = False,
-            token: str | None = None, data_options: dict | None = None) -> PublishResult:
+            token: str | None = None, data_options: dict | None = None,
+            overwrite: bool = False) -> PublishResult:
     """Write ``out`` as a hub-ready dataset folder from ``in_dir`` (see ``distill publish``);
     with ``to_hub``, then push it. The local folder is complete before any push starts.
-    ``data_options``: the split, subset, revision and fields ``in_dir`` is read with."""
+    ``data_options``: the split, subset, revision and fields ``in_dir`` is read with. ``out``
+    must be new, empty or a publish output (``overwrite``: move what else it holds aside), and
+    never the input, inside it or around it."""
     src = resolve(in_dir, data_options)
     out = Path(out)
-    inputs = [Path(in_dir), *([src.data.folder] if src.data.folder else []), *src.data.files]
-    for p in inputs:
-        if out.resolve() in (p.resolve(), *p.resolve().parents):
-            raise DistillError(f"--out {out}: would overwrite the input ({p}); choose another "
-                               "folder")
+    with claim(out, "publish", "publish", inputs=[in_dir, src.data.folder, *src.data.files],
+               overwrite=overwrite):
+        manifest = _write(src, in_dir, out, test_size, split_column, format, seed, license,
+                          language, name, samples, metadata, to_hub)
+    result = PublishResult(out, manifest["splits"], format)
+    if to_hub:
+        result.url = push(out, to_hub, private=private, token=token)
+    return result
+
+
+def _write(src, in_dir, out: Path, test_size, split_column, format, seed, license, language,
+           name, samples, metadata, to_hub) -> dict:
+    """Write the folder (new shards, card and plots built in a scratch folder of this writer,
+    then moved in, replacing only what an earlier publish wrote); its manifest."""
     rows = src.data.dataset.to_list()
     if not rows:
         raise DistillError(f"{src.data.name}: no rows to publish")
@@ -67,10 +82,8 @@ def publish(in_dir: str | Path, out: str | Path, *, test_size: float | None = No
                                                else len(SPLIT_ORDER), s))
     by_split = {s: [i for i, x in enumerate(splits) if x == s] for s in order}
 
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / io.TMP_DIR
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / io.DATA_DIR).mkdir(parents=True)
+    tmp = io.scratch_dir(out)
+    (tmp / io.DATA_DIR).mkdir()
     for split, idx in by_split.items():
         _write_split(tmp / io.DATA_DIR, split, table.take(idx))
     files = ["README.md", "manifest.json", "lengths.png"]
@@ -96,18 +109,19 @@ def publish(in_dir: str | Path, out: str | Path, *, test_size: float | None = No
     (tmp / "README.md").write_text(card)
     io.write_manifest(tmp, manifest)
 
-    shutil.rmtree(out / io.DATA_DIR, ignore_errors=True)
-    os.replace(tmp / io.DATA_DIR, out / io.DATA_DIR)
+    (out / io.DATA_DIR).mkdir(exist_ok=True)
+    for old in (out / io.DATA_DIR).iterdir():
+        if SHARD_NAME.fullmatch(old.name):  # the shards of an earlier publish, nothing else
+            old.unlink()
+    for shard in (tmp / io.DATA_DIR).iterdir():
+        os.replace(shard, out / io.DATA_DIR / shard.name)
     for f in files + ["funnel.png"]:
         if (tmp / f).exists():
             os.replace(tmp / f, out / f)
         elif (out / f).exists():
             (out / f).unlink()  # a stale funnel from an earlier publish
-    shutil.rmtree(tmp, ignore_errors=True)
-    result = PublishResult(out, manifest["splits"], format)
-    if to_hub:
-        result.url = push(out, to_hub, private=private, token=token)
-    return result
+    io.remove_scratch(tmp)
+    return manifest
 
 
 def _write_split(data: Path, split: str, table: pa.Table) -> None:
@@ -140,7 +154,7 @@ def push(folder: str | Path, repo_id: str, *, private: bool = False,
     try:
         url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type="dataset",
-                          commit_message="distill publish", ignore_patterns=[".tmp/*"])
+                          commit_message="distill publish", ignore_patterns=[".tmp/*", ".distill.lock"])
     except Exception as e:  # noqa: BLE001 (network, auth, repo id: the client raises many kinds)
         reason = (str(e).strip().splitlines() or [""])[0][:200]
         raise DistillError(f"--to-hub {repo_id}: push failed ({type(e).__name__}: {reason}); "

@@ -90,7 +90,11 @@ class DistillSFTConfig(SFTConfig):
     # Resume
     restart: bool = field(default=False, metadata={
         "help": "Delete the checkpoints in output_dir and start over. Without it, rerunning the "
-        "same command resumes from the last complete checkpoint."})
+        "same command resumes from the last complete checkpoint; a finished run (its last "
+        "step reached) is left as it is, unless max_steps grows."})
+    overwrite: bool = field(default=False, metadata={
+        "help": "Write into --out even when it holds files distill train did not write: they "
+        "are moved aside to OUT.replaced-<timestamp>/, never deleted."})
 
     def __post_init__(self):
         if self.bf16 is None and not self.fp16:

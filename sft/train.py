@@ -8,12 +8,14 @@ import hashlib
 import json
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
 
 from distill.data import DataOptions
 from distill.errors import DistillError
+from distill.folders import claim
 from distill.log import log
 
 RUN_FILE = "distill_sft.json"
@@ -142,8 +144,6 @@ def fit(model: str | None, data: str | Path, out: str | Path, config, method: Me
     from transformers import AutoTokenizer
 
     from distill.models import resolve_model
-    from distill.sft.card import write_card
-    from distill.sft.data import build_examples, load_rows
 
     start = time.perf_counter()
     out = Path(out)
@@ -158,6 +158,18 @@ def fit(model: str | None, data: str | Path, out: str | Path, config, method: Me
     method.prepare(tokenizer, str(model_path))
 
     state = PartialState()
+    owner = claim(out, f"train {method.name}", "train", marker=RUN_FILE,
+                  inputs=[data, eval_data, model], overwrite=config.overwrite)
+    with owner if state.is_main_process else nullcontext():
+        return _fit(model, model_path, data, out, config, method, tokenizer, state, start,
+                    eval_data, data_options)
+
+
+def _fit(model, model_path, data, out: Path, config, method: Method, tokenizer, state, start,
+         eval_data, data_options) -> TrainResult:
+    from distill.sft.card import write_card
+    from distill.sft.data import build_examples, load_rows
+
     rows, manifest, folder = load_rows(data, data_options)
     columns, report = build_examples(rows, tokenizer, config,
                                      verbose=state.is_local_main_process)
@@ -175,27 +187,42 @@ def fit(model: str | None, data: str | Path, out: str | Path, config, method: Me
            "settings": {k: _plain(getattr(config, k)) for k in config.resume_keys}}
     checkpoint = None
     if state.is_main_process:
+        old = _read_run(out)
         checkpoint = _resume_point(out, run, config.restart)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / RUN_FILE).write_text(json.dumps({**run, "config": _config_dict(config)},
-                                               indent=2, default=str) + "\n")
+        record = {"kind": "train", **run, "config": _config_dict(config)}
+        final = _final_step(checkpoint, config)
+        if final is not None and old.get("finished") == final:
+            record["finished"] = final
+        (out / RUN_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
     state.wait_for_everyone()
     if not state.is_main_process:
         checkpoint = _last_complete_checkpoint(out)
+    final = _final_step(checkpoint, config)
+    if final is not None and _read_run(out).get("finished") == final:
+        if state.is_main_process:
+            log(f"{out}: already trained to its last step ({final}); nothing to do (--restart "
+                "trains again from scratch, a larger --max_steps trains on)")
+        metrics = _read_json(out / "metrics.json") or {"global_step": final}
+        return TrainResult(out, metrics, None, report.to_dict())
     if checkpoint and state.is_main_process:
-        log(f"resuming from {checkpoint}")
+        log(f"{checkpoint} is the last step: finishing the student and its card, no training"
+            if final is not None else f"resuming from {checkpoint}")
 
     trainer = method.trainer_class(
         model=str(model_path), args=config, train_dataset=train_dataset,
         eval_dataset=eval_dataset, processing_class=tokenizer,
         peft_config=config.lora_config() if config.use_lora else None,
         **method.trainer_kwargs())
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    metrics = dict(result.metrics, global_step=trainer.state.global_step)
-    tokens = getattr(trainer, "_total_train_tokens", 0)  # TRL's count, this session's steps
-    if tokens:
-        metrics["train_tokens"] = tokens
-        metrics["train_tokens_per_second"] = tokens / max(result.metrics["train_runtime"], 1e-9)
+    if final is not None:  # stopped while saving the student or writing its card
+        metrics = _load_final(trainer, checkpoint)
+    else:
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+        metrics = dict(result.metrics, global_step=trainer.state.global_step)
+        tokens = getattr(trainer, "_total_train_tokens", 0)  # TRL's count, this session's
+        if tokens:
+            metrics["train_tokens"] = tokens
+            metrics["train_tokens_per_second"] = tokens / max(result.metrics["train_runtime"],
+                                                              1e-9)
     if eval_dataset is not None:
         metrics.update(trainer.evaluate())
     _save(trainer, out, config)
@@ -207,7 +234,43 @@ def fit(model: str | None, data: str | Path, out: str | Path, config, method: Me
                    metrics=metrics, log_history=trainer.state.log_history,
                    seconds=time.perf_counter() - start, resumed_from=checkpoint,
                    command=f"distill train {method.name}", objective=method.card_lines())
+        record = _read_run(out)
+        (out / RUN_FILE).write_text(json.dumps({**record, "finished": metrics["global_step"]},
+                                               indent=2, default=str) + "\n")
     return TrainResult(out, metrics, checkpoint, report.to_dict())
+
+
+def _load_final(trainer, checkpoint: str) -> dict:
+    """Load the last checkpoint's weights and state into ``trainer``; its training metrics."""
+    from transformers.trainer_callback import TrainerState
+
+    trainer._load_from_checkpoint(checkpoint)
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    last = next((h for h in reversed(trainer.state.log_history) if "train_loss" in h), {})
+    return dict(last, global_step=trainer.state.global_step)
+
+
+def _final_step(checkpoint: str | None, config) -> int | None:
+    """The checkpoint's step when it is the run's last one (``config.max_steps`` or, without
+    it, the step count the run planned), else None."""
+    if checkpoint is None:
+        return None
+    saved = _read_json(Path(checkpoint) / "trainer_state.json") or {}
+    step = saved.get("global_step", 0)
+    last = config.max_steps if config.max_steps > 0 else saved.get("max_steps", 0)
+    return step if 0 < last <= step else None
+
+
+def _read_run(out: Path) -> dict:
+    return _read_json(out / RUN_FILE) or {}
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _save(trainer, out: Path, config) -> None:
@@ -242,13 +305,14 @@ def check_pad_token(tokenizer) -> None:
 
 
 def _resume_point(out: Path, run: dict, restart: bool) -> str | None:
-    """The checkpoint to resume from, after checking the run is the same; or None."""
+    """The checkpoint to resume from, after checking the run is the same (a larger
+    ``max_steps`` trains on); or None."""
     checkpoints = sorted(out.glob("checkpoint-*"), key=_step) if out.is_dir() else []
     if restart:
         for c in checkpoints:
             shutil.rmtree(c)
         if checkpoints:
-            log(f"restart: deleted {len(checkpoints)} checkpoints in {out}")
+            log(f"restart: deleted {len(checkpoints)} checkpoints in {out}; training from scratch")
         return None
     for c in checkpoints:
         if not _complete(c):  # killed while saving: trainer_state.json is written last
@@ -257,12 +321,15 @@ def _resume_point(out: Path, run: dict, restart: bool) -> str | None:
     last = _last_complete_checkpoint(out)
     if last is None:
         return None
-    previous = out / RUN_FILE
-    if previous.exists():
-        old = json.loads(previous.read_text())
-        changed = [k for k in run if k != "settings" and old.get(k) != run[k]]
-        changed += [k for k in run["settings"]
-                    if old.get("settings", {}).get(k) != run["settings"][k]]
+    old = _read_run(out).get("settings", {})
+    if old:
+        changed = [k for k in run if k not in ("settings", "kind") and
+                   _read_run(out).get(k) != run[k]]
+        changed += [k for k in run["settings"] if old.get(k) != run["settings"][k]]
+        then, now = old.get("max_steps") or 0, run["settings"].get("max_steps") or 0
+        if changed == ["max_steps"] and 0 < then < now:
+            log(f"max_steps {then} -> {now}: training on from {Path(last).name}")
+            changed = []
         if changed:
             raise DistillError(f"{out} holds checkpoints of a run with other settings "
                                f"({', '.join(changed)} changed); rerun with --restart to start "

@@ -156,10 +156,10 @@ def test_few_shot_turns_become_alpaca_history_and_sharegpt_turns():
 
 
 def test_a_plain_generated_folder_publishes_without_a_funnel(distilled, tmp_path):
-    gen, _ = distilled
+    gen, filtered = distilled
     out = tmp_path / "pub"
-    (out).mkdir()
-    (out / "funnel.png").write_bytes(PNG)  # left over from an earlier publish
+    publish(filtered, out)
+    assert (out / "funnel.png").exists()  # an earlier publish of a filtered dataset
     publish(gen, out)
     card = (out / "README.md").read_text()
     assert "This dataset was not filtered" in card and "No stage checked correctness" in card

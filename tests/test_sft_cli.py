@@ -208,3 +208,55 @@ def test_resume_skips_a_checkpoint_killed_while_saving(tmp_path, capsys):
     assert "removing incomplete checkpoint-10" in capsys.readouterr().err
     assert _resume_point(tmp_path, run, restart=True) is None
     assert not list(tmp_path.glob("checkpoint-*"))
+
+
+def test_train_into_a_users_folder_stops_and_keeps_its_files(tiny_model, filtered, tmp_path,
+                                                             capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "README.md").write_text("# my model\n")
+    (out / "config.json").write_text('{"mine": true}\n')
+    code = main(["train", "sft", "--student", tiny_model, "--data", str(filtered), "--out",
+                 str(out), "--max_steps", "1", *TINY_ARGS])
+    err = capsys.readouterr().err
+    assert code == 2 and f"--out {out}: holds files distill train sft did not write" in err
+    assert "--overwrite" in err and sorted(p.name for p in out.iterdir()) == [
+        "README.md", "config.json"]
+    assert (out / "config.json").read_text() == '{"mine": true}\n'
+
+
+def test_a_finished_run_stays_finished_unless_max_steps_grows(tiny_model, filtered, tmp_path,
+                                                              capsys):
+    from distill.sft.train import RUN_FILE, train_sft
+
+    out = tmp_path / "student"
+    kw = {"max_steps": 2, "per_device_train_batch_size": 8, "learning_rate": 1e-3,
+          "gradient_checkpointing": False, "disable_tqdm": True, "seed": 0, "report_to": "none",
+          "max_length": 128, "lr_scheduler_type": "constant", "logging_steps": 1}
+    train_sft(tiny_model, filtered, out, **kw)
+    weights = load_file(out / "model.safetensors")
+    card = (out / "README.md").read_text()
+    capsys.readouterr()
+
+    again = train_sft(tiny_model, filtered, out, **kw)
+    assert "already trained to its last step (2); nothing to do" in capsys.readouterr().err
+    assert again.metrics["global_step"] == 2 and (out / "README.md").read_text() == card
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2
+    assert all(torch.equal(t, load_file(out / "model.safetensors")[k]) for k, t in weights.items())
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+
+    # killed while saving the student and writing its card: finished, not trained on
+    (out / "README.md").unlink()
+    (out / "model.safetensors").unlink()
+    run = json.loads((out / RUN_FILE).read_text())
+    (out / RUN_FILE).write_text(json.dumps({k: v for k, v in run.items() if k != "finished"}))
+    done = train_sft(tiny_model, filtered, out, **kw)
+    assert "finishing the student and its card, no training" in capsys.readouterr().err
+    assert done.metrics["global_step"] == 2 and (out / "README.md").exists()
+    assert all(torch.equal(t, load_file(out / "model.safetensors")[k]) for k, t in weights.items())
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+
+    more = train_sft(tiny_model, filtered, out, **{**kw, "max_steps": 3})
+    assert "max_steps 2 -> 3: training on from checkpoint-2" in capsys.readouterr().err
+    assert more.metrics["global_step"] == 3
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 3

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import pyarrow as pa
 
 from distill import io
 from distill.errors import DistillError
+from distill.folders import claim
 from distill.log import log
 
 KIND = "logits"
@@ -69,12 +69,15 @@ class CaptureResult:
 def capture_logits(teacher: str, data: str | Path, out: str | Path, top_k: int, *,
                    student: str | None = None, config=None, batch_size: int = 8,
                    dtype: str = "auto", device: str | None = None, shard_size: int = 512,
-                   restart: bool = False, data_options: dict | None = None) -> CaptureResult:
+                   restart: bool = False, data_options: dict | None = None,
+                   overwrite: bool = False) -> CaptureResult:
     """Capture ``teacher``'s top-``top_k`` log-probs for the counted tokens of ``data``
-    (anything ``distill train`` reads, with ``data_options``) into ``out``. ``student``: the model to train (its tokenizer builds the
+    (anything ``distill train`` reads, with ``data_options``) into ``out``. ``student``: the
+    model to train (its tokenizer builds the
     sequences and must be the teacher's; its vocabulary size bounds the shared one); default:
     the teacher's tokenizer. ``config``: a ``DistillSFTConfig`` with the training run's data
-    settings (max_length, objective, weights, ...)."""
+    settings (max_length, objective, weights, ...). ``out``: new, empty or a capture
+    (``overwrite``: move what else it holds aside)."""
     from distill.sft.config import build_config
     from distill.sft.data import build_examples, load_rows
     from distill.sft.kd.teacher import (
@@ -89,60 +92,64 @@ def capture_logits(teacher: str, data: str | Path, out: str | Path, top_k: int, 
     if top_k < 1:
         raise DistillError(f"--top-k must be >= 1, got {top_k}")
     out = Path(out)
-    config = config or build_config(output_dir=str(out))
-    tokenizer = load_tokenizer(teacher, "teacher")
-    student_rows = None
-    if student is not None:
-        from transformers import AutoConfig
+    inputs = [data, teacher, student]
+    with claim(out, "logits capture", KIND, inputs=inputs, overwrite=overwrite, mark=False):
+        config = config or build_config(output_dir=str(out))
+        tokenizer = load_tokenizer(teacher, "teacher")
+        student_rows = None
+        if student is not None:
+            from transformers import AutoConfig
 
-        student_tokenizer = load_tokenizer(student, "student")
-        check_same_tokenizer(student_tokenizer, tokenizer, student, teacher)
-        tokenizer = student_tokenizer
-        student_rows = vocab_rows(AutoConfig.from_pretrained(student))
-    check_pad_token(tokenizer)
-    rows, source_manifest, folder = load_rows(data, data_options)
-    columns, report = build_examples(rows, tokenizer, config)
-    model = load_teacher(teacher, dtype, device)
-    vocab = min(vocab_rows(model), student_rows or len(tokenizer))
-    if top_k > vocab:
-        raise DistillError(f"--top-k {top_k} is larger than the vocabulary ({vocab})")
-    labels = [np.asarray(x) for x in columns["labels"]]
-    counted = [int((x[1:] != -100).sum()) for x in labels]
-    manifest = {
-        "kind": KIND, "created": io.now(), "input": str(folder), "input_manifest": source_manifest,
-        "teacher": teacher, "student": student, "top_k": top_k, "vocab_size": vocab,
-        "tokenizer": tokenizer_fingerprint(tokenizer), "data_sha256": data_fingerprint(columns),
-        "settings": {k: getattr(config, k) for k in DATA_KEYS}, "rows": len(rows),
-        "examples": len(labels), "tokens": sum(counted), "complete": False,
-        "versions": io.package_versions(("distill", "torch", "transformers", "pyarrow"))}
-    _prepare_folder(out, manifest, restart)
-    done = io.read_ids(out, "example")
-    todo = [e for e in range(len(labels)) if e not in done]
-    writer = io.ShardWriter(out, SCHEMA)
-    ids_of = [str(rows[r].get("id", f"row {r}")) for r in report.example_rows]
-    try:
-        for lo in range(0, len(todo), shard_size):
-            part = sorted(todo[lo:lo + shard_size], key=lambda e: len(labels[e]))
-            records = []
-            for b in range(0, len(part), batch_size):
-                batch = part[b:b + batch_size]
-                topk = _teacher_topk(model, [columns["input_ids"][e] for e in batch],
-                                     [labels[e] for e in batch], top_k, vocab,
-                                     tokenizer.pad_token_id)
-                for e, (ids, logprobs) in zip(batch, topk):
-                    records.append({"example": e, "row": report.example_rows[e],
-                                    "id": ids_of[e], "tokens": counted[e],
-                                    "ids": ids.reshape(-1), "logprobs": logprobs.reshape(-1)})
-            writer.write(records)
-            log(f"logits: {len(done) + lo + len(part)}/{len(labels)} sequences")
-    finally:
-        writer.close()
-    disk = sum(p.stat().st_size for p in io.shard_paths(out))
-    io.write_manifest(out, {**manifest, "complete": True, "disk_bytes": disk,
-                            "bytes_per_token": disk / max(sum(counted), 1),
-                            "payload_bytes_per_token": BYTES_PER_ENTRY * top_k})
-    return CaptureResult(out, len(labels), len(todo), sum(counted), top_k, disk,
-                         time.perf_counter() - start)
+            student_tokenizer = load_tokenizer(student, "student")
+            check_same_tokenizer(student_tokenizer, tokenizer, student, teacher)
+            tokenizer = student_tokenizer
+            student_rows = vocab_rows(AutoConfig.from_pretrained(student))
+        check_pad_token(tokenizer)
+        rows, source_manifest, folder = load_rows(data, data_options)
+        columns, report = build_examples(rows, tokenizer, config)
+        model = load_teacher(teacher, dtype, device)
+        vocab = min(vocab_rows(model), student_rows or len(tokenizer))
+        if top_k > vocab:
+            raise DistillError(f"--top-k {top_k} is larger than the vocabulary ({vocab})")
+        labels = [np.asarray(x) for x in columns["labels"]]
+        counted = [int((x[1:] != -100).sum()) for x in labels]
+        manifest = {
+            "kind": KIND, "created": io.now(), "input": str(folder),
+            "input_manifest": source_manifest, "teacher": teacher, "student": student,
+            "top_k": top_k, "vocab_size": vocab, "tokenizer": tokenizer_fingerprint(tokenizer),
+            "data_sha256": data_fingerprint(columns),
+            "settings": {k: getattr(config, k) for k in DATA_KEYS}, "rows": len(rows),
+            "examples": len(labels), "tokens": sum(counted), "complete": False,
+            "versions": io.package_versions(("distill", "torch", "transformers", "pyarrow"))}
+        _prepare_folder(out, manifest, restart)
+        done = io.read_ids(out, "example")
+        todo = [e for e in range(len(labels)) if e not in done]
+        writer = io.ShardWriter(out, SCHEMA)
+        ids_of = [str(rows[r].get("id", f"row {r}")) for r in report.example_rows]
+        try:
+            for lo in range(0, len(todo), shard_size):
+                part = sorted(todo[lo:lo + shard_size], key=lambda e: len(labels[e]))
+                records = []
+                for b in range(0, len(part), batch_size):
+                    batch = part[b:b + batch_size]
+                    topk = _teacher_topk(model, [columns["input_ids"][e] for e in batch],
+                                         [labels[e] for e in batch], top_k, vocab,
+                                         tokenizer.pad_token_id)
+                    for e, (ids, logprobs) in zip(batch, topk):
+                        records.append({"example": e, "row": report.example_rows[e],
+                                        "id": ids_of[e], "tokens": counted[e],
+                                        "ids": ids.reshape(-1),
+                                        "logprobs": logprobs.reshape(-1)})
+                writer.write(records)
+                log(f"logits: {len(done) + lo + len(part)}/{len(labels)} sequences")
+        finally:
+            writer.close()
+        disk = sum(p.stat().st_size for p in io.shard_paths(out))
+        io.write_manifest(out, {**manifest, "complete": True, "disk_bytes": disk,
+                                "bytes_per_token": disk / max(sum(counted), 1),
+                                "payload_bytes_per_token": BYTES_PER_ENTRY * top_k})
+        return CaptureResult(out, len(labels), len(todo), sum(counted), top_k, disk,
+                             time.perf_counter() - start)
 
 
 def _teacher_topk(model, input_ids: list, labels: list, top_k: int, vocab: int, pad_id: int):
@@ -244,7 +251,7 @@ def _prepare_folder(out: Path, manifest: dict, restart: bool) -> None:
     """Start, or resume a capture of the same teacher, k and sequences; else stop."""
     old = io.read_manifest(out)
     if old is not None and restart:
-        shutil.rmtree(out / io.DATA_DIR, ignore_errors=True)
+        io.remove_shards(out)
         old = None
     if old is not None:
         keys = ("kind", "teacher", "top_k", "vocab_size", "data_sha256")
@@ -255,9 +262,5 @@ def _prepare_folder(out: Path, manifest: dict, restart: bool) -> None:
         if changed:
             raise DistillError(f"{out} holds another capture ({', '.join(changed)} differ); "
                                "rerun with --restart to replace it, or pick another --out")
-    elif io.shard_paths(out):
-        raise DistillError(f"{out} holds Parquet shards but no capture manifest; pick another "
-                           "--out")
-    out.mkdir(parents=True, exist_ok=True)
     io.write_manifest(out, manifest)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from distill.errors import DistillError
 from distill.flags import add_data_flags, renamed
+from distill.folders import add_overwrite
 from distill.sft.cli import PassThroughParser
 from distill.sft.kd.teacher import TEACHER_DTYPES
 
@@ -37,6 +38,7 @@ def register(sub) -> None:
     renamed(c, "--device", "--teacher-device")
     c.add_argument("--restart", action="store_true", help="replace an existing capture in --out")
     add_data_flags(c)
+    add_overwrite(c)
     c.set_defaults(func=_capture)
 
 
@@ -59,5 +61,5 @@ def _capture(args) -> None:
     result = capture_logits(args.teacher, args.data, args.out, args.top_k, student=args.student,
                             config=config, batch_size=args.batch_size, dtype=args.teacher_dtype,
                             device=args.teacher_device, restart=args.restart,
-                            data_options=options_of(args))
+                            data_options=options_of(args), overwrite=args.overwrite)
     print(result.summary())
