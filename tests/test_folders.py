@@ -278,6 +278,18 @@ def test_a_run_stopped_after_writing_still_owns_its_folder(tmp_path):
     assert not (tmp_path / "new").exists()
 
 
+def test_a_train_run_from_before_markers_had_a_kind_is_still_its_own(tmp_path):
+    out = tmp_path / "student"
+    out.mkdir()
+    (out / "distill_sft.json").write_text(json.dumps({"model": "m", "settings": {}}))
+    (out / "checkpoint-2").mkdir()
+    with claim(out, "train sft", "train", marker="distill_sft.json"):
+        pass
+    assert (out / "checkpoint-2").is_dir()
+    with pytest.raises(DistillError, match="--overwrite"), claim(out, "eval", "eval"):
+        pass
+
+
 def test_a_second_run_of_a_recipe_in_one_folder_stops_at_once(tmp_path):
     from distill.recipe import run_recipe
 
