@@ -25,9 +25,12 @@ import hashlib
 import importlib.util
 import math
 import os
+import pickle
 import re
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache, lru_cache
+from contextlib import ExitStack
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +151,23 @@ def similar(a: set, b: set, threshold: float) -> bool:
     return inter >= threshold * (len(a) + len(b) - inter)
 
 
+def similar_arrays(a: np.ndarray, b: np.ndarray, threshold: float) -> bool:
+    """``similar`` for two sorted arrays of distinct shingles."""
+    inter = len(np.intersect1d(a, b, assume_unique=True))
+    return inter >= threshold * (len(a) + len(b) - inter)
+
+
+def _picked(texts, rows: np.ndarray):
+    """For each batch of ``texts()`` that holds some of the (sorted) row indices ``rows``:
+    those indices and their texts."""
+    start = 0
+    for batch in texts():
+        lo, hi = np.searchsorted(rows, [start, start + len(batch)])
+        if hi > lo:
+            yield rows[lo:hi], [batch[i - start] for i in rows[lo:hi].tolist()]
+        start += len(batch)
+
+
 def _band_pairs(sig: np.ndarray, bands: int) -> np.ndarray:
     """The (2, k) distinct pairs i < j of signature rows that are equal in some band."""
     a, b = [], []
@@ -185,7 +205,7 @@ class Dedupe(Stage):
     ``minhash`` have a distributed plan (``distill.filters.ray.dedupe``)."""
 
     name = "dedupe"
-    adds = ("duplicate_of",)  # to the rows it drops
+    adds_when_dropped = ("duplicate_of",)
 
     def __init__(self, method: str = "minhash", field: str = "completion",
                  threshold: float | None = None, num_perm: int = 128, ngram: int = 5,
@@ -218,72 +238,117 @@ class Dedupe(Stage):
         return row[self.field] or ""
 
     def select(self, rows: list[dict]) -> list[tuple[dict, str | None]]:
-        texts, clusters = [self.text(r) for r in rows], Clusters(len(rows))
-        {"exact": self._exact, "minhash": self._minhash, "semantic": self._semantic}[
-            self.method](texts, clusters)
-        labels = [clusters.find(i) for i in range(len(rows))]
+        drops = self.drops(lambda: iter([rows]))
+        return [(row, None) if i not in drops else ({**row, **drops[i][1]}, drops[i][0])
+                for i, row in enumerate(rows)]
+
+    def drops(self, batches) -> dict[int, tuple[str, dict]]:
+        """The rows to drop, by position in the input that each ``batches()`` call reads again,
+        each with its reason and ``duplicate_of``. Holds each row's id, ``keep`` value and the
+        hashes or signatures of its text; the texts wait in a temporary file between passes."""
+        ids, keep = [], []
+        with tempfile.TemporaryFile() as spill:
+            for batch in batches():
+                for row in batch:
+                    self.require(row)
+                ids += [row.get("id") for row in batch]
+                keep += [row.get(self.keep) for row in batch] if self.keep else []
+                pickle.dump([self.text(row) for row in batch], spill, pickle.HIGHEST_PROTOCOL)
+
+            def texts():
+                spill.seek(0)
+                while True:
+                    try:
+                        yield pickle.load(spill)
+                    except EOFError:
+                        return
+
+            clusters = Clusters(len(ids))
+            {"exact": self._exact, "minhash": self._minhash, "semantic": self._semantic}[
+                self.method](texts, clusters)
+        labels = [clusters.find(i) for i in range(len(ids))]
         keeper: dict[int, int] = {}
         for i, label in enumerate(labels):
             best = keeper.setdefault(label, i)
-            if self.keep and is_better(rows[i].get(self.keep), rows[best].get(self.keep)):
+            if self.keep and is_better(keep[i], keep[best]):
                 keeper[label] = i
-        self.clusters = int(np.sum(np.bincount(labels) > 1)) if rows else 0
-        return [(row, None) if keeper[label] == i else
-                ({**row, "duplicate_of": rows[keeper[label]]["id"]}, self.drop_reason)
-                for i, (row, label) in enumerate(zip(rows, labels))]
+        self.clusters = int(np.sum(np.bincount(labels) > 1)) if ids else 0
+        return {i: (self.drop_reason, {"duplicate_of": ids[keeper[label]]})
+                for i, label in enumerate(labels) if keeper[label] != i}
 
-    def _exact(self, texts: list[str], clusters: Clusters) -> list[int]:
+    def _exact(self, texts, clusters: Clusters) -> np.ndarray:
         """Join texts with equal normalized forms; returns the indices of the distinct ones."""
-        first: dict[bytes, int] = {}
-        for i, text in enumerate(texts):
-            key = hashlib.blake2b(" ".join(text.lower().split()).encode(), digest_size=16)
-            if (j := first.setdefault(key.digest(), i)) != i:
+        digests = bytearray()
+        for batch in texts():
+            for text in batch:
+                digests += hashlib.blake2b(" ".join(text.lower().split()).encode(),
+                                           digest_size=16).digest()
+        if not digests:
+            return np.zeros(0, np.int64)
+        keys = np.frombuffer(bytes(digests), np.uint64).reshape(-1, 2)
+        _, first, same = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        for i, j in enumerate(first[same.ravel()].tolist()):
+            if i != j:
                 clusters.union(i, j)
-        return list(first.values())
+        return np.sort(first)
 
-    def _minhash(self, texts: list[str], clusters: Clusters) -> None:
-        """Join texts whose shingle sets have Jaccard >= threshold."""
-        import rensa
+    def _signatures(self, texts: list[str]) -> np.ndarray:
+        """(rows, num_perm): the MinHash signature of each text."""
+        rows = signatures(*shingles(texts, self.ngram), self.num_perm).to_rows()
+        return np.array(rows, dtype=np.uint64).reshape(len(texts), self.num_perm)
 
-        def sign(chunk: tuple[int, int]):
-            return signatures(*shingles(texts[slice(*chunk)], self.ngram), self.num_perm)
-
+    def _minhash(self, texts, clusters: Clusters) -> None:
+        """Join texts whose shingle sets have Jaccard >= threshold. Pass 1 flags the rows that
+        share an LSH band with another (each band's keys wait on disk); pass 2 signs the
+        flagged rows again to find candidate pairs; pass 3 shingles the rows of those pairs,
+        whose true Jaccard confirms each pair."""
         bands = band_count(self.threshold, self.num_perm)
-        lsh, matrices = rensa.RMinHashLSH(self.threshold, self.num_perm, bands), []
-        chunks = list(_chunks(texts))  # pass 1, all rows: flag those that have a candidate
-        with ThreadPoolExecutor(WORKERS) as pool:
-            for (start, _), matrix in zip(chunks, pool.map(sign, chunks)):
-                lsh.insert_matrix(matrix, start_key=start)
-                matrices.append(matrix)
-        flagged = np.flatnonzero([f for m in matrices for f in lsh.query_duplicate_flags_matrix(m)])
-        flat, offsets = shingles([texts[i] for i in flagged], self.ngram)  # pass 2: flagged
-        sig = np.array(signatures(flat, offsets, self.num_perm).to_rows(), dtype=np.uint64)
-        sig, first, same = np.unique(sig.reshape(len(flagged), self.num_perm), axis=0,
-                                     return_index=True, return_inverse=True)
+        n = 0
+        with ExitStack() as stack, ThreadPoolExecutor(WORKERS) as pool:
+            files = [stack.enter_context(tempfile.TemporaryFile()) for _ in range(bands)]
+            for batch in texts():
+                def keys(chunk, batch=batch):
+                    return band_keys(self._signatures(batch[slice(*chunk)]), bands)
+
+                for key in pool.map(keys, list(_chunks(batch))):
+                    for f, column in zip(files, key.T):
+                        f.write(np.ascontiguousarray(column).tobytes())
+                n += len(batch)
+            flagged = np.zeros(n, bool)
+            for f in files:
+                f.seek(0)
+                _, same, counts = np.unique(np.frombuffer(f.read(), np.uint64),
+                                            return_inverse=True, return_counts=True)
+                flagged |= counts[same.ravel()] > 1
+        flagged = np.flatnonzero(flagged)
+        sig = np.concatenate([np.zeros((0, self.num_perm), np.uint64)] + [
+            self._signatures(picked) for _, picked in _picked(texts, flagged)])
+        sig, first, same = np.unique(sig, axis=0, return_index=True, return_inverse=True)
         for i, j in zip(flagged.tolist(), flagged[first[same.ravel()]].tolist()):
             clusters.union(i, j)  # equal signatures: Jaccard 1, all but surely
-        row = flagged.tolist()
+        pairs = flagged[first[_band_pairs(sig, bands)]]
+        sets: dict[int, np.ndarray] = {}
+        for rows, picked in _picked(texts, np.unique(pairs)):
+            flat, offsets = shingles(picked, self.ngram)
+            for k, i in enumerate(rows.tolist()):
+                sets[i] = np.unique(flat[offsets[k]:offsets[k + 1]])
+        for i, j in pairs.T.tolist():  # confirm by the true Jaccard
+            if clusters.find(i) != clusters.find(j) and similar_arrays(sets[i], sets[j],
+                                                                      self.threshold):
+                clusters.union(i, j)
 
-        @cache
-        def shingle_set(i: int) -> set:
-            return set(flat[offsets[i]:offsets[i + 1]].tolist())
-
-        for i, j in first[_band_pairs(sig, bands)].T.tolist():  # confirm by the true Jaccard
-            if clusters.find(row[i]) != clusters.find(row[j]) and similar(
-                    shingle_set(i), shingle_set(j), self.threshold):
-                clusters.union(row[i], row[j])
-
-    def _semantic(self, texts: list[str], clusters: Clusters) -> None:
+    def _semantic(self, texts, clusters: Clusters) -> None:
         """Join texts whose embeddings have cosine >= threshold (and exact copies)."""
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError:
             raise DistillError("dedupe method 'semantic' needs sentence-transformers: "
                                "pip install sentence-transformers") from None
-        reps = np.array(self._exact(texts, clusters))  # embed each distinct text once
+        reps = self._exact(texts, clusters)  # embed each distinct text once
         model = SentenceTransformer(str(self.model or _default_model()))
-        emb = model.encode([texts[i] for i in reps], batch_size=self.batch_size,
-                           normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
+        parts = [model.encode(picked, batch_size=self.batch_size, normalize_embeddings=True,
+                              convert_to_numpy=True) for _, picked in _picked(texts, reps)]
+        emb = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 1), np.float32)
         block = 2048
         for i in range(0, len(emb), block):
             for j in range(i, len(emb), block):
