@@ -41,7 +41,7 @@ from distill.filters.base import Filtered, Stage, log_stage
 from distill.filters.stages import build_stages, stage_class
 
 SHARD_ROWS = 10_000  # rows per output shard
-BATCH_ROWS = 5_000  # rows a stage is given at a time
+BATCH_ROWS = 2_000  # rows a stage is given at a time
 BUCKET_ROWS = 10_000  # rows a group stage holds at a time (whole groups, so about)
 
 
@@ -326,9 +326,7 @@ def write_rows(folder: Path, rows: Iterable[dict], manifest: dict,
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".rows-", dir=folder) as work:
         parts, schemas, rows = [], [], iter(rows)
-        while chunk := list(islice(rows, SHARD_ROWS)):  # each chunk's types, then one for all
-            columns = list(dict.fromkeys(k for r in chunk for k in r))
-            table = pa.Table.from_pydict({k: [r.get(k) for r in chunk] for k in columns})
+        while table := _table(rows):  # each shard's types, then one type for all
             parts.append(Path(work) / f"{len(parts)}.arrow")
             with pa.ipc.new_file(parts[-1], table.schema) as f:
                 f.write_table(table)
@@ -347,3 +345,13 @@ def write_rows(folder: Path, rows: Iterable[dict], manifest: dict,
             writer.write(writer.schema.empty_table())
         writer.close()
     io.write_manifest(folder, manifest)
+
+
+def _table(rows: Iterator[dict]) -> pa.Table | None:
+    """The next ``SHARD_ROWS`` rows as a table (None when there are none left): columns in
+    order of first appearance, each of the type that holds all its values."""
+    tables, size = [], min(SHARD_ROWS, 1000)
+    while sum(map(len, tables)) < SHARD_ROWS and (chunk := list(islice(rows, size))):
+        columns = list(dict.fromkeys(k for r in chunk for k in r))
+        tables.append(pa.Table.from_pydict({k: [r.get(k) for r in chunk] for k in columns}))
+    return pa.concat_tables(tables, promote_options="permissive") if tables else None
