@@ -41,13 +41,15 @@ def completion(rng: np.random.Generator, answer: int) -> str:
 
 
 def synthetic_rows(n: int, seed: int = 0):
-    """``n`` rows in the format ``distill generate`` writes, 4 samples per problem: mostly
-    distinct texts, 10% exact copies of a recent row (case and spacing changed), 10% near
+    """``n`` rows in the format ``distill generate`` writes, 4 samples per problem (which
+    share a gold answer): mostly distinct texts, 10% exact copies of a recent row (case and spacing changed), 10% near
     copies (one word changed), 10% wrong answers, 2% truncated, 2% looping."""
     rng = np.random.default_rng(seed)
     recent: list[tuple[str, int]] = []  # (completion, gold) of recent rows
     for i in range(n):
-        gold, roll = int(rng.integers(1, 1000)), rng.random()
+        if i % 4 == 0:
+            problem = int(rng.integers(1, 1000))
+        gold, roll = problem, rng.random()
         if recent and roll < 0.1:
             text, gold = recent[int(rng.integers(len(recent)))]
             text = text.upper().replace(" ", "  ", 3)
@@ -61,7 +63,7 @@ def synthetic_rows(n: int, seed: int = 0):
         else:
             text = completion(rng, gold + 1 if roll > 0.9 else gold)
         recent = (recent + [(text, gold)])[-50:]
-        question = f"Problem {i}: what is {gold}?"
+        question = f"Problem {i // 4}: what is {gold}?"
         yield {"id": f"r{i}", "source_id": f"p{i // 4}", "sample_index": i % 4,
                "question": question, "gold": str(gold), "template": "gsm8k-cot", "kind": "cot",
                "task": None, "messages": [{"role": "user", "content": question}],

@@ -60,7 +60,10 @@ class ShardWriter:
         name = f"part-{self.next_index:05d}.parquet"
         tmp = self.folder / TMP_DIR / name
         table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, self.schema)
-        pq.write_table(table, tmp)
+        if table.num_rows:
+            pq.write_table(table, tmp)
+        else:  # no row group at all: readers (datasets) refuse a row group of 0 rows
+            pq.ParquetWriter(tmp, table.schema).close()
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         final = self.folder / DATA_DIR / name
