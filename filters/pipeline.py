@@ -111,7 +111,7 @@ def run_filter(in_dir: str | Path, out_dir: str | Path, *, config: str | Path | 
         if executor == "ray":
             from distill.filters.ray.filter import filter_on_ray
 
-            run = filter_on_ray(in_dir, spec, pipeline, ray_address, ray_workers)
+            run = filter_on_ray(in_dir, spec, pipeline, ray_address, ray_workers, Path(work))
         else:
             run = stream_rows(source, pipeline, Path(work))
         summary = [{"stage": s.name, "options": s.options, **s.stats.to_dict(),
