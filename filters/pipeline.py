@@ -43,6 +43,7 @@ from distill.filters.stages import build_stages, stage_class
 SHARD_ROWS = 10_000  # rows per output shard
 BATCH_ROWS = 2_000  # rows a stage is given at a time
 BUCKET_ROWS = 10_000  # rows a group stage holds at a time (whole groups, so about)
+TABLE_ROWS = 1_000  # rows turned into Arrow at a time on the way out
 
 
 def load_filter_config(path: str | Path) -> list:
@@ -340,7 +341,7 @@ def write_rows(folder: Path, rows: Iterable[dict], manifest: dict,
             writer.write(pa.table({f.name: table.column(f.name).cast(f.type)
                                    if f.name in table.column_names
                                    else pa.nulls(len(table), f.type) for f in writer.schema},
-                                  writer.schema).combine_chunks())
+                                  writer.schema))
         if not parts:
             writer.write(writer.schema.empty_table())
         writer.close()
@@ -350,8 +351,11 @@ def write_rows(folder: Path, rows: Iterable[dict], manifest: dict,
 def _table(rows: Iterator[dict]) -> pa.Table | None:
     """The next ``SHARD_ROWS`` rows as a table (None when there are none left): columns in
     order of first appearance, each of the type that holds all its values."""
-    tables, size = [], min(SHARD_ROWS, 1000)
-    while sum(map(len, tables)) < SHARD_ROWS and (chunk := list(islice(rows, size))):
+    tables, left = [], SHARD_ROWS
+    while left and (chunk := list(islice(rows, min(left, TABLE_ROWS)))):
+        left -= len(chunk)
         columns = list(dict.fromkeys(k for r in chunk for k in r))
         tables.append(pa.Table.from_pydict({k: [r.get(k) for r in chunk] for k in columns}))
-    return pa.concat_tables(tables, promote_options="permissive") if tables else None
+    if not tables:
+        return None
+    return pa.concat_tables(tables, promote_options="permissive").combine_chunks()

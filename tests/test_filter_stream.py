@@ -51,7 +51,8 @@ def test_streaming_writes_the_bytes_of_one_pass_in_memory(tmp_path, monkeypatch)
     memory = bench()
     monkeypatch.setattr(memory, "SHARD_ROWS", 150)
     data = memory.write_dataset(tmp_path / "data", 600)  # 4 input shards
-    for name, value in (("BATCH_ROWS", 37), ("BUCKET_ROWS", 20), ("SHARD_ROWS", 100)):
+    for name, value in (("BATCH_ROWS", 37), ("BUCKET_ROWS", 20), ("SHARD_ROWS", 100),
+                        ("TABLE_ROWS", 30)):
         monkeypatch.setattr(pipeline, name, value)
     result = run_filter(data, tmp_path / "streamed", config=config(tmp_path, MIXED))
 
@@ -129,7 +130,9 @@ def test_written_folders_load_with_datasets_and_with_distill(tmp_path, monkeypat
 
 @pytest.mark.slow
 def test_filter_memory_grows_little_with_the_rows():
-    """The memory bench at 2,000 and 20,000 rows: holding every row (8-9 KB each) grew peak
-    RSS by 1.7x; streaming holds a few batches, whatever the row count."""
+    """The memory bench at 2,000 and 20,000 rows. Holding every row (about 9 KB each) grew
+    peak RSS 1.67x (238 to 398 MiB); streaming holds a batch of 2,000 rows and one output
+    shard of 10,000, full only from 10,000 rows on (1.31x: 219 to 287 MiB), and no more
+    after (see docs/benchmarks.md)."""
     runs = bench().measure([2_000, 20_000], ["filter"])["filter"]
-    assert runs[1][1] / runs[0][1] < 1.25, runs
+    assert runs[1][1] / runs[0][1] < 1.45, runs
