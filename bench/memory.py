@@ -33,18 +33,19 @@ WATCHED = ("import resource, subprocess, sys\n"
            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
 
 
-def completion(rng: np.random.Generator, answer: int) -> str:
-    """About 1 KB: ~170 random words in sentences, then the answer line."""
-    words = np.array(VOCAB, dtype=object)[rng.integers(0, len(VOCAB), 170)]
-    sentences = [" ".join(words[i:i + 17]) + "." for i in range(0, 170, 17)]
-    return "\n".join(sentences) + f"\n#### {answer}"
+def sentences(rng: np.random.Generator, count: int = 20_000) -> list[str]:
+    """A pool of random 17-word sentences that completions are made of."""
+    words = np.array(VOCAB, dtype=object)[rng.integers(0, len(VOCAB), (count, 17))]
+    return [" ".join(w) + "." for w in words]
 
 
 def synthetic_rows(n: int, seed: int = 0):
     """``n`` rows in the format ``distill generate`` writes, 4 samples per problem (which
-    share a gold answer): mostly distinct texts, 10% exact copies of a recent row (case and spacing changed), 10% near
+    share a gold answer): mostly distinct texts (10 random sentences of a pool, then the
+    answer line), 10% exact copies of a recent row (case and spacing changed), 10% near
     copies (one word changed), 10% wrong answers, 2% truncated, 2% looping."""
     rng = np.random.default_rng(seed)
+    pool = sentences(rng)
     recent: list[tuple[str, int]] = []  # (completion, gold) of recent rows
     for i in range(n):
         if i % 4 == 0:
@@ -61,7 +62,8 @@ def synthetic_rows(n: int, seed: int = 0):
         elif roll > 0.98:
             text = "again and again " * 60 + f"#### {gold}"
         else:
-            text = completion(rng, gold + 1 if roll > 0.9 else gold)
+            picked = rng.integers(0, len(pool), 10)
+            text = "\n".join(pool[k] for k in picked) + f"\n#### {gold + (roll > 0.9)}"
         recent = (recent + [(text, gold)])[-50:]
         question = f"Problem {i // 4}: what is {gold}?"
         yield {"id": f"r{i}", "source_id": f"p{i // 4}", "sample_index": i % 4,
