@@ -136,3 +136,23 @@ def test_filter_memory_grows_little_with_the_rows():
     after (see docs/benchmarks.md)."""
     runs = bench().measure([2_000, 20_000], ["filter"])["filter"]
     assert runs[1][1] / runs[0][1] < 1.45, runs
+
+
+@pytest.mark.parametrize("rows, shards", [(0, 1), (1, 1), (25, 3)])
+def test_generated_folders_load_with_datasets_and_with_distill(tmp_path, monkeypatch, rows,
+                                                               shards):
+    from distill.datagen.plan import row_schema
+
+    memory = bench()
+    monkeypatch.setattr(memory, "SHARD_ROWS", 10)
+    folder = memory.write_dataset(tmp_path / "gen", rows)
+    if not rows:  # an empty shard of the generate schema
+        io.ShardWriter(folder, row_schema(False)).write([])
+    assert len(io.shard_paths(folder)) == shards
+    if not rows:
+        assert empty_set(folder) == row_schema(False).names
+        return
+    loaded = datasets.load_dataset(str(folder), split="train")
+    assert loaded.num_rows == rows and loaded.column_names == row_schema(False).names
+    assert [r["id"] for r in io.read_rows(folder)] == loaded["id"] == [f"r{i}" for i in
+                                                                       range(rows)]
