@@ -107,7 +107,7 @@ def run_filter(in_dir: str | Path, out_dir: str | Path, *, config: str | Path | 
     pipeline = build_stages(spec, f"{config or preset}: stages")
     source = InputShards(in_dir)
     kept_schema, dropped_schema = output_schemas(source.schema, pipeline)
-    (out_dir).mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".filter-", dir=out_dir) as work:
         if executor == "ray":
             from distill.filters.ray.filter import filter_on_ray
