@@ -168,10 +168,11 @@ def _picked(texts, rows: np.ndarray):
         start += len(batch)
 
 
-def _band_pairs(sig: np.ndarray, bands: int) -> np.ndarray:
-    """The (2, k) distinct pairs i < j of signature rows that are equal in some band."""
+def _band_pairs(keys: np.ndarray) -> np.ndarray:
+    """The (2, k) distinct pairs i < j of rows whose band keys (rows, bands) are equal in some
+    band."""
     a, b = [], []
-    for key in band_keys(sig, bands).T:
+    for key in keys.T:
         order = np.argsort(key, kind="stable")
         key, d = key[order], 1
         while d < len(key) and (hit := key[d:] == key[:-d]).any():  # runs of equal keys
@@ -266,15 +267,21 @@ class Dedupe(Stage):
             clusters = Clusters(len(ids))
             {"exact": self._exact, "minhash": self._minhash, "semantic": self._semantic}[
                 self.method](texts, clusters)
-        labels = [clusters.find(i) for i in range(len(ids))]
-        keeper: dict[int, int] = {}
-        for i, label in enumerate(labels):
-            best = keeper.setdefault(label, i)
-            if self.keep and is_better(keep[i], keep[best]):
-                keeper[label] = i
-        self.clusters = int(np.sum(np.bincount(labels) > 1)) if ids else 0
-        return {i: (self.drop_reason, {"duplicate_of": ids[keeper[label]]})
-                for i, label in enumerate(labels) if keeper[label] != i}
+        n = len(ids)
+        labels = np.fromiter((clusters.find(i) for i in range(n)), np.int64, n)
+        sizes = np.bincount(labels, minlength=n)
+        keeper = labels.copy()  # a cluster's label is its first row
+        if self.keep:
+            best: dict[int, int] = {}
+            for i in np.flatnonzero(sizes[labels] > 1).tolist():
+                label = int(labels[i])
+                if is_better(keep[i], keep[best.setdefault(label, i)]):
+                    best[label] = i
+            for i in np.flatnonzero(sizes[labels] > 1).tolist():
+                keeper[i] = best[int(labels[i])]
+        self.clusters = int(np.sum(sizes > 1))
+        return {i: (self.drop_reason, {"duplicate_of": ids[keeper[i]]})
+                for i in np.flatnonzero(keeper != np.arange(n)).tolist()}
 
     def _exact(self, texts, clusters: Clusters) -> np.ndarray:
         """Join texts with equal normalized forms; returns the indices of the distinct ones."""
@@ -303,16 +310,19 @@ class Dedupe(Stage):
         flagged rows again to find candidate pairs; pass 3 shingles the rows of those pairs,
         whose true Jaccard confirms each pair."""
         bands = band_count(self.threshold, self.num_perm)
-        n = 0
+        n, whole = 0, bytearray()  # whole: a 128-bit hash of each row's whole signature
         with ExitStack() as stack, ThreadPoolExecutor(WORKERS) as pool:
             files = [stack.enter_context(tempfile.TemporaryFile()) for _ in range(bands)]
             for batch in texts():
                 def keys(chunk, batch=batch):
-                    return band_keys(self._signatures(batch[slice(*chunk)]), bands)
+                    sig = self._signatures(batch[slice(*chunk)])
+                    return band_keys(sig, bands), b"".join(
+                        hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in sig)
 
-                for key in pool.map(keys, list(_chunks(batch))):
+                for key, hashes in pool.map(keys, list(_chunks(batch))):
                     for f, column in zip(files, key.T):
                         f.write(np.ascontiguousarray(column).tobytes())
+                    whole += hashes
                 n += len(batch)
             flagged = np.zeros(n, bool)
             for f in files:
@@ -320,22 +330,41 @@ class Dedupe(Stage):
                 _, same, counts = np.unique(np.frombuffer(f.read(), np.uint64),
                                             return_inverse=True, return_counts=True)
                 flagged |= counts[same.ravel()] > 1
-        flagged = np.flatnonzero(flagged)
-        sig = np.concatenate([np.zeros((0, self.num_perm), np.uint64)] + [
-            self._signatures(picked) for _, picked in _picked(texts, flagged)])
-        sig, first, same = np.unique(sig, axis=0, return_index=True, return_inverse=True)
+            flagged = np.flatnonzero(flagged)  # the rows that share a band with another
+            keys = np.zeros((len(flagged), bands), np.uint64)
+            for b, f in enumerate(files):
+                f.seek(0)
+                keys[:, b] = np.frombuffer(f.read(), np.uint64)[flagged]
+        whole = np.frombuffer(bytes(whole), np.uint64).reshape(-1, 2)[flagged]
+        _, first, same = np.unique(whole, axis=0, return_index=True, return_inverse=True)
         for i, j in zip(flagged.tolist(), flagged[first[same.ravel()]].tolist()):
             clusters.union(i, j)  # equal signatures: Jaccard 1, all but surely
-        pairs = flagged[first[_band_pairs(sig, bands)]]
+        pairs = flagged[first[_band_pairs(keys[first])]]
+        del keys, whole
+        # confirm each pair by the true Jaccard, in the order of its later row, holding the
+        # shingle sets of the rows that a pair still to confirm needs (the order of the checks
+        # does not change the clusters: a pair skipped is one already joined)
+        pairs = np.sort(pairs, axis=0)
+        pairs = pairs[:, np.argsort(pairs[1], kind="stable")]
+        need = np.unique(pairs)
+        last = np.zeros(len(need), np.int64)  # the later row of the last pair each row is in
+        for side in pairs:
+            np.maximum.at(last, np.searchsorted(need, side), pairs[1])
         sets: dict[int, np.ndarray] = {}
-        for rows, picked in _picked(texts, np.unique(pairs)):
+        done = 0
+        for rows, picked in _picked(texts, need):
             flat, offsets = shingles(picked, self.ngram)
             for k, i in enumerate(rows.tolist()):
                 sets[i] = np.unique(flat[offsets[k]:offsets[k + 1]])
-        for i, j in pairs.T.tolist():  # confirm by the true Jaccard
-            if clusters.find(i) != clusters.find(j) and similar_arrays(sets[i], sets[j],
-                                                                      self.threshold):
-                clusters.union(i, j)
+            end = int(np.searchsorted(pairs[1], rows[-1], side="right"))
+            for i, j in pairs[:, done:end].T.tolist():
+                if clusters.find(i) != clusters.find(j) and similar_arrays(
+                        sets[i], sets[j], self.threshold):
+                    clusters.union(i, j)
+            done = end
+            held = np.fromiter(sets, np.int64, len(sets))
+            for i in held[last[np.searchsorted(need, held)] <= rows[-1]].tolist():
+                del sets[i]
 
     def _semantic(self, texts, clusters: Clusters) -> None:
         """Join texts whose embeddings have cosine >= threshold (and exact copies)."""
