@@ -9,9 +9,9 @@ first one. Every dropped row gets ``duplicate_of``, the id of the row its cluste
 * ``exact``: the normalized texts are equal (compared by a 128-bit BLAKE2 hash).
 * ``minhash``: the Jaccard similarity of the sets of word ``ngram``-grams (shingles) is at
   least ``threshold``. The default is 5 words: sharing one shingle means sharing a phrase, and
-  one changed word breaks at most 5. rensa computes the MinHash signatures, and its LSH flags
-  the rows that have a candidate. The flagged rows are banded the same way to find candidate
-  pairs. The exact Jaccard of the two shingle sets confirms each pair, so the estimate's noise
+  one changed word breaks at most 5. rensa computes the MinHash signatures; the LSH band keys
+  (one hash per band of each signature, kept on disk band by band) flag the rows that share a
+  band with another, and the flagged rows' keys give the candidate pairs. The exact Jaccard of the two shingle sets confirms each pair, so the estimate's noise
   (about ±0.035 at 0.8 with 128 permutations) neither adds pairs nor loses them. The cost grows
   with the number of candidate pairs, so text where most rows sit just under the threshold of
   one another (heavy templates) is the slow case.
