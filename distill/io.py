@@ -65,7 +65,10 @@ class ShardWriter:
     def write(self, rows: list[dict] | pa.Table) -> Path:
         tmp = self.tmp / "part.parquet"
         table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, self.schema)
-        pq.write_table(table, tmp)
+        if table.num_rows:
+            pq.write_table(table, tmp)
+        else:  # no row group at all: readers (datasets) refuse a row group of 0 rows
+            pq.ParquetWriter(tmp, table.schema).close()
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         index = max((_shard_index(p) for p in shard_paths(self.folder)), default=-1) + 1

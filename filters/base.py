@@ -4,7 +4,8 @@ A stage declares how it runs, so that executors run it without knowing it by nam
 
 * ``scope``: "row" (each row is decided alone), "group" (rows are decided together with the
   rows of equal ``group_key(row)``) or "dataset" (the stage needs every row at once);
-* ``needs``: the columns a row must have; ``adds``: the columns the stage adds to rows;
+* ``needs``: the columns a row must have; ``adds``: the columns the stage adds to rows
+  (``adds_when_dropped``: to the rows it drops only); an empty output still has them all;
 * ``distributed``: for a "dataset" stage, ``"module:function"`` of a distributed plan of it
   (see ``distill.filters.ray.filter``), or None: an executor then runs it in one place.
 
@@ -12,10 +13,14 @@ Row-wise stages subclass ``RowStage`` and implement ``check(row)``: it may add c
 row and returns ``None`` to keep it or a short reason to drop it. Group stages subclass
 ``GroupStage`` and implement ``group_key(row)`` and ``check_group(rows)``. Any stage may
 instead implement ``select(rows)`` over all the rows it is given (a "row" stage that batches
-its rows, like execute).
+its rows, like execute). A "dataset" stage that implements ``drops(batches)`` is run without
+holding the rows: ``batches()`` gives a fresh pass over its input, in batches of rows, as often
+as it needs, and ``drops`` returns the rows to drop by position, each with its reason and the
+columns it adds (dedupe holds only hashes and signatures). A stage that holds something open
+(a judge model) releases it in ``close()``, which the executor calls once it is done.
 
 ``apply(rows)`` runs a stage: (kept rows, dropped rows), counted in ``stats``; ``decide(rows)``
-is the same decisions uncounted, for an executor that counts them itself.
+is the same decisions uncounted, for an executor that counts them itself (``tally``).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class Stage:
     scope = "dataset"
     needs: tuple[str, ...] = ()
     adds: tuple[str, ...] = ()
+    adds_when_dropped: tuple[str, ...] = ()
     distributed: str | None = None
 
     def __init_subclass__(cls, **kwargs):
@@ -73,10 +79,17 @@ class Stage:
         """Extra entries for the funnel report (e.g. the contamination hits)."""
         return {}
 
+    def close(self) -> None:
+        """Release what the stage holds open; it may run again after."""
+
     def apply(self, rows: list[dict]) -> tuple[list[dict], list[dict]]:
         """Run the stage: (kept rows, dropped rows with ``dropped_by`` and ``drop_reason``)."""
+        return self.tally(self.decide(rows))
+
+    def tally(self, decisions) -> tuple[list[dict], list[dict]]:
+        """Count ``decide``'s decisions in ``stats``: (kept rows, dropped rows)."""
         kept, dropped = [], []
-        for row, reason in self.decide(rows):
+        for row, reason in decisions:
             self.stats.seen += 1
             if reason is None:
                 self.stats.kept += 1

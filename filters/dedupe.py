@@ -9,9 +9,9 @@ first one. Every dropped row gets ``duplicate_of``, the id of the row its cluste
 * ``exact``: the normalized texts are equal (compared by a 128-bit BLAKE2 hash).
 * ``minhash``: the Jaccard similarity of the sets of word ``ngram``-grams (shingles) is at
   least ``threshold``. The default is 5 words: sharing one shingle means sharing a phrase, and
-  one changed word breaks at most 5. rensa computes the MinHash signatures, and its LSH flags
-  the rows that have a candidate. The flagged rows are banded the same way to find candidate
-  pairs. The exact Jaccard of the two shingle sets confirms each pair, so the estimate's noise
+  one changed word breaks at most 5. rensa computes the MinHash signatures; the LSH band keys
+  (one hash per band of each signature, kept on disk band by band) flag the rows that share a
+  band with another, and the flagged rows' keys give the candidate pairs. The exact Jaccard of the two shingle sets confirms each pair, so the estimate's noise
   (about ±0.035 at 0.8 with 128 permutations) neither adds pairs nor loses them. The cost grows
   with the number of candidate pairs, so text where most rows sit just under the threshold of
   one another (heavy templates) is the slow case.
@@ -25,9 +25,12 @@ import hashlib
 import importlib.util
 import math
 import os
+import pickle
 import re
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache, lru_cache
+from contextlib import ExitStack
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -148,10 +151,28 @@ def similar(a: set, b: set, threshold: float) -> bool:
     return inter >= threshold * (len(a) + len(b) - inter)
 
 
-def _band_pairs(sig: np.ndarray, bands: int) -> np.ndarray:
-    """The (2, k) distinct pairs i < j of signature rows that are equal in some band."""
+def similar_arrays(a: np.ndarray, b: np.ndarray, threshold: float) -> bool:
+    """``similar`` for two sorted arrays of distinct shingles."""
+    inter = len(np.intersect1d(a, b, assume_unique=True))
+    return inter >= threshold * (len(a) + len(b) - inter)
+
+
+def _picked(texts, rows: np.ndarray):
+    """For each batch of ``texts()`` that holds some of the (sorted) row indices ``rows``:
+    those indices and their texts."""
+    start = 0
+    for batch in texts():
+        lo, hi = np.searchsorted(rows, [start, start + len(batch)])
+        if hi > lo:
+            yield rows[lo:hi], [batch[i - start] for i in rows[lo:hi].tolist()]
+        start += len(batch)
+
+
+def _band_pairs(keys: np.ndarray) -> np.ndarray:
+    """The (2, k) distinct pairs i < j of rows whose band keys (rows, bands) are equal in some
+    band."""
     a, b = [], []
-    for key in band_keys(sig, bands).T:
+    for key in keys.T:
         order = np.argsort(key, kind="stable")
         key, d = key[order], 1
         while d < len(key) and (hit := key[d:] == key[:-d]).any():  # runs of equal keys
@@ -185,7 +206,7 @@ class Dedupe(Stage):
     ``minhash`` have a distributed plan (``distill.filters.ray.dedupe``)."""
 
     name = "dedupe"
-    adds = ("duplicate_of",)  # to the rows it drops
+    adds_when_dropped = ("duplicate_of",)
 
     def __init__(self, method: str = "minhash", field: str = "completion",
                  threshold: float | None = None, num_perm: int = 128, ngram: int = 5,
@@ -218,72 +239,145 @@ class Dedupe(Stage):
         return row[self.field] or ""
 
     def select(self, rows: list[dict]) -> list[tuple[dict, str | None]]:
-        texts, clusters = [self.text(r) for r in rows], Clusters(len(rows))
-        {"exact": self._exact, "minhash": self._minhash, "semantic": self._semantic}[
-            self.method](texts, clusters)
-        labels = [clusters.find(i) for i in range(len(rows))]
-        keeper: dict[int, int] = {}
-        for i, label in enumerate(labels):
-            best = keeper.setdefault(label, i)
-            if self.keep and is_better(rows[i].get(self.keep), rows[best].get(self.keep)):
-                keeper[label] = i
-        self.clusters = int(np.sum(np.bincount(labels) > 1)) if rows else 0
-        return [(row, None) if keeper[label] == i else
-                ({**row, "duplicate_of": rows[keeper[label]]["id"]}, self.drop_reason)
-                for i, (row, label) in enumerate(zip(rows, labels))]
+        drops = self.drops(lambda: iter([rows]))
+        return [(row, None) if i not in drops else ({**row, **drops[i][1]}, drops[i][0])
+                for i, row in enumerate(rows)]
 
-    def _exact(self, texts: list[str], clusters: Clusters) -> list[int]:
+    def drops(self, batches) -> dict[int, tuple[str, dict]]:
+        """The rows to drop, by position in the input that each ``batches()`` call reads again,
+        each with its reason and ``duplicate_of``. Holds each row's id, ``keep`` value and the
+        hashes or signatures of its text; the texts wait in a temporary file between passes."""
+        ids, keep = [], []
+        with tempfile.TemporaryFile() as spill:
+            for batch in batches():
+                for row in batch:
+                    self.require(row)
+                ids += [row.get("id") for row in batch]
+                keep += [row.get(self.keep) for row in batch] if self.keep else []
+                pickle.dump([self.text(row) for row in batch], spill, pickle.HIGHEST_PROTOCOL)
+
+            def texts():
+                spill.seek(0)
+                while True:
+                    try:
+                        yield pickle.load(spill)
+                    except EOFError:
+                        return
+
+            clusters = Clusters(len(ids))
+            {"exact": self._exact, "minhash": self._minhash, "semantic": self._semantic}[
+                self.method](texts, clusters)
+        n = len(ids)
+        labels = np.fromiter((clusters.find(i) for i in range(n)), np.int64, n)
+        sizes = np.bincount(labels, minlength=n)
+        keeper = labels.copy()  # a cluster's label is its first row
+        if self.keep:
+            best: dict[int, int] = {}
+            for i in np.flatnonzero(sizes[labels] > 1).tolist():
+                label = int(labels[i])
+                if is_better(keep[i], keep[best.setdefault(label, i)]):
+                    best[label] = i
+            for i in np.flatnonzero(sizes[labels] > 1).tolist():
+                keeper[i] = best[int(labels[i])]
+        self.clusters = int(np.sum(sizes > 1))
+        return {i: (self.drop_reason, {"duplicate_of": ids[keeper[i]]})
+                for i in np.flatnonzero(keeper != np.arange(n)).tolist()}
+
+    def _exact(self, texts, clusters: Clusters) -> np.ndarray:
         """Join texts with equal normalized forms; returns the indices of the distinct ones."""
-        first: dict[bytes, int] = {}
-        for i, text in enumerate(texts):
-            key = hashlib.blake2b(" ".join(text.lower().split()).encode(), digest_size=16)
-            if (j := first.setdefault(key.digest(), i)) != i:
+        digests = bytearray()
+        for batch in texts():
+            for text in batch:
+                digests += hashlib.blake2b(" ".join(text.lower().split()).encode(),
+                                           digest_size=16).digest()
+        if not digests:
+            return np.zeros(0, np.int64)
+        keys = np.frombuffer(bytes(digests), np.uint64).reshape(-1, 2)
+        _, first, same = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        for i, j in enumerate(first[same.ravel()].tolist()):
+            if i != j:
                 clusters.union(i, j)
-        return list(first.values())
+        return np.sort(first)
 
-    def _minhash(self, texts: list[str], clusters: Clusters) -> None:
-        """Join texts whose shingle sets have Jaccard >= threshold."""
-        import rensa
+    def _signatures(self, texts: list[str]) -> np.ndarray:
+        """(rows, num_perm): the MinHash signature of each text."""
+        rows = signatures(*shingles(texts, self.ngram), self.num_perm).to_rows()
+        return np.array(rows, dtype=np.uint64).reshape(len(texts), self.num_perm)
 
-        def sign(chunk: tuple[int, int]):
-            return signatures(*shingles(texts[slice(*chunk)], self.ngram), self.num_perm)
-
+    def _minhash(self, texts, clusters: Clusters) -> None:
+        """Join texts whose shingle sets have Jaccard >= threshold. Pass 1 flags the rows that
+        share an LSH band with another (each band's keys wait on disk); pass 2 signs the
+        flagged rows again to find candidate pairs; pass 3 shingles the rows of those pairs,
+        whose true Jaccard confirms each pair."""
         bands = band_count(self.threshold, self.num_perm)
-        lsh, matrices = rensa.RMinHashLSH(self.threshold, self.num_perm, bands), []
-        chunks = list(_chunks(texts))  # pass 1, all rows: flag those that have a candidate
-        with ThreadPoolExecutor(WORKERS) as pool:
-            for (start, _), matrix in zip(chunks, pool.map(sign, chunks)):
-                lsh.insert_matrix(matrix, start_key=start)
-                matrices.append(matrix)
-        flagged = np.flatnonzero([f for m in matrices for f in lsh.query_duplicate_flags_matrix(m)])
-        flat, offsets = shingles([texts[i] for i in flagged], self.ngram)  # pass 2: flagged
-        sig = np.array(signatures(flat, offsets, self.num_perm).to_rows(), dtype=np.uint64)
-        sig, first, same = np.unique(sig.reshape(len(flagged), self.num_perm), axis=0,
-                                     return_index=True, return_inverse=True)
+        n, whole = 0, bytearray()  # whole: a 128-bit hash of each row's whole signature
+        with ExitStack() as stack, ThreadPoolExecutor(WORKERS) as pool:
+            files = [stack.enter_context(tempfile.TemporaryFile()) for _ in range(bands)]
+            for batch in texts():
+                def keys(chunk, batch=batch):
+                    sig = self._signatures(batch[slice(*chunk)])
+                    return band_keys(sig, bands), b"".join(
+                        hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in sig)
+
+                for key, hashes in pool.map(keys, list(_chunks(batch))):
+                    for f, column in zip(files, key.T):
+                        f.write(np.ascontiguousarray(column).tobytes())
+                    whole += hashes
+                n += len(batch)
+            flagged = np.zeros(n, bool)
+            for f in files:
+                f.seek(0)
+                _, same, counts = np.unique(np.frombuffer(f.read(), np.uint64),
+                                            return_inverse=True, return_counts=True)
+                flagged |= counts[same.ravel()] > 1
+            flagged = np.flatnonzero(flagged)  # the rows that share a band with another
+            keys = np.zeros((len(flagged), bands), np.uint64)
+            for b, f in enumerate(files):
+                f.seek(0)
+                keys[:, b] = np.frombuffer(f.read(), np.uint64)[flagged]
+        whole = np.frombuffer(bytes(whole), np.uint64).reshape(-1, 2)[flagged]
+        _, first, same = np.unique(whole, axis=0, return_index=True, return_inverse=True)
         for i, j in zip(flagged.tolist(), flagged[first[same.ravel()]].tolist()):
             clusters.union(i, j)  # equal signatures: Jaccard 1, all but surely
-        row = flagged.tolist()
+        pairs = flagged[first[_band_pairs(keys[first])]]
+        del keys, whole
+        # confirm each pair by the true Jaccard, in the order of its later row, holding the
+        # shingle sets of the rows that a pair still to confirm needs (the order of the checks
+        # does not change the clusters: a pair skipped is one already joined)
+        pairs = np.sort(pairs, axis=0)
+        pairs = pairs[:, np.argsort(pairs[1], kind="stable")]
+        need = np.unique(pairs)
+        last = np.zeros(len(need), np.int64)  # the later row of the last pair each row is in
+        for side in pairs:
+            np.maximum.at(last, np.searchsorted(need, side), pairs[1])
+        sets: dict[int, np.ndarray] = {}
+        done = 0
+        for rows, picked in _picked(texts, need):
+            flat, offsets = shingles(picked, self.ngram)
+            for k, i in enumerate(rows.tolist()):
+                sets[i] = np.unique(flat[offsets[k]:offsets[k + 1]])
+            end = int(np.searchsorted(pairs[1], rows[-1], side="right"))
+            for i, j in pairs[:, done:end].T.tolist():
+                if clusters.find(i) != clusters.find(j) and similar_arrays(
+                        sets[i], sets[j], self.threshold):
+                    clusters.union(i, j)
+            done = end
+            held = np.fromiter(sets, np.int64, len(sets))
+            for i in held[last[np.searchsorted(need, held)] <= rows[-1]].tolist():
+                del sets[i]
 
-        @cache
-        def shingle_set(i: int) -> set:
-            return set(flat[offsets[i]:offsets[i + 1]].tolist())
-
-        for i, j in first[_band_pairs(sig, bands)].T.tolist():  # confirm by the true Jaccard
-            if clusters.find(row[i]) != clusters.find(row[j]) and similar(
-                    shingle_set(i), shingle_set(j), self.threshold):
-                clusters.union(row[i], row[j])
-
-    def _semantic(self, texts: list[str], clusters: Clusters) -> None:
+    def _semantic(self, texts, clusters: Clusters) -> None:
         """Join texts whose embeddings have cosine >= threshold (and exact copies)."""
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError:
             raise DistillError("dedupe method 'semantic' needs sentence-transformers: "
                                "pip install sentence-transformers") from None
-        reps = np.array(self._exact(texts, clusters))  # embed each distinct text once
+        reps = self._exact(texts, clusters)  # embed each distinct text once
         model = SentenceTransformer(str(self.model or _default_model()))
-        emb = model.encode([texts[i] for i in reps], batch_size=self.batch_size,
-                           normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
+        parts = [model.encode(picked, batch_size=self.batch_size, normalize_embeddings=True,
+                              convert_to_numpy=True) for _, picked in _picked(texts, reps)]
+        emb = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 1), np.float32)
         block = 2048
         for i in range(0, len(emb), block):
             for j in range(i, len(emb), block):

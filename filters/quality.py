@@ -23,7 +23,7 @@ real data (GSM8K and MATH reference solutions, Python source, planted loops):
 
 from __future__ import annotations
 
-from collections import Counter
+import numpy as np
 
 from distill.errors import DistillError
 from distill.filters.base import RowStage
@@ -31,29 +31,31 @@ from distill.filters.decontaminate import normalize_words
 
 
 def unique_word_ratio(words: list[str], window: int = 50) -> float:
-    """Moving-average type-token ratio (the plain ratio when ``len(words) <= window``)."""
+    """Moving-average type-token ratio (the plain ratio when ``len(words) <= window``).
+
+    The distinct words of every window, summed without sliding one: the word at ``i`` is new
+    in the windows that start after its previous occurrence and at most ``i``, and within
+    the text's windows."""
     if not words:
         return 1.0
-    if len(words) <= window:
-        return len(set(words)) / len(words)
-    counts = Counter(words[:window])
-    distinct = total = len(counts)
-    for i in range(window, len(words)):
-        new, old = words[i], words[i - window]
-        counts[new] += 1
-        if counts[new] == 1:
-            distinct += 1
-        counts[old] -= 1
-        if counts[old] == 0:
-            del counts[old]
-            distinct -= 1
-        total += distinct
-    return total / (len(words) - window + 1) / window
+    n = len(words)
+    if n <= window:
+        return len(set(words)) / n
+    ids: dict[str, int] = {}
+    codes = np.fromiter((ids.setdefault(w, len(ids)) for w in words), np.int64, n)
+    order = np.argsort(codes, kind="stable")
+    previous = np.full(n, -1)
+    same = codes[order[1:]] == codes[order[:-1]]
+    previous[order[1:][same]] = order[:-1][same]
+    at = np.arange(n)
+    first = np.maximum(np.maximum(previous + 1, at - window + 1), 0)
+    last = np.minimum(at, n - window)
+    return int(np.maximum(last - first + 1, 0).sum()) / (n - window + 1) / window
 
 
 def repeated_ngram_share(words: list[str], n: int = 8) -> float:
     """(n-grams - distinct n-grams) / n-grams; 0 for texts shorter than n + 1 words."""
-    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    grams = list(zip(*(words[k:] for k in range(n))))
     return (len(grams) - len(set(grams))) / len(grams) if grams else 0.0
 
 

@@ -39,22 +39,26 @@ class Score(Stage):
         self.sampling = Sampling(**{**self.prompt.sampling,
                                     **({"max_tokens": max_tokens} if max_tokens else {}), "n": 1})
         self.threshold = threshold
+        self.engine = None
 
     def select(self, rows: list[dict]) -> list[tuple[dict, str | None]]:
         if not rows:
             return []
-        options = {"base_url": self.base_url} if self.base_url else {}
-        engine = get_backend(self.backend, resolve_model(self.model), **options)
-        try:
-            replies = []
-            for i in range(0, len(rows), engine.batch_size):
-                batch = rows[i:i + engine.batch_size]
-                requests = [Request(self.prompt.render(r, f"row {r.get('id')}"), 1,
-                                    self.sampling.seed) for r in batch]
-                replies += [c[0].text for c in engine.generate(requests, self.sampling)]
-        finally:
-            engine.close()
+        if self.engine is None:  # opened once for every batch of the run; ``close`` ends it
+            options = {"base_url": self.base_url} if self.base_url else {}
+            self.engine = get_backend(self.backend, resolve_model(self.model), **options)
+        replies = []
+        for i in range(0, len(rows), self.engine.batch_size):
+            batch = rows[i:i + self.engine.batch_size]
+            requests = [Request(self.prompt.render(r, f"row {r.get('id')}"), 1,
+                                self.sampling.seed) for r in batch]
+            replies += [c[0].text for c in self.engine.generate(requests, self.sampling)]
         return [(row, self._verdict(row, reply)) for row, reply in zip(rows, replies)]
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
 
     def _verdict(self, row: dict, reply: str) -> str | None:
         row["score"], row["score_reply"] = parse_score(reply), reply

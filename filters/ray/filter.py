@@ -14,20 +14,22 @@ decisions need it:
   position, each with its reason and the columns it adds;
 * scope "dataset" without one (dedupe ``semantic``): on the driver, over the rows still kept.
 
-The driver gathers the result in input order and counts each stage's seen, kept,
-dropped and reasons from it. A stage that ran on several workers gives one report per
+The driver fetches the result one block at a time into spills on disk, merges them back into
+input order and counts each stage's seen, kept, dropped and reasons from it as the rows come,
+writing kept and dropped rows as it goes: it never holds the whole dataset. A stage that ran on several workers gives one report per
 worker, under ``workers``, where their reports differ; its seconds are summed over workers.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import importlib
 import os
 import pickle
 import socket
 import time
-from collections import Counter
+from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +37,8 @@ import pyarrow as pa
 
 from distill import io
 from distill.cluster import ray_data, resources, session, shuffle, worker_errors
-from distill.filters.base import Filtered, Stage, log_stage
+from distill.filters.base import Filtered, Stage, Stats, log_stage
+from distill.filters.pipeline import Spill, Spills
 from distill.filters.ray.blocks import (
     by_position,
     empty,
@@ -49,9 +52,10 @@ from distill.filters.stages import build_stages
 
 
 def filter_on_ray(in_dir: Path, spec: list, pipeline: list[Stage], address: str | None,
-                  workers: int | None) -> Filtered:
+                  workers: int | None, work: Path) -> Filtered:
     """Run ``pipeline`` (built from ``spec``) over the dataset at ``in_dir`` on Ray, with
-    ``workers`` tasks at a time per step (default: the cluster's CPUs)."""
+    ``workers`` tasks at a time per step (default: the cluster's CPUs); kept and dropped rows
+    wait in spills of ``work``."""
     with session(address) as ray, worker_errors():
         workers, plan = workers or max(1, resources(ray)[0]), steps(pipeline)
         board = ray.remote(num_cpus=0)(Board).remote() if any(
@@ -73,21 +77,61 @@ def filter_on_ray(in_dir: Path, spec: list, pipeline: list[Stage], address: str 
             else:
                 blocks = [ray.put(_on_driver(ray, blocks, stages[0], first))]
             seconds[first] = time.perf_counter() - start
-        rows, drop = in_order(ray.get(blocks))
+        rows_in, kept, dropped = _written(ray, blocks, pipeline, work)
         worked = ray.get(board.get.remote()) if board else {}
         if board:
             ray.kill(board)
     reports = []
     for i, stage in enumerate(pipeline):
-        _count(stage, rows, drop, i)
         done = [v for (_, k), v in worked.items() if k == i]
         seconds[i] = sum(s for _, s in done) if done else seconds.get(i, 0.0)
         reports.append(_merged([r for r, _ in done]) if done else stage.report())
         log_stage(stage, stage.stats.kept, seconds[i])
-    kept = [r for r, d in zip(rows, drop) if d == -1]
-    dropped = [rows[j] for j in np.argsort(drop, kind="stable") if drop[j] >= 0]
-    return Filtered(len(rows), kept, dropped, [seconds[i] for i in range(len(pipeline))],
+    return Filtered(rows_in, kept, Spills(dropped), [seconds[i] for i in range(len(pipeline))],
                     reports)
+
+
+def _written(ray, blocks: list, pipeline: list[Stage], work: Path) -> tuple[int, Spill,
+                                                                            list[Spill]]:
+    """Fetch the result blocks one at a time into spills sorted by position, merge them into
+    input order, and count each stage's rows while writing them to the kept spill or to the
+    dropped spill of the stage that dropped them: (rows in, kept, dropped by stage)."""
+    parts = []
+    for ref in blocks:
+        block = ray.get(ref)
+        if block.num_rows:
+            block = by_position(block)
+            records = list(zip(block.column("_pos").to_pylist(),
+                               block.column("_drop").to_pylist(), rows_of(block)))
+            parts.append(Spill(work))
+            for at in range(0, len(records), 256):
+                parts[-1].write(records[at:at + 256])
+        del block
+    for stage in pipeline:
+        stage.stats = Stats()
+    kept, dropped, out, rows_in = Spill(work), [Spill(work) for _ in pipeline], [], 0
+    for _, drop, row in heapq.merge(*parts, key=itemgetter(0)):
+        rows_in += 1
+        for i, stage in enumerate(pipeline[:len(pipeline) if drop == -1 else drop + 1]):
+            stage.stats.seen += 1
+            if i == drop:
+                stage.stats.dropped += 1
+                stage.stats.reasons[row["drop_reason"]] += 1
+            else:
+                stage.stats.kept += 1
+        out.append((drop, row))
+        if len(out) == 2000:
+            _spill(out, kept, dropped)
+    _spill(out, kept, dropped)
+    return rows_in, kept, dropped
+
+
+def _spill(rows: list[tuple[int, dict]], kept: Spill, dropped: list[Spill]) -> None:
+    """Write (where dropped, row) pairs to the kept or the stage's dropped spill; empty them."""
+    kept.write([row for drop, row in rows if drop == -1])
+    for i, spill in enumerate(dropped):
+        spill.write([row for drop, row in rows if drop == i])
+    rows.clear()
 
 
 class Board:
@@ -192,15 +236,6 @@ def _on_driver(ray, blocks: list, stage: Stage, index: int) -> pa.Table:
     pos = np.concatenate([np.zeros(0, np.int64), *(t.column("_pos").to_numpy() for t in tables)])
     apply(stage, rows, drop, index)
     return pickled(np.sort(pos), rows, drop)
-
-
-def _count(stage: Stage, rows: list[dict], drop: np.ndarray, index: int) -> None:
-    """Set the stage's seen, kept, dropped and reasons from where each row was dropped."""
-    stats = stage.stats
-    stats.seen = int(np.sum((drop == -1) | (drop >= index)))
-    stats.dropped = int(np.sum(drop == index))
-    stats.kept = stats.seen - stats.dropped
-    stats.reasons = Counter(rows[j]["drop_reason"] for j in np.flatnonzero(drop == index))
 
 
 def _merged(reports: list[dict]) -> dict:
