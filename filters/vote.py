@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from distill.answers import AMBIGUOUS, read_answer
 from distill.errors import DistillError
 from distill.filters.base import GroupStage
 
@@ -26,12 +27,13 @@ def problem_key(row: dict) -> tuple:
 
 
 class Vote(GroupStage):
-    """Majority vote over the non-null answers of each problem.
+    """Majority vote over the clear answers (non-null, not ambiguous) of each problem.
 
     A problem has a clear majority when its most frequent answer is not tied with another,
     has at least ``min_votes`` votes (default 2) and a share of at least ``min_share``
-    (default 0.5) of the non-null answers. Rows with that answer are kept; the others are
-    dropped as "disagrees with majority", rows without an answer as "no answer", and every
+    (default 0.5) of the clear answers. Rows with that answer are kept; the others are
+    dropped as "disagrees with majority", rows without an answer as "no answer", rows whose
+    answer is ambiguous ("12 or 13") as "ambiguous answer", and every
     row of a problem without a clear majority as "no clear majority". Answers are compared as
     strings: the parse stage has normalized them.
 
@@ -54,7 +56,7 @@ class Vote(GroupStage):
         self.problems = Counter()
 
     def check_group(self, group: list[dict]) -> list[str | None]:
-        counts = Counter(r["answer"] for r in group if r["answer"] is not None)
+        counts = Counter(r["answer"] for r in group if clear(r["answer"]))
         answered = sum(counts.values())
         ranked = counts.most_common(2)
         majority = None
@@ -66,12 +68,14 @@ class Vote(GroupStage):
         self.problems["with majority" if majority is not None else "no clear majority"] += 1
         reasons = []
         for r in group:
-            votes = counts[r["answer"]] if r["answer"] is not None else 0
+            votes = counts[r["answer"]] if clear(r["answer"]) else 0
             r["votes"] = votes
             r["majority"] = majority
             r["vote_share"] = round(votes / answered, 4) if answered else 0.0
             if r["answer"] is None:
                 reasons.append("no answer")
+            elif not clear(r["answer"]):
+                reasons.append("ambiguous answer")
             elif majority is None:
                 reasons.append("no clear majority")
             elif r["answer"] != majority:
@@ -141,6 +145,12 @@ class PassRate(GroupStage):
         return out
 
 
+def clear(answer: str | None) -> bool:
+    """An answer that states one value: not null, and not one the checker reads as ambiguous
+    ("12 or 13", "about 12"), which no number of identical votes makes right."""
+    return answer is not None and read_answer(answer) != AMBIGUOUS
+
+
 def question_key(row: dict) -> str:
     return re.sub(r"\s+", " ", str(row.get("question") or "")).strip()
 
@@ -171,7 +181,8 @@ def _answers_match():
 class Agreement(GroupStage):
     """CoT/PoT cross-check. For a problem (rows sharing ``question``) answered by both kinds,
     a row is kept when its ``answer`` matches the answer of at least one row of the other
-    kind; otherwise it is dropped as "CoT and PoT disagree" ("no answer" when it has none).
+    kind; otherwise it is dropped as "CoT and PoT disagree" ("no answer" when it has none,
+    "ambiguous answer" when it is ambiguous).
     Rows of problems with one kind only, and rows of other kinds, pass through. Adds
     ``agreement``: how many rows of the other kind match (null when there is none)."""
 
@@ -198,8 +209,10 @@ class Agreement(GroupStage):
                 other = by_kind["pot" if r["kind"] == "cot" else "cot"]
                 if r["answer"] is None:
                     r["agreement"], reason = 0, "no answer"
+                elif not clear(r["answer"]):
+                    r["agreement"], reason = 0, "ambiguous answer"
                 else:
-                    r["agreement"] = sum(1 for o in other if o["answer"] is not None
+                    r["agreement"] = sum(1 for o in other if clear(o["answer"])
                                          and self.match(r["answer"], o["answer"]))
                     reason = None if r["agreement"] else "CoT and PoT disagree"
             reasons.append(reason)

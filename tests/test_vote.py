@@ -129,3 +129,17 @@ def test_agreement_compares_answers_by_value():
     kept, dropped = Agreement().apply(rows)
     assert ids(kept) == ["cot-0-0", "pot-0-0"]
     assert [r["id"] for r in dropped] == ["cot-0-1"]
+
+
+def test_ambiguous_answers_never_win_a_vote_or_agree():
+    """Three identical "12 or 13" are no majority for 12 (nor for 13): the checker reads them
+    as ambiguous, so they are dropped as such and the clear answers vote alone."""
+    rows = samples(0, ["12 or 13", "12 or 13", "12 or 13", "18", "18"])
+    kept, dropped = Vote().apply(rows)
+    assert ids(kept) == ["cot-0-3", "cot-0-4"] and kept[0]["vote_share"] == 1.0
+    assert {r["drop_reason"] for r in dropped} == {"ambiguous answer"}
+    rows = samples(1, ["about 3"], kind="cot") + samples(1, ["about 3", "3"], kind="pot")
+    kept, dropped = Agreement().apply(rows)
+    assert {r["id"]: r["drop_reason"] for r in dropped} == {
+        "cot-1-0": "ambiguous answer", "pot-1-0": "ambiguous answer",
+        "pot-1-1": "CoT and PoT disagree"}
