@@ -12,8 +12,9 @@
    Parquet file, a folder (distill dataset, filter output, published folder, ``save_to_disk``),
    a glob or a hub id (``split`` default ``train``, the reader's, as everywhere data is read;
    ``subset``, ``revision``). Columns are mapped with the generic mapping (``question``/
-   ``problem``/``input``/``prompt``/``instruction`` and ``answer``/``target``/``gold``/
-   ``final_answer``/``label``); ``fields={"question": "src_q", "answer": "src_a"}``
+   ``problem``/``input``/``prompt``/``instruction`` and ``gold``/``answer``/``target``/
+   ``final_answer``/``label``: a distill dataset's ``gold`` is the reference, its ``answer``
+   the teacher's); ``fields={"question": "src_q", "answer": "src_a"}``
    (``--field``) picks other columns. An explicit ``path`` is read the same way, mapped with
    the task's own mapping when ``name_or_path`` names a benchmark.
 
@@ -124,7 +125,8 @@ def _map_generic(raw: dict) -> tuple[str | None, str | None]:
     body = _get(raw, "body")
     if body is not None and question is not None:
         question = _join(body, question)
-    answer = _get(raw, "answer", "target", "gold", "final_answer", "label")
+    # gold first: in a distill dataset, answer is the teacher's answer and gold the reference
+    answer = _get(raw, "gold", "answer", "target", "final_answer", "label")
     if answer is not None:
         answer = _gsm8k_answer(answer) if "####" in str(answer) else _num(answer)
     return question, answer
