@@ -169,22 +169,23 @@ def default_split(name_or_path: str | Path) -> str:
 
 def load_task(name_or_path: str | Path, split: str | None = None,
               path: str | Path | None = None, fields: dict[str, str] | None = None,
-              hub: bool = True, subset: str | None = None,
-              revision: str | None = None) -> list[dict]:
+              hub: bool = True, subset: str | None = None, revision: str | None = None,
+              limit: int | None = None) -> list[dict]:
     """Rows ``{"id", "question", "answer"}`` of a benchmark's split or of any data the reader
-    takes (see the module docstring); ``hub=False`` skips the hub for a benchmark. Raises
+    takes (see the module docstring), the first ``limit`` of them (only those are loaded from
+    data); ``hub=False`` skips the hub for a benchmark. Raises
     ``DistillError`` naming every place tried, or the row and columns at fault."""
     name = str(name_or_path)
     task = TASKS.get(name.lower())
     split = split or default_split(name)
     if task is None or path is not None:
         return _from_data(name if path is None else str(path), task, split, subset, revision,
-                          fields or {})
+                          fields or {}, limit)
     for flag, value in (("--subset", subset), ("--revision", revision), ("--field", fields)):
         if value:
             raise DistillError(f"{flag} applies to a file, folder or hub dataset; {name} is a "
                                "shipped benchmark with its own columns")
-    return [dict(r) for r in _benchmark(task.name, split, hub)]
+    return [dict(r) for r in _benchmark(task.name, split, hub)[:limit]]
 
 
 @functools.lru_cache(maxsize=32)
@@ -202,7 +203,7 @@ def _benchmark(name: str, split: str, hub: bool) -> tuple[dict, ...]:
 
 
 def _from_data(source: str, task: Task | None, split: str, subset: str | None,
-               revision: str | None, fields: dict[str, str]) -> list[dict]:
+               revision: str | None, fields: dict[str, str], limit: int | None) -> list[dict]:
     """The items of a file, folder, glob or hub id, read by ``distill.data.read``."""
     from distill.data import read
 
@@ -216,8 +217,11 @@ def _from_data(source: str, task: Task | None, split: str, subset: str | None,
         prefix = Path(source).parent.name or "item"
     else:
         prefix = task.name if task else Path(source.rstrip("/")).stem
-    return _rows(data.dataset.to_list(), task.mapper if task else _map_generic, prefix,
-                 data.where, data.dataset.column_names)
+    ds = data.dataset
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    return _rows(ds.to_list(), task.mapper if task else _map_generic, prefix, data.where,
+                 ds.column_names)
 
 
 def _rows(raws, mapper, prefix: str, where: Callable[[int], str],

@@ -79,9 +79,8 @@ def evaluate(model: str | None, task: str, out: str | Path, *, prompt: str | Non
     options = backend_options_for(backend, base_url, batch_size, backend_options)
     out = Path(out)
     split = split or default_split(task)
-    rows = load_task(task, split=split, fields=fields, subset=subset, revision=revision)
-    if limit is not None:
-        rows = rows[:limit]
+    rows = load_task(task, split=split, fields=fields, subset=subset, revision=revision,
+                     limit=limit)
     if not rows:
         raise DistillError(f"{task}: no items to evaluate")
     pf = load_prompt(prompt or DEFAULT_PROMPTS["cot"]).with_shots(shots)

@@ -93,6 +93,7 @@ def test_glob_of_files(tmp_path):
     assert [(r["question"], r["answer"]) for r in got] == [
         (r["problem_text"], r["solution"]) for r in ROWS]
     assert len({r["id"] for r in got}) == 3
+    assert load_task(str(tmp_path / "part*.jsonl"), limit=2) == got[:2]
 
 
 def test_hub_id_offline_is_one_line(tmp_path):
