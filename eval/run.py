@@ -70,8 +70,9 @@ def evaluate(model: str | None, task: str, out: str | Path, *, prompt: str | Non
     benchmark name, or any data ``distill.data.read`` takes with question and answer
     columns): greedy accuracy, and with ``n`` > 1 also pass@k and maj@k from ``n`` samples.
     ``split`` (default: ``test`` for a benchmark, ``train`` for other data), ``subset``,
-    ``revision`` and ``fields`` (``{"question": "problem"}``) say how the data is read. Writes ``out`` (see the module docstring): a new or empty folder or an eval
-    output (``overwrite``: move what else it holds aside)."""
+    ``revision`` and ``fields`` (``{"question": "problem"}``) say how the data is read.
+    Writes ``out`` (see the module docstring): a new or empty folder or an eval output
+    (``overwrite``: move what else it holds aside)."""
     Sampling(**{k: v for k, v in {"n": n, "temperature": temperature, "max_tokens": max_tokens,
                                   "seed": seed}.items() if v is not None})  # checks them
     for name, value in (("limit", limit), ("batch_size", batch_size), ("params", params)):
