@@ -148,16 +148,25 @@ def _filter(source: Data, in_dir, out_dir: Path, config, stages, executor, ray_a
 
 
 class InputRows:
-    """The input's rows in batches of ``BATCH_ROWS``, read from the reader's memory-mapped
-    Arrow table (the one place the filter reads its input)."""
+    """The input's rows in batches of at most ``BATCH_ROWS`` (the one place the filter reads
+    its input). The reader's Arrow files are read, not memory-mapped, so the pages of rows
+    already filtered are freed, not held as resident memory."""
 
     def __init__(self, data: Data):
-        self.dataset = data.dataset.with_format("arrow")
+        self.dataset = data.dataset
         self.schema = data.dataset.features.arrow_schema
 
     def batches(self) -> Iterator[list[dict]]:
-        for table in self.dataset.iter(batch_size=BATCH_ROWS):
-            yield table.to_pylist()
+        files = [f["filename"] for f in self.dataset.cache_files]
+        if not files or self.dataset._indices is not None:  # in memory, or a selection of rows
+            for table in self.dataset.with_format("arrow").iter(batch_size=BATCH_ROWS):
+                yield table.to_pylist()
+            return
+        for path in files:
+            with pa.OSFile(path) as f:
+                for batch in pa.ipc.open_stream(f):
+                    for start in range(0, batch.num_rows, BATCH_ROWS):
+                        yield batch.slice(start, BATCH_ROWS).to_pylist()
 
 
 class Spill:
