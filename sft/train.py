@@ -98,11 +98,11 @@ def train_sft(model: str | None, data: str | Path, out: str | Path, config=None,
 
 @dataclass
 class Examples:
-    """A dataset folder's rows, their training sequences (``build_examples`` columns) and the
-    report of the checks."""
+    """A dataset's rows and their training sequences (``build_examples`` columns), both
+    ``datasets.Dataset``, and the report of the checks."""
 
-    rows: list[dict]
-    columns: dict
+    rows: object
+    columns: object
     report: object
 
 
@@ -120,10 +120,7 @@ class Method:
 
     def datasets(self, train: Examples, eval: Examples | None):
         """(train, eval) ``datasets.Dataset`` the trainer gets."""
-        from datasets import Dataset
-
-        return (Dataset.from_dict(train.columns),
-                None if eval is None else Dataset.from_dict(eval.columns))
+        return train.columns, None if eval is None else eval.columns
 
     def run_inputs(self) -> dict:
         """Inputs besides model and data that a resumed run must match."""
@@ -357,7 +354,8 @@ def _step(path: Path) -> int:
         return -1
 
 
-def data_fingerprint(columns: dict) -> str:
+def data_fingerprint(columns) -> str:
+    """sha256 of the training sequences (``build_examples`` columns), read in batches."""
     import numpy as np
 
     h = hashlib.sha256()
