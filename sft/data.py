@@ -148,9 +148,11 @@ def build_examples(rows, tokenizer, config, *, verbose=True):
                            "with the tokenizer's character offsets)")
     settings = {"tokenizer": tokenizer, "config": config}
     if isinstance(rows, Dataset):
+        fingerprint = _fingerprint(rows, tokenizer, config)
         records = rows.map(_batch_records, batched=True, batch_size=512, with_indices=True,
                            fn_kwargs=settings, remove_columns=rows.column_names,
-                           features=_features(), new_fingerprint=_fingerprint(rows, tokenizer, config),
+                           features=_features(), new_fingerprint=fingerprint,
+                           cache_file_name=_cache_file(rows, fingerprint),
                            desc="data: tokenizing")
     else:
         records = Dataset.from_dict(_records(rows, 0, **settings), features=_features())
@@ -174,6 +176,19 @@ def row_ids(rows, indices: list[int]) -> list[str]:
         return [f"row {i}" for i in indices]
     ids = rows.select_columns(["id"]).select(indices)["id"]
     return [str(x) for x in ids]
+
+
+def _cache_file(rows, fingerprint: str) -> str | None:
+    """Where the records of memory-mapped ``rows`` go: the ``datasets`` cache, never the
+    folder the data came from (a ``save_to_disk`` folder is the user's); None (in memory) for
+    rows held in memory."""
+    from datasets import config as datasets_config
+
+    if not rows.cache_files:
+        return None
+    folder = Path(datasets_config.HF_DATASETS_CACHE) / "distill-sft"
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder / f"examples-{fingerprint}.arrow")
 
 
 def _fingerprint(rows, tokenizer, config) -> str:

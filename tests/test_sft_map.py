@@ -107,6 +107,16 @@ def test_a_rerun_reuses_the_tokenized_cache(tiny, tmp_path):
     assert {f["filename"] for f in other.cache_files} != cache  # a data setting changed
 
 
+def test_a_save_to_disk_folder_gets_no_cache_files(tiny, tmp_path):
+    folder = tmp_path / "saved"
+    Dataset.from_list(mixed_rows(70)).save_to_disk(str(folder))
+    before = sorted(p.name for p in folder.iterdir())
+    columns, report = build_examples(load_rows(folder)[0], tiny, config(), verbose=False)
+    assert report.examples > 0 and columns.cache_files
+    assert sorted(p.name for p in folder.iterdir()) == before
+    assert all(not f["filename"].startswith(str(folder)) for f in columns.cache_files)
+
+
 def test_checks_stop_the_map_path_like_the_list_path(tiny, tmp_path):
     dataset, _, _ = load_rows(write_jsonl(tmp_path / "rows.jsonl", mixed_rows(70)))
     with pytest.raises(DistillError, match=r"of 70 rows cannot be trained as asked: .*e\.g\. r2"):
