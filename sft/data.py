@@ -138,7 +138,8 @@ def build_examples(rows, tokenizer, config, *, verbose=True):
     """Tokenize rows into ``{"input_ids", "labels", "span_ids"}`` columns; apply the
     fail-closed policies of ``config`` (a ``DistillSFTConfig``). A row is dropped whole: in
     step_by_step, both of its sequences. ``rows``: a ``datasets.Dataset`` (tokenized by
-    ``Dataset.map`` in batches, cached beside the data: the columns come back as a Dataset) or
+    ``Dataset.map`` in batches, cached in the ``datasets`` cache: the columns come back as a
+    Dataset) or
     a list of row dicts (the columns come back as lists). Returns (columns, DataReport)."""
     from datasets import Dataset
 

@@ -167,17 +167,18 @@ def _fit(model, model_path, data, out: Path, config, method: Method, tokenizer, 
     from distill.sft.card import write_card
     from distill.sft.data import build_examples, load_rows
 
-    rows, manifest, folder = load_rows(data, data_options)
-    columns, report = build_examples(rows, tokenizer, config,
-                                     verbose=state.is_local_main_process)
-    train = Examples(rows, columns, report)
-    evaluation, eval_report = None, None
-    if eval_data is not None:
-        eval_rows, _, _ = load_rows(eval_data, data_options)
-        eval_columns, eval_report = build_examples(eval_rows, tokenizer, config,
-                                                   verbose=state.is_local_main_process)
-        evaluation = Examples(eval_rows, eval_columns, eval_report)
-    train_dataset, eval_dataset = method.datasets(train, evaluation)
+    with state.main_process_first():  # it tokenizes into the cache the other ranks read
+        rows, manifest, folder = load_rows(data, data_options)
+        columns, report = build_examples(rows, tokenizer, config,
+                                         verbose=state.is_local_main_process)
+        train = Examples(rows, columns, report)
+        evaluation, eval_report = None, None
+        if eval_data is not None:
+            eval_rows, _, _ = load_rows(eval_data, data_options)
+            eval_columns, eval_report = build_examples(eval_rows, tokenizer, config,
+                                                       verbose=state.is_local_main_process)
+            evaluation = Examples(eval_rows, eval_columns, eval_report)
+        train_dataset, eval_dataset = method.datasets(train, evaluation)
 
     run = {"model": str(model_path), "data": str(folder), "data_sha256": data_fingerprint(columns),
            **method.run_inputs(),
