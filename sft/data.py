@@ -36,14 +36,14 @@ SPAN_NAMES = ("prompt", "reasoning", "answer")
 BAD, TRUNCATED = "bad", "truncated"
 
 
-def load_rows(path: str | Path, options: dict | None = None) -> tuple[list[dict], dict | None, str]:
-    """(rows as distill rows, the manifest of the folder they come from, what was read) of any
-    data ``distill.data.read`` takes; ``options``: its split, subset, revision and fields."""
+def load_rows(path: str | Path, options: dict | None = None):
+    """(the rows as a memory-mapped ``datasets.Dataset`` of distill rows, the manifest of the
+    folder they come from, what was read) of any data ``distill.data.read`` takes;
+    ``options``: its split, subset, revision and fields."""
     data = read_data(path, options)
-    rows = data.dataset.to_list()
-    if not rows:
+    if len(data.dataset) == 0:
         raise DistillError(f"{data.name}: the dataset has no rows")
-    return rows, data.manifest, str(data.folder or data.name)
+    return data.dataset, data.manifest, str(data.folder or data.name)
 
 
 def read_data(path: str | Path, options: dict | None = None):
@@ -118,26 +118,112 @@ class DataReport:
                 "no_end_of_turn": self.no_end_of_turn, "boundary_tokens": self.boundary_tokens}
 
 
-def build_examples(rows: list[dict], tokenizer, config, *, verbose=True) -> tuple[dict, DataReport]:
-    """Tokenize rows into ``{"input_ids", "labels", "span_ids"}`` column lists; apply the
+COLUMNS = ("input_ids", "labels", "span_ids")
+
+
+def _features():
+    """One record per training sequence, or one per dropped row (``reason`` set, no tokens);
+    the counts of the rows a batch saw (no_span, boundary, tail) ride on its first record."""
+    from datasets import Features, List, Value
+
+    ints = List(Value("int64"))
+    return Features({"input_ids": ints, "labels": ints, "span_ids": ints, "row": Value("int64"),
+                     "row_id": Value("string"), "reason": Value("string"),
+                     "kind": Value("string"), "no_span": Value("int64"),
+                     "boundary": Value("int64"), "tail": Value("int64"), "no_eot": Value("bool"),
+                     **{name: Value("int64") for name in SPAN_NAMES}})
+
+
+def build_examples(rows, tokenizer, config, *, verbose=True):
+    """Tokenize rows into ``{"input_ids", "labels", "span_ids"}`` columns; apply the
     fail-closed policies of ``config`` (a ``DistillSFTConfig``). A row is dropped whole: in
-    step_by_step, both of its sequences."""
+    step_by_step, both of its sequences. ``rows``: a ``datasets.Dataset`` (tokenized by
+    ``Dataset.map`` in batches, cached in the ``datasets`` cache: the columns come back as a
+    Dataset) or
+    a list of row dicts (the columns come back as lists). Returns (columns, DataReport)."""
+    from datasets import Dataset
+
     ensure_chat_template(tokenizer)
     if not getattr(tokenizer, "is_fast", False):
         raise DistillError("distill train sft needs a fast tokenizer (it maps the answer span "
                            "with the tokenizer's character offsets)")
-    report = DataReport(rows=len(rows), max_length=config.max_length)
+    settings = {"tokenizer": tokenizer, "config": config}
+    if isinstance(rows, Dataset):
+        fingerprint = _fingerprint(rows, tokenizer, config)
+        records = rows.map(_batch_records, batched=True, batch_size=512, with_indices=True,
+                           fn_kwargs=settings, remove_columns=rows.column_names,
+                           features=_features(), new_fingerprint=fingerprint,
+                           cache_file_name=_cache_file(rows, fingerprint),
+                           desc="data: tokenizing")
+    else:
+        records = Dataset.from_dict(_records(rows, 0, **settings), features=_features())
+    kept, report = _report(records, len(rows), config)
+    if verbose:
+        for line in report.lines():
+            log(f"data: {line}")
+    check(report, config)
+    columns = kept.select_columns(list(COLUMNS))
+    return (columns if isinstance(rows, Dataset) else columns.to_dict()), report
+
+
+def row_ids(rows, indices: list[int]) -> list[str]:
+    """The ``id`` of each row in ``indices`` (``row N`` where there is none), reading only the
+    id column of a Dataset."""
+    from datasets import Dataset
+
+    if not isinstance(rows, Dataset):
+        return [str(_row_id(rows, i)) for i in indices]
+    if "id" not in rows.column_names:
+        return [f"row {i}" for i in indices]
+    ids = rows.select_columns(["id"]).select(indices)["id"]
+    return [str(x) for x in ids]
+
+
+def _cache_file(rows, fingerprint: str) -> str | None:
+    """Where the records of memory-mapped ``rows`` go: the ``datasets`` cache, never the
+    folder the data came from (a ``save_to_disk`` folder is the user's); None (in memory) for
+    rows held in memory."""
+    from datasets import config as datasets_config
+
+    if not rows.cache_files:
+        return None
+    folder = Path(datasets_config.HF_DATASETS_CACHE) / "distill-sft"
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder / f"examples-{fingerprint}.arrow")
+
+
+def _fingerprint(rows, tokenizer, config) -> str:
+    """What the tokenized records depend on: the data, the tokenizer, the data settings and
+    this module's code."""
+    from datasets.fingerprint import Hasher
+
+    settings = {k: getattr(config, k) for k in ("max_length", "objective", "label_prefix",
+                                                 "rationale_prefix", "answer_span_field",
+                                                 "drop_few_shot")}
+    return Hasher.hash((rows._fingerprint, Hasher.hash(tokenizer), settings,
+                        config.span_weights(), config.needs_answer_span(),
+                        Path(__file__).read_bytes()))
+
+
+def _batch_records(batch: dict, indices: list[int], tokenizer, config) -> dict:
+    rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+    return _records(rows, indices[0], tokenizer, config)
+
+
+def _records(rows: list[dict], first: int, tokenizer, config) -> dict:
+    """The records (see ``_features``) of ``rows``, the first of which is row ``first``."""
+    part = DataReport()  # the batch's counts
     failed: dict[int, tuple[str, str]] = {}  # row -> (reason, kind); the first reason wins
     weights = np.array([0.0, *config.span_weights()])
-    built = []  # (row, ids, labels, spans)
+    built: dict[int, list] = {}  # row -> [(ids, labels, spans)]
     for start in range(0, len(rows), 512):
-        for t, result in _encode(_targets(rows, config, report, failed, start, start + 512),
+        for t, result in _encode(_targets(rows, config, part, failed, start, start + 512),
                                  tokenizer):
             if isinstance(result, str):
                 failed.setdefault(t.row, (result, BAD))
                 continue
             ids, offsets, p_end, a_start, a_end = result
-            spans = _spans(offsets, p_end, a_start, a_end, config.max_length, report)
+            spans = _spans(offsets, p_end, a_start, a_end, config.max_length, part)
             if isinstance(spans, tuple):
                 failed.setdefault(t.row, spans)
                 continue
@@ -145,29 +231,66 @@ def build_examples(rows: list[dict], tokenizer, config, *, verbose=True) -> tupl
             if not counted.any():
                 failed.setdefault(t.row, ("have an all-zero loss mask", BAD))
                 continue
-            built.append((t.row, ids[:len(spans)], np.where(counted, ids[:len(spans)], -100),
-                          spans))
-    for row, (reason, kind) in sorted(failed.items()):
-        report.drop(reason, kind, _row_id(rows, row))
-    columns = {"input_ids": [], "labels": [], "span_ids": []}
+            built.setdefault(t.row, []).append(
+                (ids[:len(spans)], np.where(counted, ids[:len(spans)], -100), spans))
+    out = {name: [] for name in _features()}
     eos = tokenizer.eos_token_id
-    for row, ids, labels, spans in built:
-        if row in failed:
-            continue
-        columns["input_ids"].append(list(ids))
-        columns["labels"].append(labels.tolist())
-        columns["span_ids"].append(spans.tolist())
-        report.example_rows.append(row)
-        if eos is not None and eos not in labels:
-            report.no_end_of_turn += 1
+    none = np.zeros(0, dtype=np.int64)
+
+    def add(row, ids=none, labels=none, spans=none, reason=None, kind=None):
+        first_record = not out["row"]
+        out["input_ids"].append(ids.tolist())
+        out["labels"].append(labels.tolist())
+        out["span_ids"].append(spans.tolist())
+        out["row"].append(first + row)
+        out["row_id"].append(str(_row_id(rows, row, first)) if reason else None)
+        out["reason"].append(reason)
+        out["kind"].append(kind)
+        out["no_span"].append(part.no_span if first_record else 0)
+        out["boundary"].append(part.boundary_tokens if first_record else 0)
+        out["tail"].append(part.tail_truncated if first_record else 0)
+        out["no_eot"].append(reason is None and eos is not None and eos not in labels)
         for k, name in enumerate(SPAN_NAMES):
-            report.tokens[name] += int((spans == k).sum())
-    report.examples = len(columns["input_ids"])
-    if verbose:
-        for line in report.lines():
-            log(f"data: {line}")
-    check(report, config)
-    return columns, report
+            out[name].append(int((spans == k).sum()))
+
+    for row in range(len(rows)):
+        if row in failed:
+            add(row, reason=failed[row][0], kind=failed[row][1])
+            continue
+        for ids, labels, spans in built.get(row, []):
+            add(row, ids, labels, spans)
+    return out
+
+
+def _report(records, rows: int, config):
+    """(the records of kept sequences, the DataReport of all records), read from their small
+    columns."""
+    import pyarrow.compute as pc
+
+    table = records.data.table
+    report = DataReport(rows=rows, max_length=config.max_length)
+    dropped = pc.is_valid(table.column("reason"))
+    for r in table.select(["reason", "kind", "row_id"]).filter(dropped).to_pylist():
+        report.drop(r["reason"], r["kind"], r["row_id"])
+    report.no_span = _sum(table.column("no_span"))
+    report.boundary_tokens = _sum(table.column("boundary"))
+    report.tail_truncated = _sum(table.column("tail"))
+    keep = np.flatnonzero(pc.invert(dropped).to_numpy(zero_copy_only=False))
+    kept = records.select(keep)
+    kept_table = table.select(["row", "no_eot", *SPAN_NAMES]).take(keep)
+    report.example_rows = kept_table.column("row").to_pylist()
+    report.examples = len(keep)
+    report.no_end_of_turn = _sum(kept_table.column("no_eot"))
+    if report.examples:
+        for name in SPAN_NAMES:
+            report.tokens[name] += _sum(kept_table.column(name))
+    return kept, report
+
+
+def _sum(column) -> int:
+    import pyarrow.compute as pc
+
+    return int(pc.sum(column).as_py() or 0)
 
 
 def check(report: DataReport, config) -> None:
@@ -192,8 +315,8 @@ def check(report: DataReport, config) -> None:
                            f"{config.max_dropped_fraction}: {detail}")
 
 
-def _row_id(rows, i):
-    return rows[i].get("id", f"row {i}")
+def _row_id(rows, i, first=0):
+    return rows[i].get("id", f"row {first + i}")
 
 
 def _targets(rows: list[dict], config, report: DataReport, failed: dict, lo: int,

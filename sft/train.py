@@ -98,11 +98,11 @@ def train_sft(model: str | None, data: str | Path, out: str | Path, config=None,
 
 @dataclass
 class Examples:
-    """A dataset folder's rows, their training sequences (``build_examples`` columns) and the
-    report of the checks."""
+    """A dataset's rows and their training sequences (``build_examples`` columns), both
+    ``datasets.Dataset``, and the report of the checks."""
 
-    rows: list[dict]
-    columns: dict
+    rows: object
+    columns: object
     report: object
 
 
@@ -120,10 +120,7 @@ class Method:
 
     def datasets(self, train: Examples, eval: Examples | None):
         """(train, eval) ``datasets.Dataset`` the trainer gets."""
-        from datasets import Dataset
-
-        return (Dataset.from_dict(train.columns),
-                None if eval is None else Dataset.from_dict(eval.columns))
+        return train.columns, None if eval is None else eval.columns
 
     def run_inputs(self) -> dict:
         """Inputs besides model and data that a resumed run must match."""
@@ -170,17 +167,18 @@ def _fit(model, model_path, data, out: Path, config, method: Method, tokenizer, 
     from distill.sft.card import write_card
     from distill.sft.data import build_examples, load_rows
 
-    rows, manifest, folder = load_rows(data, data_options)
-    columns, report = build_examples(rows, tokenizer, config,
-                                     verbose=state.is_local_main_process)
-    train = Examples(rows, columns, report)
-    evaluation, eval_report = None, None
-    if eval_data is not None:
-        eval_rows, _, _ = load_rows(eval_data, data_options)
-        eval_columns, eval_report = build_examples(eval_rows, tokenizer, config,
-                                                   verbose=state.is_local_main_process)
-        evaluation = Examples(eval_rows, eval_columns, eval_report)
-    train_dataset, eval_dataset = method.datasets(train, evaluation)
+    with state.main_process_first():  # it tokenizes into the cache the other ranks read
+        rows, manifest, folder = load_rows(data, data_options)
+        columns, report = build_examples(rows, tokenizer, config,
+                                         verbose=state.is_local_main_process)
+        train = Examples(rows, columns, report)
+        evaluation, eval_report = None, None
+        if eval_data is not None:
+            eval_rows, _, _ = load_rows(eval_data, data_options)
+            eval_columns, eval_report = build_examples(eval_rows, tokenizer, config,
+                                                       verbose=state.is_local_main_process)
+            evaluation = Examples(eval_rows, eval_columns, eval_report)
+        train_dataset, eval_dataset = method.datasets(train, evaluation)
 
     run = {"model": str(model_path), "data": str(folder), "data_sha256": data_fingerprint(columns),
            **method.run_inputs(),
@@ -357,7 +355,8 @@ def _step(path: Path) -> int:
         return -1
 
 
-def data_fingerprint(columns: dict) -> str:
+def data_fingerprint(columns) -> str:
+    """sha256 of the training sequences (``build_examples`` columns), read in batches."""
     import numpy as np
 
     h = hashlib.sha256()

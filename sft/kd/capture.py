@@ -79,7 +79,7 @@ def capture_logits(teacher: str, data: str | Path, out: str | Path, top_k: int, 
     settings (max_length, objective, weights, ...). ``out``: new, empty or a capture
     (``overwrite``: move what else it holds aside)."""
     from distill.sft.config import build_config
-    from distill.sft.data import build_examples, load_rows
+    from distill.sft.data import build_examples, load_rows, row_ids
     from distill.sft.kd.teacher import (
         check_same_tokenizer,
         load_teacher,
@@ -125,7 +125,7 @@ def capture_logits(teacher: str, data: str | Path, out: str | Path, top_k: int, 
         done = io.read_ids(out, "example")
         todo = [e for e in range(len(labels)) if e not in done]
         writer = io.ShardWriter(out, SCHEMA)
-        ids_of = [str(rows[r].get("id", f"row {r}")) for r in report.example_rows]
+        ids_of = row_ids(rows, report.example_rows)
         try:
             for lo in range(0, len(todo), shard_size):
                 part = sorted(todo[lo:lo + shard_size], key=lambda e: len(labels[e]))
@@ -197,12 +197,13 @@ def read_capture(folder: str | Path) -> dict:
     return manifest
 
 
-def load_topk(folder: str | Path, tokenizer, columns: dict, rows: list[dict], report):
+def load_topk(folder: str | Path, tokenizer, columns, rows, report):
     """Per-token columns of cached top-k ids and log-probs for the training sequences
     ``columns`` (from ``build_examples``): one list per token, k entries where the token's
     label counts, none elsewhere. Returns (ids column, log-probs column, manifest)."""
     import pyarrow.parquet as pq
 
+    from distill.sft.data import row_ids
     from distill.sft.train import data_fingerprint
 
     folder = Path(folder)
@@ -229,8 +230,7 @@ def load_topk(folder: str | Path, tokenizer, columns: dict, rows: list[dict], re
     cached_ids = table.column("id").to_pylist()
     cached_tokens = table.column("tokens").to_numpy()
     flags = []
-    for e, y in enumerate(labels):
-        row_id = str(rows[report.example_rows[e]].get("id", f"row {report.example_rows[e]}"))
+    for e, (y, row_id) in enumerate(zip(labels, row_ids(rows, report.example_rows))):
         counts = np.concatenate([[False], y[1:] != -100])
         if cached_ids[e] != row_id or cached_tokens[e] != counts.sum():
             raise DistillError(f"{folder}: sequence {e} is row {cached_ids[e]!r} with "

@@ -144,11 +144,11 @@ class KDMethod(Method):
         return lines + transfer_card_lines(c)
 
 
-def pa_table(columns: dict):
-    """The ``build_examples`` columns as an Arrow table."""
-    import pyarrow as pa
+def pa_table(columns):
+    """The ``build_examples`` columns (a Dataset) as an Arrow table."""
+    from distill.sft.data import COLUMNS
 
-    return pa.table({k: pa.array(v, type=pa.list_(pa.int64())) for k, v in columns.items()})
+    return columns.flatten_indices().data.table.select(list(COLUMNS))
 
 
 def _schedule_line(name: str, start: float, end: float | None, kind: str) -> str:

@@ -102,17 +102,23 @@ class GKDMethod(Method):
     def _dataset(self, examples: Examples):
         """TRL's ChatML collator input: ids, the completion mask (its first 1 ends the prompt
         the student generates from), and the rendered prompt."""
-        from datasets import Dataset
+        from datasets.fingerprint import Hasher
 
-        prompts = []
-        for row in examples.report.example_rows:
-            messages = [{"role": m["role"], "content": m["content"]}
-                        for m in examples.rows[row]["messages"]]
-            prompts.append(self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True))
-        masks = [[int(s > 0) for s in spans] for spans in examples.columns["span_ids"]]
-        return Dataset.from_dict({"input_ids": examples.columns["input_ids"],
-                                  "completion_mask": masks, "prompt": prompts})
+        messages = examples.rows.select_columns(["messages"])
+        rows = examples.report.example_rows
+
+        def add(batch: dict, indices: list[int]) -> dict:
+            chats = messages.select([rows[i] for i in indices])["messages"]
+            prompts = [self.tokenizer.apply_chat_template(
+                [{"role": m["role"], "content": m["content"]} for m in chat], tokenize=False,
+                add_generation_prompt=True) for chat in chats]
+            return {"completion_mask": [[int(s > 0) for s in spans]
+                                        for spans in batch["span_ids"]], "prompt": prompts}
+
+        fingerprint = Hasher.hash((examples.columns._fingerprint, self.tokenizer.chat_template))
+        return examples.columns.map(add, batched=True, with_indices=True,
+                                    remove_columns=["labels", "span_ids"],
+                                    new_fingerprint=fingerprint, desc="data: gkd prompts")
 
     def trainer_kwargs(self) -> dict:
         from distill.sft.kd.teacher import load_teacher
