@@ -34,7 +34,7 @@ import pyarrow as pa
 import yaml
 
 from distill import io
-from distill.data import Data, conversations, read
+from distill.data import Data, conversations, detect_format, read
 from distill.errors import DistillError
 from distill.filters.base import Filtered, Stage, log_stage
 from distill.filters.stages import build_stages, stage_class
@@ -102,7 +102,9 @@ def run_filter(in_dir: str | Path, out_dir: str | Path, *, config: str | Path | 
     if executor not in ("local", "ray"):
         raise DistillError(f"executor must be local or ray, not {executor!r}")
     out_dir = Path(out_dir)
-    source = conversations(read(in_dir, **(data_options or {})), required=False)
+    source = read(in_dir, **(data_options or {}))
+    if detect_format(source.dataset.column_names, source.dataset.features) != "question":
+        source = conversations(source, required=False)  # question + completion: as they are
     with claim(out_dir, "filter", "filter", marker="kept/manifest.json",
                inputs=[in_dir, source.folder, *source.files], overwrite=overwrite):
         return _filter(source, in_dir, out_dir, config, stages, executor, ray_address,

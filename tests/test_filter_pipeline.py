@@ -121,6 +121,21 @@ def test_a_stage_missing_its_column_names_stage_and_column(tmp_path):
         run_filter(folder, tmp_path / "out", stages=["parse"])
 
 
+def test_question_and_completion_rows_are_filtered_as_they_are(tmp_path):
+    """The filter adds only its stages' columns: rows with a question and a completion but no
+    messages get no ``messages`` column (the Ray executor, which reads shards as they are,
+    writes the same bytes)."""
+    import pyarrow as pa
+
+    rows = [{"id": f"r{i}", "question": f"q{i}", "completion": f"so #### {i}"} for i in range(3)]
+    folder = tmp_path / "plain"
+    io.ShardWriter(folder, pa.Table.from_pylist(rows).schema).write(rows)
+    run_filter(folder, tmp_path / "out", stages=["quality"])
+    kept = io.read_rows(tmp_path / "out" / "kept")
+    assert [{k: r[k] for k in ("id", "question", "completion")} for r in kept] == rows
+    assert set(kept[0]) == {"id", "question", "completion", "quality"}
+
+
 def test_rows_with_columns_only_some_stages_add_are_all_written(tmp_path):
     from distill.filters.pipeline import write_rows
 
