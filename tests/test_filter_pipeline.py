@@ -131,9 +131,10 @@ def test_question_and_completion_rows_are_filtered_as_they_are(tmp_path):
     folder = tmp_path / "plain"
     io.ShardWriter(folder, pa.Table.from_pylist(rows).schema).write(rows)
     run_filter(folder, tmp_path / "out", stages=["quality"])
-    kept = io.read_rows(tmp_path / "out" / "kept")
-    assert [{k: r[k] for k in ("id", "question", "completion")} for r in kept] == rows
-    assert set(kept[0]) == {"id", "question", "completion", "quality"}
+    dropped = io.read_rows(tmp_path / "out" / "dropped")  # too short for the quality stage
+    assert [{k: r[k] for k in ("id", "question", "completion")} for r in dropped] == rows
+    assert set(dropped[0]) == {"id", "question", "completion", "quality", "dropped_by",
+                               "drop_reason"}
 
 
 def test_rows_with_columns_only_some_stages_add_are_all_written(tmp_path):
