@@ -77,7 +77,7 @@ def empty_set(folder: Path) -> list[str]:
     row group (``datasets`` refuses a row group of 0 rows: "BatchSize must be greater than 0"),
     0 rows for pyarrow and distill, and for ``datasets``' builder a train split of 0 examples
     with the same columns. (``load_dataset`` itself, in datasets 5.2, still raises "corresponds
-    to no data" on any 0-row split, whatever the file: huggingface/datasets#8401.)"""
+    to no data" on any 0-row split, whatever the file; open PR huggingface/datasets#8401.)"""
     shards = io.shard_paths(folder)
     assert len(shards) == 1 and pq.ParquetFile(shards[0]).metadata.num_row_groups == 0
     table = pq.read_table(shards[0])
