@@ -226,8 +226,12 @@ def _read_files(name: str, files: list[Path], kind: str, folder: Path | None = N
             parts = [_read_small(f) for f in files]
             ds = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
         elif suffix == ".parquet":
-            ds = datasets.load_dataset("parquet", data_files=[str(f) for f in files],
-                                       split="train", features=_parquet_features(files))
+            features = _parquet_features(files)
+            if _parquet_rows(files):
+                ds = datasets.load_dataset("parquet", data_files=[str(f) for f in files],
+                                           split="train", features=features)
+            else:  # load_dataset refuses a split of 0 rows; the schema is all there is
+                ds = datasets.Dataset.from_dict({k: [] for k in features}, features=features)
         elif suffix == ".csv":
             for f in files:
                 _check_utf8(f)
@@ -249,6 +253,12 @@ def _read_files(name: str, files: list[Path], kind: str, folder: Path | None = N
             return Data(datasets.Dataset.from_dict({}), name, kind, folder=folder, files=files)
         raise DistillError(f"{name}: cannot be read: {_first_line(e)}") from None
     return Data(ds, name, kind, folder=folder, files=files)
+
+
+def _parquet_rows(files: list[Path]) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
 def _parquet_features(files: list[Path]):

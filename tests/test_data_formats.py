@@ -166,6 +166,27 @@ def test_unmappable_data_names_its_columns_and_the_flag(tmp_path, capsys):
                     "'answer'; it has: problem, response")]
 
 
+def test_a_filter_that_keeps_nothing_is_refused_by_publish_and_train(distilled, tiny_model,
+                                                                    tmp_path, capsys):
+    """Nothing kept: the empty set still reads (0 rows, full schema), and publish and train
+    stop on it with one line, writing nothing."""
+    config = tmp_path / "none.yaml"
+    config.write_text(json.dumps({"stages": [{"quality": {"min_chars": 10**6}}]}))
+    empty = tmp_path / "empty"
+    assert main(["filter", "--data", str(distilled[0]), "--out", str(empty), "--config",
+                 str(config)]) == 0
+    kept = read(str(empty))
+    assert len(kept.dataset) == 0 and {"messages", "completion"} <= set(kept.dataset.column_names)
+    capsys.readouterr()
+    for argv, out in ((["publish", "--data", str(empty)], tmp_path / "pub"),
+                      (["train", "sft", "--student", tiny_model, "--data", str(empty)],
+                       tmp_path / "student")):
+        assert main([*argv, "--out", str(out)]) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "no rows" in err[0], err
+        assert not out.exists()
+
+
 def test_unreadable_files_get_one_line_naming_the_file(tmp_path, capsys):
     folder = tmp_path / "broken"
     (folder / "data").mkdir(parents=True)
