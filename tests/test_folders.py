@@ -233,6 +233,26 @@ def test_the_lock_names_its_holder(tmp_path):
         pass
 
 
+def test_a_writer_killed_with_sigkill_leaves_the_folder_free(tmp_path):
+    """kill -9 leaves the lock file behind, but the kernel drops the flock with the process:
+    the next writer takes the folder at once."""
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom distill.folders import lock\n"
+        f"with lock({str(tmp_path)!r}, 'generate'):\n"
+        "    print('held', flush=True)\n    time.sleep(60)\n")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(DistillError, match=f"pid {holder.pid}"), lock(tmp_path, "filter"):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (tmp_path / LOCK).exists()  # left behind by the killed writer
+    with lock(tmp_path, "filter"):
+        assert json.loads((tmp_path / LOCK).read_text())["pid"] == os.getpid()
+
+
 def test_check_finds_and_repairs_repeated_ids(tmp_path, capsys):
     writer = io.ShardWriter(tmp_path, pa.schema([("id", pa.string()), ("n", pa.int64())]))
     writer.write([{"id": "a", "n": 0}, {"id": "b", "n": 1}])
