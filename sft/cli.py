@@ -38,7 +38,7 @@ VERBS = {
         "the teacher does, else the dataset's completions are used; the loss is the "
         "generalized Jensen-Shannon divergence (beta: 0 forward KL, 1 reverse KL) between "
         "teacher and student on the completion tokens. The teacher is --teacher MODEL or "
-        "--teacher-server-url URL (trl vllm-serve). Every DistillOnPolicyConfig field "
+        "--teacher-server-url URL (vllm serve). Every DistillOnPolicyConfig field "
         "(DistillationConfig, distill's) is a flag; --temperature is the sampling temperature.",
         "epilog": "example: distill train onpolicy --student student --teacher teacher --data "
         "runs/x/kept --out runs/onpolicy --lmbda 0.5 --beta 0.5 --max-completion-length 256 "

@@ -164,3 +164,88 @@ def test_vllm_sampling_without_cuda_is_refused_in_one_line(pair, tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "vLLM sampling needs" in err[0]
     assert "drop --use-vllm" in err[0] and not out.exists()
+
+
+@pytest.fixture(scope="module")
+def served_teacher(tmp_path_factory):
+    """A toy teacher vLLM can serve (head size 32) behind a real `vllm serve`; yields (its
+    folder, its URL)."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    from processes import process_group
+    from test_openai_backend import VLLM_SERVE, free_port
+    from test_sft_toy import addition
+    from transformers import AutoModelForCausalLM
+
+    root = tmp_path_factory.mktemp("served")
+    corpus = [addition(a, b)["completion"] for a in range(10, 100, 7) for b in range(10, 100, 3)]
+    corpus += ["system user assistant", "[label] [rationale]"] * 20  # build_toy_model's
+    teacher = build_tiny_model(root / "teacher", corpus=corpus, vocab_size=120, hidden=64,
+                               heads=2, split_digits=True, max_positions=256)
+    model = AutoModelForCausalLM.from_pretrained(teacher)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(8.0)  # peaked, as sharp_teacher
+    model.save_pretrained(teacher)
+    port, log = free_port(), root / "serve.log"
+    cmd = [sys.executable, "-c", VLLM_SERVE, "serve", str(teacher), "--host", "127.0.0.1",
+           "--port", str(port), "--enforce-eager", "--max-model-len", "256", "--dtype",
+           "float32"]
+    with open(log, "wb") as out, process_group(cmd, grace=30, stdout=out,
+                                                 stderr=subprocess.STDOUT) as proc:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+                pytest.fail(f"vllm serve did not come up (exit {proc.poll()}):\n{tail}")
+            time.sleep(1)
+        yield teacher, f"http://127.0.0.1:{port}"
+
+
+def top1_forward_kl(student, teacher, rows) -> float:
+    """Mean per completion token of KL(teacher || student) on {the teacher's top-1 token, the
+    rest}: what the served teacher's loss is at beta 0."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from distill.sft.data import build_examples
+
+    tokenizer = AutoTokenizer.from_pretrained(student)
+    columns, _ = build_examples(rows, tokenizer, build_config(output_dir="unused"), verbose=False)
+    models = [AutoModelForCausalLM.from_pretrained(m).eval() for m in (student, teacher)]
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for ids, labels in zip(columns["input_ids"], columns["labels"]):
+            ids, labels = torch.tensor([ids]), torch.tensor(labels[1:])
+            q, p = (m(input_ids=ids).logits[0, :-1][labels != -100].softmax(-1)
+                    for m in models)
+            top = p.argmax(-1, keepdim=True)
+            pk, qk = p.gather(-1, top)[:, 0].double(), q.gather(-1, top)[:, 0].double()
+            kl = pk * (pk / qk).log() + (1 - pk) * ((1 - pk) / (1 - qk)).log()
+            total += float(kl.sum())
+            count += len(kl)
+    return total / count
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_a_served_teacher_scores_the_completions(pair, served_teacher, tmp_path):
+    """--teacher-server-url: the teacher's log-probs come from `vllm serve`; at beta 0 the first
+    step's loss is the forward KL on the teacher's top-1 token and the rest of the mass."""
+    data, _, student, _ = pair
+    teacher, url = served_teacher
+    out = tmp_path / "run"
+    args = [f"--{k}={v}" for k, v in {**KD_ARGS, "per_device_train_batch_size": N_TRAIN}.items()]
+    assert main(["train", "onpolicy", "--student", str(student), "--teacher", str(teacher),
+                 "--teacher-server-url", url, "--data", str(data), "--out", str(out),
+                 "--lmbda", "0", "--beta", "0", "--temperature", "1", "--max_steps", "1",
+                 *args]) == 0
+    expected = top1_forward_kl(student, teacher, split(N_TRAIN, 16)[0])
+    assert losses(out)[0] == pytest.approx(expected, rel=1e-3)
+    assert f"served at `{url}`" in (out / "README.md").read_text()

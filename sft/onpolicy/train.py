@@ -5,8 +5,8 @@ Each step, with probability ``lmbda`` the student samples completions for the ba
 (through transformers, or vLLM with ``use_vllm``), else with ``seq_kd`` the teacher does, else
 the dataset's completions are used. The loss is the generalized Jensen-Shannon divergence
 (``beta``: 0 forward KL, 1 reverse KL) between the teacher's and the student's next-token
-distributions on the completion tokens. The teacher is a local model, or one served by TRL's
-``trl vllm-serve`` (``teacher_model_server_url``). ``distill train gkd`` is the old name."""
+distributions on the completion tokens. The teacher is a local model, or one served by
+``vllm serve`` (``teacher_model_server_url``). ``distill train gkd`` is the old name."""
 
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ class DistillOnPolicyConfig(DistillSFTConfig, DistillationConfig):
         "help": "dtype the teacher is loaded in ('auto': its checkpoint's).",
         "choices": list(TEACHER_DTYPES)})
     teacher_model_server_url: str | None = field(default=None, metadata={
-        "help": "A served teacher: the URL of `trl vllm-serve --model TEACHER` (the loss then "
-        "uses its top-1 log-prob per token); --teacher, if given, names the served model, "
+        "help": "A served teacher: the URL of `vllm serve TEACHER` (the loss then uses its "
+        "top-1 log-prob per token); --teacher, if given, names the served model, "
         "whose tokenizer is checked against the student's.",
         "aliases": ["--teacher-server-url"]})
     lmbda: float = field(default=0.5, metadata={

@@ -71,5 +71,5 @@ class OnPolicyTrainer(MixedSampling, DistillationTrainer):
 
 
 class ServerOnPolicyTrainer(MixedSampling, ServerDistillationTrainer):
-    """The teacher is served (TRL's ``trl vllm-serve``): its top-1 log-probs per token come
-    over HTTP."""
+    """The teacher is served (``vllm serve``): its top-1 log-probs per token come over
+    HTTP."""
