@@ -249,3 +249,27 @@ def test_a_served_teacher_scores_the_completions(pair, served_teacher, tmp_path)
     expected = top1_forward_kl(student, teacher, split(N_TRAIN, 16)[0])
     assert losses(out)[0] == pytest.approx(expected, rel=1e-3)
     assert f"served at `{url}`" in (out / "README.md").read_text()
+
+
+def test_a_resumed_run_draws_the_same_samplers(pair, tmp_path, capsys):
+    """Who samples is drawn per step from the seed: a run stopped after 2 steps and trained on
+    to 4 has the same on-policy steps as one that ran 4 at once."""
+    from distill.sft.onpolicy.train import train_onpolicy
+
+    data, _, student, teacher = pair
+    args = {**KD_ARGS, "teacher_model_name_or_path": str(teacher), "lmbda": 0.5,
+            "max_completion_length": 4, "per_device_train_batch_size": 4}
+
+    def on_policy(out) -> list[float]:
+        history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+        return [h["on_policy"] for h in history if "on_policy" in h]
+
+    train_onpolicy(str(student), data, tmp_path / "once", max_steps=4, **args)
+    resumed = tmp_path / "resumed"
+    checkpoints = {"save_strategy": "steps", "save_steps": 2}
+    train_onpolicy(str(student), data, resumed, max_steps=2, **{**args, **checkpoints})
+    result = train_onpolicy(str(student), data, resumed, max_steps=4, **{**args, **checkpoints})
+    assert result.metrics["global_step"] == 4 and "training on from checkpoint-2" in \
+        capsys.readouterr().err
+    assert on_policy(resumed) == on_policy(tmp_path / "once")
+    assert sorted(set(on_policy(resumed))) == [0.0, 1.0]
