@@ -1,6 +1,7 @@
-"""``distill train sft|kd|onpolicy`` (``gkd``: its old name): parse the method's config fields and the run's inputs
-(``TrainInputs``), then call its train function (``distill.sft.methods``). Every flag is a
-field of those dataclasses; trl is imported only when a verb runs, so ``distill`` starts fast."""
+"""``distill train sft|kd|onpolicy`` (``gkd``: its old name): parse the method's config
+fields and the run's inputs (``TrainInputs``), then call its train function
+(``distill.sft.methods``). Every flag is a field of those dataclasses; trl is imported only
+when a verb runs, so ``distill`` starts fast."""
 
 from __future__ import annotations
 
