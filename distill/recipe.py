@@ -184,7 +184,7 @@ def _train(recipe: dict, out: Path) -> dict:
         raise DistillError(f"recipe train: {e}") from None
     if name == "kd" and "offline_logits" not in cfg:  # the recipe's teacher, unless named here
         cfg.setdefault("teacher", _teacher_model(recipe))
-    elif name == "gkd":
+    elif name in ("gkd", "onpolicy"):
         cfg.setdefault("teacher_model_name_or_path", _teacher_model(recipe))
     student = (recipe.get("student") or {}).get("model")
     result = train(student, data, out / "train", data_options=options, **cfg)

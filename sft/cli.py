@@ -1,6 +1,7 @@
-"""``distill train sft|kd|gkd``: parse the method's config fields and the run's inputs
-(``TrainInputs``), then call its train function (``distill.sft.methods``). Every flag is a
-field of those dataclasses; trl is imported only when a verb runs, so ``distill`` starts fast."""
+"""``distill train sft|kd|onpolicy`` (``gkd``: its old name): parse the method's config
+fields and the run's inputs (``TrainInputs``), then call its train function
+(``distill.sft.methods``). Every flag is a field of those dataclasses; trl is imported only
+when a verb runs, so ``distill`` starts fast."""
 
 from __future__ import annotations
 
@@ -29,17 +30,23 @@ VERBS = {
         "epilog": "example: distill train kd --student student --teacher teacher --data "
         "runs/x/kept --out runs/kd --loss forward_kl --kd-temperature 2 --alpha 0.5 "
         "--max_steps 200"},
+    "onpolicy": {
+        "help": "on-policy distillation (TRL DistillationTrainer): the student learns from the "
+        "teacher on its own samples",
+        "description": "On-policy distillation with TRL's DistillationTrainer: each step, with "
+        "probability lmbda the student samples completions for the batch's prompts "
+        "(transformers, or vLLM with --use-vllm / --vllm-server-url), else (with --seq-kd) "
+        "the teacher does, else the dataset's completions are used; the loss is the "
+        "generalized Jensen-Shannon divergence (beta: 0 forward KL, 1 reverse KL) between "
+        "teacher and student on the completion tokens. The teacher is --teacher MODEL or "
+        "--teacher-server-url URL (vllm serve). Every DistillOnPolicyConfig field "
+        "(DistillationConfig, distill's) is a flag; --temperature is the sampling temperature.",
+        "epilog": "example: distill train onpolicy --student student --teacher teacher --data "
+        "runs/x/kept --out runs/onpolicy --lmbda 0.5 --beta 0.5 --max-completion-length 256 "
+        "--max_steps 200"},
     "gkd": {
-        "help": "generalized KD (TRL GKDTrainer): the student learns from the teacher on its own "
-        "samples",
-        "description": "On-policy distillation with TRL's GKDTrainer (experimental in TRL): each "
-        "step, with probability lmbda the student samples completions for the batch's prompts, "
-        "else (with --seq-kd) the teacher does, else the dataset's completions are used; the "
-        "loss is the generalized Jensen-Shannon divergence (beta) between teacher and student "
-        "on the completion tokens. Every DistillGKDConfig field (GKDConfig, SFTConfig, "
-        "distill's) is a flag; --temperature is the sampling temperature.",
-        "epilog": "example: distill train gkd --student student --teacher teacher --data "
-        "runs/x/kept --out runs/gkd --lmbda 0.5 --beta 0.5 --max-new-tokens 256 --max_steps 200"},
+        "help": "old name of train onpolicy (runs it)",
+        "description": "The old name of distill train onpolicy: same flags, runs it."},
 }
 HELP = {"-h", "--help", "--help-config"}
 

@@ -34,7 +34,7 @@ class DistillSFTConfig(SFTConfig):
     defaults: ``bf16`` is on only where the hardware has it (not on CPU), and ``max_length``
     truncation is done (and counted) by distill before TRL sees the data."""
 
-    # Fields a resumed run must match; subclasses (kd, gkd) add theirs.
+    # Fields a resumed run must match; subclasses (kd, onpolicy) add theirs.
     resume_keys: ClassVar[tuple[str, ...]] = RESUME_KEY
     # Old field names (flags and recipe keys) still accepted, with a notice: old -> new.
     renamed_fields: ClassVar[dict[str, str]] = {}

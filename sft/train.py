@@ -107,7 +107,7 @@ class Examples:
 
 
 class Method:
-    """What one training method (sft, kd, gkd) adds to the shared job; ``sft`` adds nothing.
+    """What one training method (sft, kd, onpolicy) adds to the shared job; ``sft`` adds nothing.
     Subclasses override the hooks; ``fit`` calls them in this order."""
 
     name = "sft"

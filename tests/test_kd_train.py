@@ -179,7 +179,7 @@ def test_recipe_train_stage_distills_from_the_recipes_teacher(pair, tmp_path):
               "train": {"method": "kd", "loss": "reverse_kl", "max_steps": 2, **KD_ARGS}}
     assert RUNNERS["train"](recipe, tmp_path)["global_step"] == 2
     assert f"online: `{teacher}`" in (tmp_path / "train" / "README.md").read_text()
-    with pytest.raises(DistillError, match="method 'dpo' is not one of sft, kd, gkd"):
+    with pytest.raises(DistillError, match="method 'dpo' is not one of sft, kd, onpolicy"):
         RUNNERS["train"]({**recipe, "train": {"method": "dpo"}}, tmp_path)
 
 

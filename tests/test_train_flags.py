@@ -40,7 +40,7 @@ def test_abbreviations_and_output_dir_are_refused():
 
 
 @pytest.mark.parametrize(("verb", "shown"), [("sft", "--answer-weight"), ("kd", "--kd-temperature"),
-                                             ("gkd", "--teacher")])
+                                             ("onpolicy", "--teacher"), ("gkd", "--teacher")])
 def test_help_lists_the_config_fields(verb, shown, capsys):
     for flag in ("--help", "--help-config"):
         with pytest.raises(SystemExit) as done:
@@ -91,15 +91,22 @@ def test_kd_temperature_was_temperature(tmp_path, capsys):
     assert config.kd_temperature == 1.5 and NOTICE in capsys.readouterr().err
 
 
-def test_gkd_teacher_and_sampling_temperature(capsys):
-    from distill.sft.onpolicy.gkd import DistillGKDConfig
+def test_onpolicy_teacher_and_sampling_temperature(capsys):
+    from distill.sft.onpolicy.train import DistillOnPolicyConfig
 
-    _, config = parse_train_args(DistillGKDConfig, ["--data", "d", "--out", "o", "--teacher", "t",
-                                                    "--temperature", "0.5"])
+    _, config = parse_train_args(DistillOnPolicyConfig, ["--data", "d", "--out", "o", "--teacher",
+                                                         "t", "--temperature", "0.5"])
     assert config.teacher_model_name_or_path == "t" and config.temperature == 0.5
-    _, config = parse_train_args(DistillGKDConfig, ["--data", "d", "--out", "o",
-                                                    "--teacher_model_name_or_path", "t"])
+    _, config = parse_train_args(DistillOnPolicyConfig, ["--data", "d", "--out", "o",
+                                                         "--teacher_model_name_or_path", "t"])
     assert config.teacher_model_name_or_path == "t" and NOTICE not in capsys.readouterr().err
+    _, config = parse_train_args(DistillOnPolicyConfig, ["--data", "d", "--out", "o", "--teacher",
+                                                         "t", "--max-new-tokens", "7"])
+    assert config.max_completion_length == 7
+    assert f"--max-new-tokens {NOTICE}; use --max-completion-length" in capsys.readouterr().err
+    _, config = parse_train_args(DistillOnPolicyConfig, ["--data", "d", "--out", "o",
+                                                         "--teacher-server-url", "http://t:8000"])
+    assert config.teacher_model_server_url == "http://t:8000" and not config.use_vllm
 
 
 def test_train_verbs_pass_their_arguments_on():
