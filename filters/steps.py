@@ -211,7 +211,8 @@ class _Scanner:
         chain = [first]
         while self._is(chain[-1].stop, "eq"):
             seg = self._segment(chain[-1].stop + 1)
-            if seg is None or not (self._is(seg.stop, "eq") or self._ends(seg.stop)):
+            if seg is None or not (self._is(seg.stop, "eq") or self._ends(seg.stop)
+                                   or self._is(seg.stop - 1, "word")):  # "= 12 cats<br>"
                 break
             chain.append(seg)
         return chain if len(chain) > 1 else None
