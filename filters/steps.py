@@ -261,11 +261,14 @@ class _Scanner:
                    for a in _readings(left) for b in _readings(right))
 
     def _converts(self, left: _Seg, right: _Seg) -> bool:
-        """Do the two sides differ by a factor that converts units (60, 100, 12, ...)?"""
-        if right.literal is None and left.literal is not None:
+        """Is one side a number that the other, times a factor that converts units (60, 100,
+        12, ...), rounds to?"""
+        if right.literal is None:
             left, right = right, left
-        return any(self._holds(replace(left, val=replace(left.val, lo=left.val.lo * k,
-                                                         hi=left.val.hi * k)), right)
+        if right.literal is None:
+            return False
+        c, unit = right.literal.written, Fraction(1, 10 ** right.literal.decimals)
+        return any(left.val.hi * k >= c - unit / 2 and left.val.lo * k <= c + unit / 2
                    for f in _CONVERSIONS for k in (f, 1 / f))
 
     def _fits(self, seg: _Seg, number: _Tok) -> bool:
@@ -516,13 +519,13 @@ def _readings(seg: _Seg) -> list[_Val]:
 
 
 def _near(val: _Val, c: Fraction, decimals: int, tolerance: Fraction) -> bool:
-    """May ``c`` be a value of ``val`` rounded, or cut off, to ``decimals`` places?"""
+    """May ``c`` be ``val`` rounded (or, for an exact value, cut off or rounded up) to
+    ``decimals`` places? A value that has no more decimals must be ``c`` itself."""
     unit = Fraction(1, 10 ** decimals)
     slack = tolerance * max(abs(c), abs(val.lo), abs(val.hi))
-    cut = unit if val.lo == val.hi else unit / 2  # cut off ([c, c + unit)): exact values only
-    if c >= 0:
-        return val.hi >= c - unit / 2 - slack and val.lo < c + cut + slack
-    return val.lo <= c + unit / 2 + slack and val.hi > c - cut - slack
+    if val.lo == val.hi:  # rounded, cut off or rounded up: less than one unit away
+        return abs(val.lo - c) < unit + slack
+    return val.hi >= c - unit / 2 - slack and val.lo <= c + unit / 2 + slack
 
 
 def _overlap(val: _Val, lo: Fraction, hi: Fraction, tolerance: Fraction) -> bool:

@@ -47,6 +47,8 @@ TRUE = [  # reasoning whose every claim holds: none may be flagged
     "Four boxes cost $3.50 * 4 = $14.00.",
     "- 20 - 12 = 8 cats\n- 8 * 2 = 16 legs",  # bullets
     "He fills 7 / 2 = 3 boxes and has one egg left over.",  # cut off to a whole box
+    "So 50 / 12 = 5 buses carry all 50 children.",  # rounded up to a whole bus
+    "Each gets 10 / 3 = 3.34 dollars, rounded up.",
     "Week 1 + Week 2 = 35 + 35 = 70 hours.",  # "Week 2 = 35 + 35" is a label, not a claim
     "The total is 5! = 5 * 4 * 3 * 2 * 1 = 120.",
 ]
@@ -55,7 +57,7 @@ FALSE = [  # (reasoning, the false step it must report)
     (PET_STORE, "20 - 12 = 12"),
     ("So 5 * 4 = 20 = 21 apples.", "5 * 4 = 20 = 21"),
     ("She has 2 + 3 = 5 + 4 = 10 apples.", "5 + 4 = 10"),
-    ("Each gets 10 / 3 = 3.34 dollars.", "10 / 3 = 3.34"),
+    ("Each gets 10 / 3 = 3.43 dollars.", "10 / 3 = 3.43"),
     ("Natalia sold 48/2 = <<48/2=24>>25 clips in May.", "48/2 = <<48/2=24>>25"),
     ("They had 20 - 12 = <<20-12=12>>12 cats left.", "20 - 12 = <<20-12=12>>12"),
     ("In all $1,200 + $300 = $1,400.", "$1,200 + $300 = $1,400"),
@@ -116,9 +118,9 @@ def test_what_is_not_plain_arithmetic_is_never_flagged(text):
 
 
 def test_a_tolerance_accepts_claims_within_it():
-    assert not check_claims("99 + 1 = 101")[0].holds
-    assert check_claims("99 + 1 = 101", tolerance=0.01)[0].holds
-    assert not check_claims("99 + 1 = 102", tolerance=0.01)[0].holds
+    assert not check_claims("990 + 10 = 1,010")[0].holds
+    assert check_claims("990 + 10 = 1,010", tolerance=0.01)[0].holds  # within 1%
+    assert not check_claims("990 + 10 = 1,020", tolerance=0.01)[0].holds
 
 
 def _gsm8k_test() -> list[dict]:
