@@ -5,19 +5,22 @@ A claim is a chain ``a op b = c`` of expressions joined by ``=``: numbers with `
 by``), parentheses, unary minus, thousands separators (``1,000``), decimals (``.5``), a
 currency (``$12``), units after a number (``12 cats``, ``3.5 kg``, ``$12/hour``), percentages
 (``20%`` is 0.2: ``20% of 50 = 10``, ``50 * 20% = 10``, and ``40/50 * 100 = 80%``) and
-fractions (``3/4 * 12 = 9``). GSM8K calculator annotations (``<<48/2=24>>``) are claims too.
-Values are exact (``fractions.Fraction``). A written result may be rounded or cut off to its
-decimals (``10 / 3 = 3.33``, ``7 / 2 = 3``), and an operand with two or more decimals may be a
-rounded one (``0.33 * 300 = 99``), so neither is a false step.
+fractions (``3/4 * 12 = 9``; ``60 / 3/4 = 80``). GSM8K calculator annotations (``<<48/2=24>>``)
+are claims too. Values are exact (``fractions.Fraction``). A written result may be the value
+rounded, cut off or rounded up to its own decimals (``10 / 3 = 3.33``, ``7 / 2 = 3``, ``50 / 12
+= 5`` buses), and an operand that is a small fraction rounded may mean the fraction (``0.33 *
+300 = 100``), so neither is a false step.
 
 In a chain each ``=`` is checked (``5 * 4 = 20 = 21`` is false), except a running total
 (``2 + 3 = 5 + 4 = 9``: the next expression starts from the last value). What is not clearly
-arithmetic is no claim: a pair with no operator (``1 dozen = 12``), algebra (``2x + 3 = 11``),
-multiplier words (``3 dozen``, ``4 squared``), times and ratios (``12:30``), ordinals, LaTeX
-commands other than the three operators, code blocks, a number that may continue an
-expression the scanner could not read (after ``+``, ``of``, ``twice``), a percentage added to
-a plain number (``50 + 20% = 60``), and a false pair whose two sides name different units
-(``1/2 hour = 30 minutes``, a conversion).
+arithmetic is no claim: a pair with no operator (``1 dozen = 12``), a label before an
+expression (``Week 2 = 35 + 35``), algebra (``2x + 3 = 11``), multiplier words (``3 dozen``,
+``4 squared``), times and ratios (``12:30``), ordinals, factorials, LaTeX commands other than
+the three operators, code blocks, a number that may continue an expression the scanner could
+not read (after ``+``, ``of``, ``twice``), a percentage added to a plain number (``50 + 20% =
+60``), sums of different units (``4 pounds - 6 ounces``), chained divisions (``14 / 1 / 4``)
+and a false pair whose sides name different units and differ by a conversion factor (``1/2
+hour = 30 minutes``).
 """
 
 from __future__ import annotations
@@ -272,7 +275,7 @@ class _Scanner:
                    for f in _CONVERSIONS for k in (f, 1 / f))
 
     def _fits(self, seg: _Seg, number: _Tok) -> bool:
-        """Is ``number`` the value of ``seg`` (or it rounded or cut off to its decimals)?"""
+        """Is ``number`` the value of ``seg``, to its decimals (``_near``)?"""
         written = [(number.written, number.decimals)]
         if number.pct:
             written.append((number.written / 100, number.decimals + 2))
