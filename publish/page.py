@@ -76,6 +76,7 @@ def _page_row(r: dict) -> dict:
             "reason": drop_reason(r),
             "question": _clip(str(r.get("question") or prompt), 400),
             "prompt": _clip(prompt), "completion": _clip(completion),
+            "false_step": r.get("false_step") or "",
             "answer": "" if r.get("answer") is None else str(r["answer"]),
             "gold": "" if r.get("gold") is None else str(r["gold"]),
             "tokens": r.get("tokens")}
@@ -175,6 +176,7 @@ table{border-collapse:collapse;background:#fff} td,th{border:1px solid #ddd;padd
 .q{overflow:hidden;text-overflow:ellipsis;white-space:nowrap;flex:1}
 pre{white-space:pre-wrap;word-break:break-word;background:#f6f6f6;padding:8px;border-radius:4px;margin:4px 0}
 .label{font-size:12px;color:#777;margin-top:6px}
+mark.false-step{background:#ffd6d6;color:#8a1010;border-radius:3px;padding:0 2px}
 </style></head>
 <body><header><div class="muted">distill show · $kind</div><h1>$heading</h1>
 <div class="facts">$facts</div></header>
@@ -223,8 +225,16 @@ pre{white-space:pre-wrap;word-break:break-word;background:#f6f6f6;padding:8px;bo
     if (r.tokens !== null && r.tokens !== undefined) facts.push(r.tokens + " tokens");
     if (facts.length) d.appendChild(el("div", "label", facts.join(" · ")));
     d.appendChild(el("div", "label", "prompt")); d.appendChild(el("pre", "", r.prompt));
-    d.appendChild(el("div", "label", "completion")); d.appendChild(el("pre", "", r.completion));
+    d.appendChild(el("div", "label", "completion")); d.appendChild(completion(r));
     return d;
+  }
+  function completion(r) {  // the steps stage's false step, marked
+    var pre = el("pre"), at = r.false_step ? r.completion.indexOf(r.false_step) : -1;
+    if (at < 0) { pre.textContent = r.completion; return pre; }
+    var mark = el("mark", "false-step", r.false_step);
+    mark.title = "false step";
+    pre.append(r.completion.slice(0, at), mark, r.completion.slice(at + r.false_step.length));
+    return pre;
   }
   function render() {
     var q = search.value.trim().toLowerCase(), st = status.value, rs = reason.value;

@@ -161,3 +161,29 @@ def test_html_page_in_headless_chromium(distilled, report, tmp_path, browser):
     assert visible() == [] and count() == f"0 of {n} rows"
     logs = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not logs, logs
+
+
+def test_html_page_marks_the_false_step(tmp_path, browser):
+    """A row the ``steps`` stage dropped shows its completion with the false step marked."""
+    import pyarrow as pa
+    from selenium.webdriver.common.by import By
+
+    from distill import io
+    from distill.filters.pipeline import run_filter
+
+    cats = "They had 20 - 12 = 12 cats <b>left</b>.\n#### 12"
+    rows = [{"id": "cats", "question": "How many cats?", "completion": cats},
+            {"id": "dogs", "question": "How many dogs?", "completion": "So 3 + 4 = 7 dogs."}]
+    folder = tmp_path / "gen"
+    io.ShardWriter(folder, pa.Table.from_pylist(rows).schema).write(rows)
+    run_filter(folder, tmp_path / "filtered", stages=["steps"])
+    page = write_html(tmp_path / "filtered", tmp_path / "page.html")
+    browser.get(Path(page).resolve().as_uri())
+    for card in browser.find_elements(By.CSS_SELECTOR, "#rows details.row"):
+        card.click()
+    marks = browser.find_elements(By.CSS_SELECTOR, "#rows mark.false-step")
+    assert [m.text for m in marks] == ["20 - 12 = 12"]
+    pre = marks[0].find_element(By.XPATH, "..")
+    assert pre.text == cats and not browser.find_elements(By.CSS_SELECTOR, "#rows b")
+    dropped = browser.find_element(By.CSS_SELECTOR, "#rows details[data-id='cats']")
+    assert dropped.get_attribute("data-reason") == "steps: false step: 20 - 12 = 12"
