@@ -143,9 +143,9 @@ def _run_stages(recipe: dict, out: Path, declared: list[str], from_stage: str | 
 
 
 def _finished_in(root: Path, out: Path, stage: str, fingerprint: str) -> tuple[Path, dict] | None:
-    """A run folder under ``root`` (not ``out``) whose ``stage`` finished with
-    ``fingerprint``, in its own folder (not one it shares), with its state record."""
-    for path in sorted(root.glob(f"**/{STATE}")):
+    """A run folder in ``root`` (a variant, or a round of one; not ``out``) whose ``stage``
+    finished with ``fingerprint`` in its own folder (not one it shares), with its record."""
+    for path in sorted([*root.glob(f"*/{STATE}"), *root.glob(f"*/round-*/{STATE}")]):
         record = json.loads(path.read_text()).get(stage) or {}
         if (path.parent.resolve() != out.resolve() and record.get("status") == "done"
                 and record.get("fingerprint") == fingerprint and "shared" not in record):

@@ -175,7 +175,8 @@ def _summary(recipe: dict, out: Path, summaries: list[dict]) -> dict:
     accuracy = {r["run"]: r for r in result["runs"]}
     lines = [f"# Run summary: {recipe.get('name') or out.name}, {len(summaries)} rounds", "",
              ("| round | problems sampled | solved | new rows | rows trained on | accuracy "
-             "[95% CI] | vs untrained [95% CI] | report |"), "|---|---:|---:|---:|---:|---|---|---|"]
+              "[95% CI] | vs untrained [95% CI] | report |"),
+             "|---|---:|---:|---:|---:|---|---|---|"]
     if "untrained" in accuracy:
         lines.append(f"| untrained | | | | | {_ci(accuracy['untrained'], 'accuracy')} | | |")
     for k, s in enumerate(summaries, 1):
@@ -184,7 +185,8 @@ def _summary(recipe: dict, out: Path, summaries: list[dict]) -> dict:
         row = accuracy.get(f"round {k}", {})
         problems = gen.get("problems", (gen.get("rows") or 0) // _n(recipe) or "")
         filtered = (out / f"round-{k}" / "filter" / "kept" / io.MANIFEST).exists()
-        lines.append(f"| {k} | {problems} | {len(solved(out / f'round-{k}')) if filtered else ''} | "
+        count = len(solved(out / f"round-{k}")) if filtered else ""
+        lines.append(f"| {k} | {problems} | {count} | "
                      f"{kept.get('new_rows', kept.get('kept', ''))} | "
                      f"{kept.get('union_rows', kept.get('kept', ''))} | "
                      f"{_ci(row, 'accuracy')} | {_ci(row, 'difference')} | "

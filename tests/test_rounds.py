@@ -12,7 +12,7 @@ from distill import io
 from distill.cli import main
 from distill.errors import DistillError
 from distill.recipe import run_recipe
-from distill.rounds import _generate_unsolved, solved
+from distill.rounds import _generate_unsolved, _later_round, solved
 
 # parse and verify without dropping, so the rows carry `correct` (the tiny model solves
 # nothing: every problem stays unsolved and round 2 samples all of them again)
@@ -50,6 +50,8 @@ def test_two_rounds_sample_with_the_first_student_train_on_the_union_and_resume(
     union = io.read_rows(second / "union")
     assert len(union) == len({(r["question"], r["completion"]) for r in kept})
     assert len({r["id"] for r in union}) == len(union)
+    run = json.loads((second / "train" / "distill_sft.json").read_text())
+    assert (run["model"], run["data"]) == (tiny_model, str(second / "union"))  # from scratch
 
     assert [r["run"] for r in summary["by_round"]] == ["untrained", "round 1", "round 2"]
     assert "difference_ci" in summary["by_round"][2]
@@ -84,6 +86,19 @@ def test_later_rounds_sample_only_the_problems_no_round_solved(tiny_model, tmp_p
                                 every=False)
     assert result["problems"] == 2
     assert {r["source_id"] for r in io.read_rows(here / "generate")} == {"p2", "p3"}
+
+
+def test_continue_trains_round_k_student_and_later_rounds_skip_the_baseline(tiny_model, tmp_path):
+    spec = yaml.safe_load(recipe(tmp_path, tiny_model).read_text())
+    out = tmp_path / "run"
+    again = _later_round(spec, {}, out, 3)
+    assert again["student"] == {"model": tiny_model}
+    assert again["teacher"]["model"] == str(out / "round-2" / "train")
+    assert again["train"]["data"] == str(out / "round-3" / "union")
+    assert again["eval"]["baseline"] is False and "teacher" not in again["eval"]
+    assert "task" not in again["generate"] and "limit" not in again["generate"]
+    onward = _later_round(spec, {"continue": True}, out, 3)
+    assert onward["student"] == {"model": str(out / "round-2" / "train")}
 
 
 def test_sweep_shares_the_generation_and_compares_the_variants(tiny_model, tmp_path, capsys):
