@@ -31,18 +31,21 @@ def run_rounds(recipe: dict, out: Path, declared: list[str], from_stage: str | N
     from distill.recipe import RUNNERS, _run_stages
 
     summaries, upstream = [], ""
-    for k, spec in enumerate(round_specs(recipe), 1):
+    specs = round_specs(recipe)
+    for k, spec in enumerate(specs, 1):
         folder = out / f"round-{k}"
         folder.mkdir(parents=True, exist_ok=True)
         log(f"[round {k}] into {folder}")
         this, runners = with_overrides(recipe, spec), None
         if k > 1:
             this = _later_round(this, spec, out, k)
-            problems = partial(_generate_unsolved, first=out / "round-1",
-                               source=(recipe["generate"] or {}).get("source"),
+            problems = partial(_generate_unsolved, first=with_overrides(recipe, specs[0]),
                                earlier=_earlier(out, k), every=spec.get("problems") == "all")
+            union = _union_of(out, k - 1)
             runners = {**RUNNERS, "generate": problems,
-                       "filter": partial(_filter_union, earlier=_union_of(out, k - 1))}
+                       "filter": partial(_filter_union, earlier=union),
+                       **{s: partial(_union_first, RUNNERS[s], earlier=union)
+                          for s in ("publish", "train")}}
         summary = _run_stages(this, folder, declared, from_stage, until_stage, upstream=upstream,
                               runners=runners, shared=shared, home=out)
         summaries.append(summary)
@@ -81,9 +84,13 @@ def _later_round(recipe: dict, spec: dict, out: Path, k: int) -> dict:
     return recipe
 
 
-def _problems(first: Path, source: str | None) -> list[dict]:
-    """Round 1's problems: the task slice it wrote, or the recipe's source file."""
-    path = first / "problems.jsonl" if (first / "problems.jsonl").exists() else source
+def _problems(first: dict, path: Path) -> list[dict]:
+    """Round 1's problems (``first``: its recipe): its task slice, written again to ``path``,
+    or its source file."""
+    from distill.recipe import _task_file
+
+    cfg = dict(first["generate"] or {})
+    path = _task_file(cfg, path, default_split="train") if "task" in cfg else cfg.get("source")
     if path is None or not str(path).endswith(".jsonl"):
         raise DistillError(f"rounds: round 2 on samples round 1's problems again: give "
                            f"generate a task or a .jsonl source, not {path}")
@@ -104,12 +111,13 @@ def solved(folder: Path) -> set[str]:
     return {str(r["source_id"]) for r in rows if r.get("correct")}
 
 
-def _generate_unsolved(recipe: dict, out: Path, *, first: Path, source: str | None,
-                       earlier: list[Path], every: bool) -> dict:
+def _generate_unsolved(recipe: dict, out: Path, *, first: dict, earlier: list[Path],
+                       every: bool) -> dict:
     from distill.recipe import _generate
 
     done = set().union(*(solved(f) for f in earlier))
-    rows = [r for r in _problems(first, source) if every or str(r["id"]) not in done]
+    rows = [r for r in _problems(first, out / "problems.jsonl")
+            if every or str(r["id"]) not in done]
     if not rows:
         raise DistillError(f"{out}: every problem is solved after round {len(earlier)}: "
                            "give fewer rounds")
@@ -120,12 +128,23 @@ def _generate_unsolved(recipe: dict, out: Path, *, first: Path, source: str | No
 
 
 def _filter_union(recipe: dict, out: Path, *, earlier: Path) -> dict:
-    """The filter, then ``out/union``: the earlier rounds' rows and this round's kept rows
-    that are new (same question and completion: a repeat). A new row whose id an earlier row
-    has (the same problem and sample index) gets the round in its id."""
     from distill.recipe import _filter
 
-    result = _filter(recipe, out)
+    return {**_filter(recipe, out), **_write_union(out, earlier)}
+
+
+def _union_first(run, recipe: dict, out: Path, *, earlier: Path) -> dict:
+    """``run`` (publish or train), after writing the union if the filter that writes it ran
+    in another variant of a sweep (linked here, not run)."""
+    if io.read_manifest(out / "union") is None:
+        _write_union(out, earlier)
+    return run(recipe, out)
+
+
+def _write_union(out: Path, earlier: Path) -> dict:
+    """``out/union``: the earlier rounds' rows and this round's kept rows that are new (same
+    question and completion: a repeat). A new row whose id an earlier row has (the same
+    problem and sample index) gets the round in its id."""
     before = _table(earlier)
     new = _table(out / "filter" / "kept")
     key = "question" if "question" in before.column_names and "question" in new.column_names \
@@ -140,15 +159,15 @@ def _filter_union(recipe: dict, out: Path, *, earlier: Path) -> dict:
         seen.add(row[:2])
         keep.append(i)
         renamed.append(row[2] if row[2] not in ids else f"{row[2]}-{out.name}")
-    added = new.take(keep)
+    added = new.take(pa.array(keep, pa.int64()))
     added = added.set_column(added.column_names.index("id"), "id", pa.array(renamed, pa.string()))
     union = pa.concat_tables([before, added], promote_options="default")
     manifest = {"kind": "union", "created": io.now(), "rows": union.num_rows,
                 "new_rows": added.num_rows, "inputs": [str(earlier), str(out / "filter/kept")]}
     (out / "union").mkdir(exist_ok=True)
     io.write_dataset(out / "union", union, manifest, shard_rows=10_000)
-    log(f"[filter] {added.num_rows} new rows, {union.num_rows} in the union -> {out / 'union'}")
-    return {**result, "new_rows": added.num_rows, "union_rows": union.num_rows}
+    log(f"[union] {added.num_rows} new rows, {union.num_rows} in all -> {out / 'union'}")
+    return {"new_rows": added.num_rows, "union_rows": union.num_rows}
 
 
 def _table(folder: Path) -> pa.Table:

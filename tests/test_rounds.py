@@ -69,7 +69,7 @@ def _dataset(folder, rows):
 def test_later_rounds_sample_only_the_problems_no_round_solved(tiny_model, tmp_path):
     first = tmp_path / "round-1"
     first.mkdir()
-    (first / "problems.jsonl").write_text("".join(
+    (tmp_path / "problems.jsonl").write_text("".join(
         json.dumps({"id": f"p{i}", "question": f"q{i}", "answer": str(i)}) + "\n"
         for i in range(4)))
     # p0 kept and correct; p1 correct but dropped (always solved: pass rate 1); p2 wrong
@@ -82,8 +82,8 @@ def test_later_rounds_sample_only_the_problems_no_round_solved(tiny_model, tmp_p
     later = {"teacher": {"model": tiny_model, "backend": "hf"},
              "generate": {"source": str(here / "problems.jsonl"), "n": 1, "max_tokens": 4,
                           "progress": False}}
-    result = _generate_unsolved(later, here, first=first, source=None, earlier=[first],
-                                every=False)
+    round_1 = {"generate": {"source": str(tmp_path / "problems.jsonl")}}
+    result = _generate_unsolved(later, here, first=round_1, earlier=[first], every=False)
     assert result["problems"] == 2
     assert {r["source_id"] for r in io.read_rows(here / "generate")} == {"p2", "p3"}
 
@@ -102,30 +102,45 @@ def test_continue_trains_round_k_student_and_later_rounds_skip_the_baseline(tiny
 
 
 def test_sweep_shares_the_generation_and_compares_the_variants(tiny_model, tmp_path, capsys):
-    path, out = recipe(tmp_path, tiny_model), tmp_path / "sweep"
-    assert main(["run", str(path), "--out", str(out), "--sweep", "train.max_steps=1,2"]) == 0
+    path, out = recipe(tmp_path, tiny_model, filter=VERIFY), tmp_path / "sweep"
+    flags = ["--sweep", "train.max_steps=1,2", "--sweep", "rounds=1,2"]
+    assert main(["run", str(path), "--out", str(out), *flags]) == 0
     captured = capsys.readouterr()
-    assert captured.err.count("[generate] running") == 1
+    # baseline round 1, then round 2 of the rounds=2 variant: one generation per sampler
+    assert captured.err.count("[generate] running") == 2
     assert "# Sweep" in captured.out
-    base, other = out / "variants" / "baseline", out / "variants" / "train.max_steps=2"
+    variants = out / "variants"
+    base, steps, rounds = (variants / "baseline" / "round-1",
+                           variants / "train.max_steps=2" / "round-1", variants / "rounds=2")
     for stage in ("generate", "filter", "publish"):
-        assert (other / stage).is_symlink()
-        assert (other / stage).resolve() == (base / stage).resolve()
-    assert not (other / "train").is_symlink() and (other / "train" / "config.json").exists()
-    assert len(list(out.glob("variants/*/generate/manifest.json"))) == 2  # one real, one link
+        assert (steps / stage).is_symlink()
+        assert (steps / stage).resolve() == (base / stage).resolve()
+    assert not (steps / "train").is_symlink() and (steps / "train" / "config.json").exists()
+    assert len([p for p in variants.glob("*/round-*/generate") if not p.is_symlink()]) == 2
+    # rounds=2 is the baseline's round 1, linked whole, then a round 2 of its own
+    for stage in ("generate", "filter", "publish", "train", "eval"):
+        assert (rounds / "round-1" / stage).resolve() == (base / stage).resolve()
+    assert not (rounds / "round-2" / "generate").is_symlink()
+    assert io.read_manifest(rounds / "round-2" / "generate")["model"] == \
+        str(rounds / "round-1" / "train")
+
     report = json.loads((out / "sweep.json").read_text())
     rows = {r["variant"]: r for r in report["variants"]}
-    assert list(rows) == ["baseline", "train.max_steps=2"]
+    assert list(rows) == ["baseline", "train.max_steps=2", "rounds=2"]
     assert rows["train.max_steps=2"]["shared"] == ["generate", "filter", "publish"]
-    assert rows["train.max_steps=2"]["difference_ci"] is not None
-    assert rows["baseline"]["generated_tokens"] > 0 and rows["baseline"]["seconds"]["train"] > 0
+    assert rows["rounds=2"]["shared"] == ["generate", "filter", "publish", "train", "eval"]
+    assert all(rows[v]["difference_ci"] is not None for v in ("train.max_steps=2", "rounds=2"))
+    compared = json.loads((out / "compare" / "compare.json").read_text())["runs"]
+    assert compared[2]["path"] == str(rounds / "round-2" / "eval" / "student")
+    assert rows["baseline"]["generated_tokens"] > 0 and rows["baseline"]["trained_tokens"] > 0
+    assert rows["rounds=2"]["generated_tokens"] > rows["baseline"]["generated_tokens"]
+    assert rows["baseline"]["seconds"]["train"] > 0
     md = (out / "sweep.md").read_text()
-    assert "| baseline |" in md and "| train.max_steps=2 |" in md
-    assert (out / "compare" / "compare.md").exists()
+    assert all(f"| {v} |" in md for v in rows) and "compare/accuracy.png" in md
 
-    capsys.readouterr()  # a rerun skips every stage of both variants
-    run_recipe(path, out, sweep=["train.max_steps=1,2"])
-    assert capsys.readouterr().err.count("finished before with these settings: skipped") == 10
+    capsys.readouterr()  # a rerun skips every stage of every variant
+    run_recipe(path, out, sweep=["train.max_steps=1,2", "rounds=1,2"])
+    assert capsys.readouterr().err.count("finished before with these settings: skipped") == 20
 
 
 def test_bad_sweeps_and_rounds_name_the_key(tiny_model, tmp_path, capsys):
