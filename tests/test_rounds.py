@@ -102,7 +102,10 @@ def test_continue_trains_round_k_student_and_later_rounds_skip_the_baseline(tiny
 
 
 def test_sweep_shares_the_generation_and_compares_the_variants(tiny_model, tmp_path, capsys):
-    path, out = recipe(tmp_path, tiny_model, filter=VERIFY), tmp_path / "sweep"
+    students = {"task": "gsm8k", "limit": 3, "backend": "hf", "max_tokens": 8, "progress": False,
+                "baseline": False}  # the students only: the variants are compared
+    path = recipe(tmp_path, tiny_model, filter=VERIFY, eval=students)
+    out = tmp_path / "sweep"
     flags = ["--sweep", "train.max_steps=1,2", "--sweep", "rounds=1,2"]
     assert main(["run", str(path), "--out", str(out), *flags]) == 0
     captured = capsys.readouterr()
