@@ -179,7 +179,7 @@ def _table(folder: Path) -> pa.Table:
 
 def _summary(recipe: dict, out: Path, summaries: list[dict]) -> dict:
     """``summary.md``/``.json``: a row per round and the accuracy by round, against the
-    untrained student, from ``eval compare`` (``rounds/``)."""
+    untrained student (else round 1), from ``eval compare`` (``rounds/``)."""
     from distill.eval.compare import compare
 
     dirs, labels = [], []
@@ -194,7 +194,7 @@ def _summary(recipe: dict, out: Path, summaries: list[dict]) -> dict:
     accuracy = {r["run"]: r for r in result["runs"]}
     lines = [f"# Run summary: {recipe.get('name') or out.name}, {len(summaries)} rounds", "",
              ("| round | problems sampled | solved | new rows | rows trained on | accuracy "
-              "[95% CI] | vs untrained [95% CI] | report |"),
+              f"[95% CI] | vs {labels[0] if labels else '-'} [95% CI] | report |"),
              "|---|---:|---:|---:|---:|---|---|---|"]
     if "untrained" in accuracy:
         lines.append(f"| untrained | | | | | {_ci(accuracy['untrained'], 'accuracy')} | | |")
@@ -211,7 +211,7 @@ def _summary(recipe: dict, out: Path, summaries: list[dict]) -> dict:
                      f"{_ci(row, 'accuracy')} | {_ci(row, 'difference')} | "
                      f"[round-{k}/summary.md](round-{k}/summary.md) |")
     if dirs:
-        lines += ["", ("Intervals: accuracy, Wilson 95%; against the untrained student, paired "
+        lines += ["", (f"Intervals: accuracy, Wilson 95%; against {labels[0]}, paired "
                   "bootstrap over the same items ([rounds/compare.md](rounds/compare.md))."), "",
                   "![accuracy by round](rounds/accuracy.png)"]
     summary = {"recipe": recipe.get("name"), "out": str(out), "created": io.now(),
