@@ -154,7 +154,8 @@ def test_bad_sweeps_and_rounds_name_the_key(tiny_model, tmp_path, capsys):
                           ("max_steps=1,2", "unknown section 'max_steps'")]:
         with pytest.raises(DistillError, match=message):
             run_recipe(path, tmp_path / "run", sweep=[flag])
-    assert main(["run", str(path), "--sweep", "generate.temprature=0.1,0.9"]) == 2
+    assert main(["run", str(path), "--out", str(tmp_path / "run"), "--sweep",
+                 "generate.temprature=0.1,0.9"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "did you mean 'temperature'" in err
     assert not (tmp_path / "run").exists()
@@ -167,6 +168,7 @@ def test_bad_sweeps_and_rounds_name_the_key(tiny_model, tmp_path, capsys):
         bad = recipe(tmp_path, tiny_model, rounds=rounds)
         with pytest.raises(DistillError, match=message):
             run_recipe(bad, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(yaml.safe_dump({**yaml.safe_load(recipe(tmp_path, tiny_model).read_text()),
                                      "sweep": {"train.max_steps": [1, 1]}}))
