@@ -77,22 +77,26 @@ def run_recipe(path: str | Path, out: str | Path | None = None, *, from_stage: s
 
 
 def run_one(recipe: dict, out: Path, declared: list[str], from_stage: str | None,
-            until_stage: str | None, shared: Path | None = None) -> dict:
+            until_stage: str | None, shared: Path | None = None,
+            started: str | None = None) -> dict:
     """One recipe into ``out``: its stages, or its rounds when it has ``rounds``."""
     if recipe.get("rounds") is not None:
         from distill.rounds import run_rounds
 
-        return run_rounds(recipe, out, declared, from_stage, until_stage, shared)
-    return _run_stages(recipe, out, declared, from_stage, until_stage, shared=shared)
+        return run_rounds(recipe, out, declared, from_stage, until_stage, shared, started)
+    return _run_stages(recipe, out, declared, from_stage, until_stage, shared=shared,
+                       started=started)
 
 
 def _run_stages(recipe: dict, out: Path, declared: list[str], from_stage: str | None,
                 until_stage: str | None, *, upstream: str = "", runners: dict | None = None,
-                shared: Path | None = None, home: Path | None = None) -> dict:
+                shared: Path | None = None, home: Path | None = None,
+                started: str | None = None) -> dict:
     """The stages into ``out``. ``upstream`` is folded into the first stage's fingerprint (a
     round's sampler); ``runners`` replace ``RUNNERS``; a stage that finished with the same
-    fingerprint in a run folder under ``shared`` (a sweep's variants) is linked, not rerun.
-    Paths under ``home`` (a rounds run's folder) count relative to it in fingerprints."""
+    fingerprint in a run folder under ``shared`` (a sweep's variants) is linked, not rerun
+    (a stage ``from_stage`` reruns: when it finished there since ``started``). Paths under
+    ``home`` (a rounds run's folder) count relative to it in fingerprints."""
     state = json.loads((out / STATE).read_text()) if (out / STATE).exists() else {}
     forced = False
     for stage in declared:
@@ -105,8 +109,8 @@ def _run_stages(recipe: dict, out: Path, declared: list[str], from_stage: str | 
         upstream = fingerprint
         done = state.get(stage, {})
         own = (out / stage).exists() and not (out / stage).is_symlink()  # resumes, not shared
-        twin = None if forced or own or shared is None else \
-            _finished_in(shared, out, stage, fingerprint)
+        twin = None if own or shared is None else \
+            _finished_in(shared, out, stage, fingerprint, since=started if forced else None)
         if not forced and done.get("fingerprint") == fingerprint and done.get("status") == "done":
             log(f"[{stage}] finished before with these settings: skipped")
         elif twin is not None:
@@ -142,13 +146,15 @@ def _run_stages(recipe: dict, out: Path, declared: list[str], from_stage: str | 
     return summary
 
 
-def _finished_in(root: Path, out: Path, stage: str, fingerprint: str) -> tuple[Path, dict] | None:
+def _finished_in(root: Path, out: Path, stage: str, fingerprint: str,
+                 since: str | None) -> tuple[Path, dict] | None:
     """A run folder in ``root`` (a variant, or a round of one; not ``out``) whose ``stage``
     finished with ``fingerprint`` in its own folder (not one it shares), with its record."""
     for path in sorted([*root.glob(f"*/{STATE}"), *root.glob(f"*/round-*/{STATE}")]):
         record = json.loads(path.read_text()).get(stage) or {}
         if (path.parent.resolve() != out.resolve() and record.get("status") == "done"
-                and record.get("fingerprint") == fingerprint and "shared" not in record):
+                and record.get("fingerprint") == fingerprint and "shared" not in record
+                and (since is None or record.get("finished", "") >= since)):
             return path.parent, record
     return None
 

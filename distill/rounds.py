@@ -27,7 +27,8 @@ from distill.recipe_check import TASK_KEYS, round_specs, with_overrides
 
 
 def run_rounds(recipe: dict, out: Path, declared: list[str], from_stage: str | None,
-               until_stage: str | None, shared: Path | None = None) -> dict:
+               until_stage: str | None, shared: Path | None = None,
+               started: str | None = None) -> dict:
     from distill.recipe import RUNNERS, _run_stages
 
     summaries, upstream = [], ""
@@ -47,7 +48,7 @@ def run_rounds(recipe: dict, out: Path, declared: list[str], from_stage: str | N
                        **{s: partial(_union_first, RUNNERS[s], earlier=union)
                           for s in ("publish", "train")}}
         summary = _run_stages(this, folder, declared, from_stage, until_stage, upstream=upstream,
-                              runners=runners, shared=shared, home=out)
+                              runners=runners, shared=shared, home=out, started=started)
         summaries.append(summary)
         train = summary["stages"].get("train") or {}
         if train.get("status") != "done":  # --until before train: no student to sample with

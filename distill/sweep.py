@@ -40,6 +40,8 @@ def sweep_variants(recipe: dict, flags: list[str], path: Path | str) -> list[tup
                                "--sweep train.num_train_epochs=1,3")
         axes[key.strip()] = ([_value(v) for v in values.split(",")], f"--sweep {key.strip()}")
     for values, where in axes.values():
+        if not values:
+            raise DistillError(f"{where}: give at least one value")
         if len({_show(v) for v in values}) < len(values):
             raise DistillError(f"{where}: a value repeats ({', '.join(map(_show, values))})")
     if not axes:
@@ -104,13 +106,13 @@ def run_sweep(variants: list[tuple[str, dict]], out: Path, from_stage: str | Non
               until_stage: str | None) -> dict:
     from distill.recipe import STAGES, run_one
 
-    runs = []
+    runs, started = [], io.now()
     for name, recipe in variants:
         folder = out / "variants" / name.replace("/", "_")
         folder.mkdir(parents=True, exist_ok=True)
         log(f"[sweep] {name} into {folder}")
         summary = run_one(recipe, folder, [s for s in STAGES if s in recipe], from_stage,
-                          until_stage, shared=out / "variants")
+                          until_stage, shared=out / "variants", started=started)
         runs.append((name, folder, summary))
     return _report(out, runs)
 

@@ -144,6 +144,10 @@ def test_sweep_shares_the_generation_and_compares_the_variants(tiny_model, tmp_p
     capsys.readouterr()  # a rerun skips every stage of every variant
     run_recipe(path, out, sweep=["train.max_steps=1,2", "rounds=1,2"])
     assert capsys.readouterr().err.count("finished before with these settings: skipped") == 20
+    # --from eval reruns each eval once: rounds=2 links the baseline's fresh round-1 eval
+    run_recipe(path, out, sweep=["train.max_steps=1,2", "rounds=1,2"], from_stage="eval")
+    err = capsys.readouterr().err
+    assert err.count("[eval] running") == 3 and err.count("with these settings: shared") == 1
 
 
 def test_bad_sweeps_and_rounds_name_the_key(tiny_model, tmp_path, capsys):
