@@ -46,9 +46,12 @@ def test_two_rounds_sample_with_the_first_student_train_on_the_union_and_resume(
     manifest = io.read_manifest(second / "generate")
     assert manifest["model"] == str(first / "train")  # round 2 samples with round 1's student
     assert (second / "problems.jsonl").read_text().count("\n") == 4  # none solved: all again
-    kept = io.read_rows(first / "filter" / "kept") + io.read_rows(second / "filter" / "kept")
+    pair = lambda rows: {(r["question"], r["completion"]) for r in rows}
+    before = io.read_rows(first / "filter" / "kept")
+    now = io.read_rows(second / "filter" / "kept")
     union = io.read_rows(second / "union")
-    assert len(union) == len({(r["question"], r["completion"]) for r in kept})
+    assert len(union) == len(before) + len(pair(now) - pair(before))  # repeats dropped
+    assert pair(union) == pair(before) | pair(now)
     assert len({r["id"] for r in union}) == len(union)
     run = json.loads((second / "train" / "distill_sft.json").read_text())
     assert (run["model"], run["data"]) == (tiny_model, str(second / "union"))  # from scratch
