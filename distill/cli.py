@@ -172,6 +172,10 @@ def _add_run(sub) -> None:
     p.add_argument("--out", help="run folder (default: the recipe's 'out', else runs/NAME)")
     p.add_argument("--from", dest="from_stage", help="rerun from this stage on")
     p.add_argument("--until", dest="until_stage", help="stop after this stage")
+    p.add_argument("--sweep", action="append", metavar="KEY=V1,V2",
+                   help="run one variant per value of a recipe key (e.g. "
+                   "train.num_train_epochs=1,3; repeatable; each key varies alone against the "
+                   "first values); variants share the stages they do not change; writes sweep.md")
     p.set_defaults(func=_run)
 
 
@@ -179,8 +183,8 @@ def _run(args) -> None:
     from distill.recipe import run_recipe
 
     summary = run_recipe(args.recipe, args.out, from_stage=args.from_stage,
-                         until_stage=args.until_stage)
-    print(Path(summary["out"], "summary.md").read_text(), end="")
+                         until_stage=args.until_stage, sweep=args.sweep)
+    print(Path(summary["out"], summary.get("report", "summary.md")).read_text(), end="")
 
 
 def _add_check(sub) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -39,52 +40,94 @@ def load_recipe(path: str | Path) -> dict:
         raise DistillError(f"{path}{f':{mark.line + 1}' if mark else ''}: invalid YAML") from None
     if not isinstance(recipe, dict):
         raise DistillError(f"{path}: a recipe is a YAML mapping")
-    unknown = set(recipe) - set(STAGES) - {"name", "out", "teacher", "student"}
+    unknown = set(recipe) - set(STAGES) - set(FIELDS)
     if unknown:
-        close = difflib.get_close_matches(min(unknown), [*STAGES, "name", "out", "teacher",
-                                                         "student"], n=1)
+        close = difflib.get_close_matches(min(unknown), [*STAGES, *FIELDS], n=1)
         raise DistillError(f"{path}: unknown recipe field {min(unknown)!r}; "
                            + (f"did you mean {close[0]!r}? " if close else "") + "allowed: "
-                           f"name, out, teacher, student, {', '.join(STAGES)}")
+                           f"{', '.join(FIELDS)}, {', '.join(STAGES)}")
     check_recipe(recipe, path)
     return recipe
 
 
+FIELDS = ("name", "out", "teacher", "student", "rounds", "sweep")
+
+
 def run_recipe(path: str | Path, out: str | Path | None = None, *, from_stage: str | None = None,
-               until_stage: str | None = None) -> dict:
-    """Run (or resume) a recipe; returns the run summary."""
+               until_stage: str | None = None, sweep: list[str] | None = None) -> dict:
+    """Run (or resume) a recipe; returns the run summary. ``rounds`` in the recipe runs it
+    round by round (``distill.rounds``); ``sweep`` (``KEY=V1,V2`` strings, added to the
+    recipe's ``sweep:``) runs one variant per value (``distill.sweep``)."""
     recipe = load_recipe(path)
     out = Path(out or recipe.get("out") or Path("runs") / Path(path).stem)
     declared = [s for s in STAGES if s in recipe]
     for flag, stage in (("--from", from_stage), ("--until", until_stage)):
         if stage is not None and stage not in declared:
             raise DistillError(f"{flag} {stage}: the recipe's stages are {', '.join(declared)}")
+    from distill.sweep import sweep_variants
+
+    variants = sweep_variants(recipe, sweep or [], path)
     out.mkdir(parents=True, exist_ok=True)
     with lock(out, "run"):  # one run at a time in a run folder
-        return _run_stages(recipe, out, declared, from_stage, until_stage)
+        if variants:
+            from distill.sweep import run_sweep
+
+            return run_sweep(variants, out, from_stage, until_stage)
+        return run_one(recipe, out, declared, from_stage, until_stage)
+
+
+def run_one(recipe: dict, out: Path, declared: list[str], from_stage: str | None,
+            until_stage: str | None, shared: Path | None = None,
+            started: str | None = None) -> dict:
+    """One recipe into ``out``: its stages, or its rounds when it has ``rounds``."""
+    if recipe.get("rounds") is not None:
+        from distill.rounds import run_rounds
+
+        return run_rounds(recipe, out, declared, from_stage, until_stage, shared, started)
+    return _run_stages(recipe, out, declared, from_stage, until_stage, shared=shared,
+                       started=started)
 
 
 def _run_stages(recipe: dict, out: Path, declared: list[str], from_stage: str | None,
-                until_stage: str | None) -> dict:
+                until_stage: str | None, *, upstream: str = "", runners: dict | None = None,
+                shared: Path | None = None, home: Path | None = None,
+                started: str | None = None) -> dict:
+    """The stages into ``out``. ``upstream`` is folded into the first stage's fingerprint (a
+    round's sampler); ``runners`` replace ``RUNNERS``; a stage that finished with the same
+    fingerprint in a run folder under ``shared`` (a sweep's variants) is linked, not rerun
+    (a stage ``from_stage`` reruns: when it finished there since ``started``). Paths under
+    ``home`` (a rounds run's folder) count relative to it in fingerprints."""
     state = json.loads((out / STATE).read_text()) if (out / STATE).exists() else {}
-    upstream, forced = "", False
+    forced = False
     for stage in declared:
         forced = forced or stage == from_stage
         settings = {"stage": recipe[stage], "teacher": recipe.get("teacher"),
                     "student": recipe.get("student"), "upstream": upstream}
-        fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str)
-                                     .encode()).hexdigest()[:16]
+        text = json.dumps(settings, sort_keys=True, default=str)
+        text = text.replace(str(home), "<home>") if home is not None else text
+        fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
         upstream = fingerprint
         done = state.get(stage, {})
+        own = (out / stage).exists() and not (out / stage).is_symlink()  # resumes, not shared
+        twin = None if own or shared is None else \
+            _finished_in(shared, out, stage, fingerprint, since=started if forced else None)
         if not forced and done.get("fingerprint") == fingerprint and done.get("status") == "done":
             log(f"[{stage}] finished before with these settings: skipped")
+        elif twin is not None:
+            folder, record = twin
+            _link(out / stage, folder / stage)
+            log(f"[{stage}] finished in {folder} with these settings: shared")
+            state[stage] = {**record, "shared": str(folder / stage)}
+            _save_state(out, state)
         else:
             log(f"[{stage}] running into {out / stage}")
+            if (out / stage).is_symlink():  # shared before: this run's own folder from now on
+                (out / stage).unlink()
             start = time.perf_counter()
             state[stage] = {"fingerprint": fingerprint, "status": "running"}
             _save_state(out, state)
             try:
-                result = RUNNERS[stage](recipe, out)
+                result = (runners or RUNNERS)[stage](recipe, out)
             except BaseException as e:  # the reason on record, then the error as it was
                 reason = "interrupted" if isinstance(e, KeyboardInterrupt) else \
                     str(e) or type(e).__name__
@@ -93,13 +136,33 @@ def _run_stages(recipe: dict, out: Path, declared: list[str], from_stage: str | 
                 _save_state(out, state)
                 raise
             state[stage] = {"fingerprint": fingerprint, "status": "done", "result": result,
-                            "seconds": round(time.perf_counter() - start, 1)}
+                            "seconds": round(time.perf_counter() - start, 1),
+                            "finished": io.now()}
             _save_state(out, state)
         if stage == until_stage:
             break
     summary = _summary(recipe, out, state)
     log(f"summary: {out / 'summary.md'}")
     return summary
+
+
+def _finished_in(root: Path, out: Path, stage: str, fingerprint: str,
+                 since: str | None) -> tuple[Path, dict] | None:
+    """A run folder in ``root`` (a variant, or a round of one; not ``out``) whose ``stage``
+    finished with ``fingerprint`` in its own folder (not one it shares), with its record."""
+    for path in sorted([*root.glob(f"*/{STATE}"), *root.glob(f"*/round-*/{STATE}")]):
+        record = json.loads(path.read_text()).get(stage) or {}
+        if (path.parent.resolve() != out.resolve() and record.get("status") == "done"
+                and record.get("fingerprint") == fingerprint and "shared" not in record
+                and (since is None or record.get("finished", "") >= since)):
+            return path.parent, record
+    return None
+
+
+def _link(link: Path, target: Path) -> None:
+    if link.is_symlink():
+        link.unlink()
+    link.symlink_to(Path(os.path.relpath(target, link.parent)), target_is_directory=True)
 
 
 def _task_file(cfg: dict, path: Path, default_split: str | None) -> Path:
@@ -188,7 +251,8 @@ def _train(recipe: dict, out: Path) -> dict:
         cfg.setdefault("teacher_model_name_or_path", _teacher_model(recipe))
     student = (recipe.get("student") or {}).get("model")
     result = train(student, data, out / "train", data_options=options, **cfg)
-    return {k: result.metrics.get(k) for k in ("train_loss", "global_step", "train_runtime")}
+    return {k: result.metrics.get(k) for k in ("train_loss", "global_step", "train_runtime",
+                                               "train_tokens")}
 
 
 def _teacher_model(recipe: dict) -> str:

@@ -23,9 +23,18 @@ DATA_KEYS = {"data", "split", "subset", "revision", "field"}
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "n", "seed", "logprobs", "stop")
 
 
+SECTIONS = ("teacher", "student", "generate", "filter", "publish", "train", "eval")
+# Keys of a round's mapping besides section overrides (``distill.rounds``).
+ROUND_KEYS = {"problems": ("unsolved", "all"), "continue": (False, True)}
+
+
 def check_recipe(recipe: dict, path: Path) -> None:
     """Stop with one line naming the recipe file, section and key at fault."""
-    for section in ("teacher", "student", "generate", "filter", "publish", "train", "eval"):
+    if recipe.get("rounds") is not None:
+        for k, spec in enumerate(round_specs(recipe, path), 1):
+            check_recipe(with_overrides(recipe, spec), Path(f"{path}: rounds[{k}]")
+                         if spec else path)
+    for section in SECTIONS:
         if section not in recipe:
             continue
         cfg = recipe[section]
@@ -50,6 +59,43 @@ def check_recipe(recipe: dict, path: Path) -> None:
                                    "drop it")
         if section in ("generate", "eval"):
             _numbers(where, cfg)
+
+
+def round_specs(recipe: dict, path: Path | str = "recipe") -> list[dict]:
+    """The rounds of a recipe (``rounds: N`` or a list of mappings), one mapping each."""
+    rounds, where = recipe.get("rounds"), f"{path}: rounds"
+    missing = [s for s in ("generate", "filter", "train") if s not in recipe]
+    if missing:
+        raise DistillError(f"{where}: rounds need the {', '.join(missing)} section(s)")
+    if isinstance(rounds, int) and not isinstance(rounds, bool):
+        if rounds < 1:
+            raise DistillError(f"{where}: must be >= 1, got {rounds}")
+        return [{} for _ in range(rounds)]
+    if not isinstance(rounds, list) or not rounds or \
+            not all(isinstance(r, dict) or r is None for r in rounds):
+        raise DistillError(f"{where}: a number of rounds, or a list of one mapping per round "
+                           "(e.g. [{}, {generate: {shots: 0}}])")
+    specs = [dict(r or {}) for r in rounds]
+    for k, spec in enumerate(specs, 1):
+        _keys(f"{where}[{k}]", spec, {*SECTIONS, *ROUND_KEYS})
+        for key, values in ROUND_KEYS.items():
+            if key in spec and (k == 1 or spec[key] not in values):
+                raise DistillError(f"{where}[{k}]: {key}: " + (
+                    "applies from round 2 on" if k == 1 else
+                    f"one of {', '.join(str(v).lower() for v in values)}, not {spec[key]!r}"))
+        for section in set(spec) & set(SECTIONS):
+            if not isinstance(spec[section], dict):
+                raise DistillError(f"{where}[{k}]: {section}: a mapping of options to change")
+    return specs
+
+
+def with_overrides(recipe: dict, overrides: dict) -> dict:
+    """The recipe with each section of ``overrides`` merged into its own (rounds and sweep
+    left out)."""
+    merged = {k: v for k, v in recipe.items() if k not in ("rounds", "sweep")}
+    for section in set(overrides) & set(SECTIONS):
+        merged[section] = {**(recipe.get(section) or {}), **overrides[section]}
+    return merged
 
 
 def _keys(where: str, cfg: dict, allowed: set[str], hint: str = "") -> None:

@@ -40,15 +40,19 @@ def load_run(path: str | Path) -> Run:
 
 def compare(run_dirs: list[str | Path], out: str | Path, *, teacher: str | Path | None = None,
             texts: str | Path | None = None, max_texts: int = 64, max_length: int = 256,
-            bootstrap: int = M.BOOTSTRAP_SAMPLES, seed: int = 0) -> dict:
+            bootstrap: int = M.BOOTSTRAP_SAMPLES, seed: int = 0,
+            labels: list[str] | None = None) -> dict:
     """Compare eval runs; ``teacher`` (default: the first run) is the reference for
     retention (student / teacher accuracy on shared items, paired bootstrap interval) and
     answer agreement. ``texts`` (a .txt/.jsonl/... file of held-out texts) adds logit
     divergence between the teacher's and each student's model. Writes ``out``/compare.md,
-    compare.html, compare.json and the plots; returns what compare.json holds."""
+    compare.html, compare.json and the plots; returns what compare.json holds. ``labels``
+    name the runs of ``run_dirs`` (default: their folder names)."""
     if not run_dirs:
         raise DistillError("eval compare needs at least one run folder")
     runs = [load_run(d) for d in run_dirs]
+    for run, label in zip(runs, labels or []):
+        run.label = label
     if teacher is not None and Path(teacher).resolve() not in [r.path.resolve() for r in runs]:
         runs.insert(0, load_run(teacher))
     ref = runs[0] if teacher is None else next(
