@@ -82,8 +82,10 @@ def test_uld_trains_across_tokenizers_online_and_offline_from_the_cli(pair, tmp_
     flags = [f"--{k}={v}" for k, v in args.items()]
     common = ["--student", str(student), "--data", str(data), "--loss", "uld"]
     assert main(["train", "kd", *common, "--out", str(tmp_path / "online"), "--teacher",
-                 str(teacher), *flags]) == 0
+                 str(teacher), "--eval-data", str(data), *flags]) == 0
     assert "uld pairs" in capsys.readouterr().err
+    metrics = json.loads((tmp_path / "online" / "metrics.json").read_text())
+    assert metrics["eval_loss"] > 0  # evaluation pairs the teacher's sequences too
     assert main(["logits", "capture", "--teacher", str(teacher), "--student", str(student),
                  "--data", str(data), "--out", str(tmp_path / "logits"), "--top-k", str(K),
                  "--max_length", "96"]) == 0

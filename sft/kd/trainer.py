@@ -161,6 +161,7 @@ class DistillKDTrainer(DistillSFTTrainer):
                                    f"this batch, its labels count {counted.shape[0]}")
             covered = (index >= 0).to(counted.device)
             hidden = hidden[index.clamp(min=0).to(hidden.device)].to(counted.device)
+            hidden[~covered] = 0  # unpaired rows may point at a fully masked (NaN) sequence
             target = DenseTeacher(hidden, self._teacher_head)
         elif self.mixture is not None:
             parts = []
