@@ -26,14 +26,15 @@ gradient scale independent of T). The divergences (``LOSSES``):
   two distributions are a permutation of each other.
 
 Support. For ``uld``, each side's own vocabulary (the student's V_s logits, the teacher's V_t
-rows or its top k), compared by rank, never by id. Otherwise: with a dense teacher both distributions live on the shared vocabulary, the first
-``min(V_s, V_t)`` ids (checkpoints of one tokenizer family differ only by padding rows, e.g.
-151,936 vs 152,064); CE always uses all student logits. A top-k teacher (``SparseTeacher``,
-or a dense one with ``top_k``) is ``softmax(logprobs / T)`` over its k ids. ``forward_kl`` and
-``topk`` then compare it with the student's log-softmax over the shared vocabulary (for a
-cache: ``SparseTeacher.vocab_size``, default all student logits) at those ids; the other
-divergences compare it with the student renormalized over the same k ids. A dense teacher with
-``top_k`` gives the same loss as the ``SparseTeacher`` cached from its top-k log-probs.
+rows or its top k), compared by rank, never by id. Otherwise: with a dense teacher both
+distributions live on the shared vocabulary, the first ``min(V_s, V_t)`` ids (checkpoints of
+one tokenizer family differ only by padding rows, e.g. 151,936 vs 152,064); CE always uses all
+student logits. A top-k teacher (``SparseTeacher``, or a dense one with ``top_k``) is
+``softmax(logprobs / T)`` over its k ids. ``forward_kl`` and ``topk`` then compare it with the
+student's log-softmax over the shared vocabulary (for a cache: ``SparseTeacher.vocab_size``,
+default all student logits) at those ids; the other divergences compare it with the student
+renormalized over the same k ids. A dense teacher with ``top_k`` gives the same loss as the
+``SparseTeacher`` cached from its top-k log-probs.
 
 Positions without a teacher (``covered``, e.g. the student tokens past the end of a shorter
 teacher sequence in cross-tokenizer KD): kd_t is 0 there, CE counts.

@@ -54,12 +54,12 @@ class KDMethod(Method):
             from distill.sft.kd.capture import read_capture
 
             self.capture = read_capture(self.config.offline_logits)
-            if self._captured_on_another_tokenizer(tokenizer, model_path):
-                return
             k = self.capture["top_k"]
             if self.config.top_k is not None and self.config.top_k > k:
                 raise DistillError(f"top_k {self.config.top_k} > the {k} log-probs per token "
                                    f"cached in {self.config.offline_logits}")
+            if self._captured_on_another_tokenizer(tokenizer, model_path):
+                return
             if self.capture["vocab_size"] > student_rows:
                 raise DistillError(f"{self.config.offline_logits}: captured over "
                                    f"{self.capture['vocab_size']} ids, more than the student's "

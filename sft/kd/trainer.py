@@ -7,8 +7,8 @@ the same ids (online: frozen, eval mode, no grad, its own dtype and device; hidd
 LM head make a ``DenseTeacher``) or read from the batch (offline: the cached top-k columns make
 a ``SparseTeacher``); a teacher of another tokenizer (``--loss uld``) runs on its own
 sequences, paired with the student's counted tokens as ``distill.sft.kd.cross`` says, and
-covers only the tokens it has a partner for; ``kd_loss`` reduces ``w_t * (alpha * kd_t + (1 - alpha) * ce_t) / D``
-chunk by chunk, with ``w_t`` the span weights and ``D`` TRL's token count, so weights 1/1 and
+covers only the tokens it has a partner for; ``kd_loss`` reduces
+``w_t * (alpha * kd_t + (1 - alpha) * ce_t) / D`` chunk by chunk, with ``w_t`` the span weights and ``D`` TRL's token count, so weights 1/1 and
 alpha 0 give ``distill train sft``'s loss.
 
 ``loss_terms`` returns named terms that are summed into the loss; a subclass adds its own
