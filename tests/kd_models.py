@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_sft_toy import build_toy_model, split, write_dataset
+from test_sft_toy import addition, build_toy_model, split, write_dataset
+from tiny import build_tiny_model
 
 KD_ARGS = {"per_device_train_batch_size": 8, "learning_rate": 3e-3, "save_strategy": "no",
            "report_to": "none", "disable_tqdm": True, "logging_steps": 1,
@@ -15,10 +16,24 @@ KD_ARGS = {"per_device_train_batch_size": 8, "learning_rate": 3e-3, "save_strate
 def sharp_teacher(folder: Path, scale: float = 8.0, hidden: int = 64) -> Path:
     """A random toy model whose (tied) embeddings are scaled up: peaked, token-dependent
     next-token distributions, unlike a fresh model's near-uniform ones, so KD has signal."""
+    build_toy_model(folder, hidden=hidden)
+    return _sharpen(folder, scale)
+
+
+def other_tokenizer_teacher(folder: Path, scale: float = 8.0) -> Path:
+    """A sharp toy teacher whose tokenizer is not the student's: byte-level BPE of 360 tokens
+    that keeps digits together (the student's splits them), so its completions are shorter."""
+    corpus = [addition(a, b)["completion"] for a in range(10, 100, 5) for b in range(10, 100, 4)]
+    corpus += ["system user assistant"] * 20
+    build_tiny_model(folder, corpus=corpus, vocab_size=360, hidden=64, heads=4,
+                     max_positions=256)
+    return _sharpen(folder, scale)
+
+
+def _sharpen(folder: Path, scale: float) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
-    build_toy_model(folder, hidden=hidden)
     model = AutoModelForCausalLM.from_pretrained(folder)
     with torch.no_grad():
         model.get_input_embeddings().weight.mul_(scale)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -40,6 +41,13 @@ def divergence(loss, lq, lp, beta):
     return 0.5 * (p - q).abs().sum(-1)
 
 
+def uld(z, lp):
+    """ULD from its definition: L1 between the sorted probability vectors, zero-padded."""
+    q, p = z.softmax(-1).sort(-1, descending=True).values, lp.exp().sort(-1, descending=True).values
+    width = max(q.shape[-1], p.shape[-1])
+    return (F.pad(q, (0, width - q.shape[-1])) - F.pad(p, (0, width - p.shape[-1]))).abs().sum(-1)
+
+
 def reference(hs, ws, teacher, labels, weights=None, *, loss="forward_kl", temperature=1.0,
               alpha=0.5, beta=0.5, top_k=None, entropy_threshold=None):
     """Full logits in float64, one formula per loss; returns (loss, kd, ce)."""
@@ -47,7 +55,8 @@ def reference(hs, ws, teacher, labels, weights=None, *, loss="forward_kl", tempe
     t = temperature
     if isinstance(teacher, DenseTeacher):
         vocab = min(ws.shape[0], teacher.head.shape[0])
-        tl = teacher.hidden.double() @ teacher.head[:vocab].double().T / t
+        rows = teacher.head.shape[0] if loss == "uld" else vocab  # uld: each its own vocabulary
+        tl = teacher.hidden.double() @ teacher.head[:rows].double().T / t
         idx, lp = (None, tl.log_softmax(-1)) if top_k is None else tl.topk(top_k, -1)[::-1]
         if idx is not None:
             lp = lp.log_softmax(-1)
@@ -55,7 +64,9 @@ def reference(hs, ws, teacher, labels, weights=None, *, loss="forward_kl", tempe
         vocab = teacher.vocab_size or ws.shape[0]
         idx, lp = teacher.indices, (teacher.logprobs.double() / t).log_softmax(-1)
     z = s[:, :vocab] / t
-    if idx is None:
+    if loss == "uld":
+        d = uld(s / t, lp)
+    elif idx is None:
         d = divergence(loss, z.log_softmax(-1), lp, beta)
     elif loss in ("forward_kl", "topk"):
         d = (lp.exp() * (lp - z.log_softmax(-1).gather(1, idx))).sum(-1)
@@ -258,3 +269,64 @@ def test_bad_options_name_the_allowed_values():
         kd_loss(hs, ws, teacher, labels, alpha=1.5)
     with pytest.raises(ValueError, match="ids >="):
         kd_loss(hs, ws, SparseTeacher(torch.full((N, 2), V), torch.zeros(N, 2)), labels)
+
+
+def one_hot_heads(student_probs, teacher_probs):
+    """Student and teacher whose logits are the log of the given probabilities (identity
+    heads), so the distributions are exactly these."""
+    q, p = torch.tensor(student_probs, dtype=torch.float64), torch.tensor(teacher_probs,
+                                                                          dtype=torch.float64)
+    hs, ws = q.log().requires_grad_(), torch.eye(q.shape[1], dtype=torch.float64).requires_grad_()
+    return hs, ws, DenseTeacher(p.log(), torch.eye(p.shape[1], dtype=torch.float64))
+
+
+def test_uld_is_the_l1_between_sorted_probabilities_by_hand():
+    # sorted q = .5 .3 .2 0, sorted p = .6 .25 .1 .05: |.1| + |.05| + |.1| + |.05| = 0.3
+    hs, ws, teacher = one_hot_heads([[0.2, 0.5, 0.3]], [[0.1, 0.6, 0.25, 0.05]])
+    labels = torch.tensor([1])
+    got = kd_loss(hs, ws, teacher, labels, loss="uld", alpha=1.0)
+    assert float(got.kd) == pytest.approx(0.3)
+    # a smaller teacher vocabulary: sorted p = .7 .3 (0): |.2| + 0 + |.2| = 0.4
+    hs, ws, teacher = one_hot_heads([[0.2, 0.5, 0.3]], [[0.3, 0.7]])
+    assert float(kd_loss(hs, ws, teacher, labels, loss="uld", alpha=1.0).kd) == \
+        pytest.approx(0.4)
+    # the teacher's top 1, renormalized (1.0), from a cache of its own ids: |.5| + .3 + .2
+    cached = SparseTeacher(torch.tensor([[7, 3]]), torch.tensor([[0.6, 0.25]]).log())
+    assert float(kd_loss(hs, ws, cached, labels, loss="uld", alpha=1.0, top_k=1).kd) == \
+        pytest.approx(1.0)
+    # alpha mixes in the student's CE, -log q[label] = -log 0.5
+    mixed = kd_loss(hs, ws, cached, labels, loss="uld", alpha=0.25, top_k=1)
+    assert float(mixed.loss.detach()) == pytest.approx(0.25 * 1.0 + 0.75 * math.log(2))
+
+
+def test_uld_is_zero_when_the_distributions_match_up_to_a_permutation():
+    hs, ws, teacher, labels = inputs(14)
+    logits = hs.detach() @ ws.detach().T  # the student's own logits, ids shuffled, plus 7
+    perm = torch.randperm(V, generator=torch.Generator().manual_seed(0))  # teacher-only tokens
+    teacher_logits = torch.cat([logits[:, perm], torch.full((N, 7), -1e4, dtype=logits.dtype)], 1)
+    teacher = DenseTeacher(teacher_logits, torch.eye(V + 7, dtype=torch.float64))
+    out = kd_loss(hs, ws, teacher, labels, loss="uld", alpha=1.0, temperature=2.0)
+    assert float(out.kd) == pytest.approx(0.0, abs=1e-12)
+    other = DenseTeacher(teacher_logits.roll(1, 0), teacher.head)  # rows swapped: not a match
+    assert float(kd_loss(hs, ws, other, labels, loss="uld", alpha=1.0).kd) > 0.1
+
+
+def test_uld_gradient_reaches_the_student_only():
+    hs, ws, teacher, labels = inputs(15, v_t=V + 13)
+    teacher = DenseTeacher(teacher.hidden.clone().requires_grad_(),
+                           teacher.head.clone().requires_grad_())
+    kd_loss(hs, ws, teacher, labels, loss="uld", alpha=0.5).loss.backward()
+    assert teacher.hidden.grad is None and teacher.head.grad is None
+    assert hs.grad.abs().sum() > 0 and ws.grad.abs().sum() > 0
+
+
+def test_uncovered_positions_keep_their_ce_and_lose_their_kd():
+    hs, ws, teacher, labels = inputs(16, v_t=V - 9)
+    covered = torch.tensor([True, False, True, True, False, True, True, True, False, True])
+    got = kd_loss(hs, ws, teacher, labels, loss="uld", alpha=0.6, covered=covered)
+    rows = covered.nonzero().squeeze(1)
+    kd = kd_loss(hs[rows], ws, DenseTeacher(teacher.hidden[rows], teacher.head), labels[rows],
+                 loss="uld", alpha=1.0, normalizer=N).loss
+    ce = kd_loss(hs, ws, teacher, labels, alpha=0.0).loss
+    torch.testing.assert_close(got.loss, 0.6 * kd + 0.4 * ce)
+    torch.testing.assert_close(got.kd, kd.detach())

@@ -74,18 +74,14 @@ def capture_logits(teacher: str, data: str | Path, out: str | Path, top_k: int, 
     """Capture ``teacher``'s top-``top_k`` log-probs for the counted tokens of ``data``
     (anything ``distill train`` reads, with ``data_options``) into ``out``. ``student``: the
     model to train (its tokenizer builds the
-    sequences and must be the teacher's; its vocabulary size bounds the shared one); default:
-    the teacher's tokenizer. ``config``: a ``DistillSFTConfig`` with the training run's data
+    sequences when it is the teacher's; its vocabulary size bounds the shared one; another
+    tokenizer leaves the teacher's own sequences, for ``--loss uld``); default: the teacher's
+    tokenizer. ``config``: a ``DistillSFTConfig`` with the training run's data
     settings (max_length, objective, weights, ...). ``out``: new, empty or a capture
     (``overwrite``: move what else it holds aside)."""
     from distill.sft.config import build_config
     from distill.sft.data import build_examples, load_rows, row_ids
-    from distill.sft.kd.teacher import (
-        check_same_tokenizer,
-        load_teacher,
-        load_tokenizer,
-        vocab_rows,
-    )
+    from distill.sft.kd.teacher import load_teacher, load_tokenizer, vocab_rows
     from distill.sft.train import check_pad_token, data_fingerprint
 
     start = time.perf_counter()
@@ -101,9 +97,13 @@ def capture_logits(teacher: str, data: str | Path, out: str | Path, top_k: int, 
             from transformers import AutoConfig
 
             student_tokenizer = load_tokenizer(student, "student")
-            check_same_tokenizer(student_tokenizer, tokenizer, student, teacher)
-            tokenizer = student_tokenizer
-            student_rows = vocab_rows(AutoConfig.from_pretrained(student))
+            if student_tokenizer.get_vocab() == tokenizer.get_vocab():
+                tokenizer = student_tokenizer
+                student_rows = vocab_rows(AutoConfig.from_pretrained(student))
+            else:  # kept on the teacher's own tokenization, for train kd --loss uld
+                log(f"logits: the student {student} has another tokenizer than the teacher: "
+                    "capturing the teacher's own sequences and vocabulary (distill train kd "
+                    "--loss uld reads them)")
         check_pad_token(tokenizer)
         rows, source_manifest, folder = load_rows(data, data_options)
         columns, report = build_examples(rows, tokenizer, config)

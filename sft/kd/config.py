@@ -27,7 +27,8 @@ class DistillKDConfig(DistillSFTConfig):
 
     teacher: str | None = field(default=None, metadata={
         "help": "Teacher model (HF folder or hub id), run frozen next to the student. It must "
-        "use the student's tokenizer; padded vocabulary sizes may differ."})
+        "use the student's tokenizer (padded vocabulary sizes may differ), unless loss is "
+        "'uld'."})
     teachers: str | None = field(default=None, metadata={
         "help": "Several online teachers, comma-separated (instead of teacher): the target is "
         "the mixture sum_i w_i softmax(z_i / T) of their distributions. All must use the "
@@ -43,7 +44,8 @@ class DistillKDConfig(DistillSFTConfig):
         "help": "Folder written by `distill logits capture` for this dataset: train from the "
         "teacher's cached top-k log-probs instead of running the teacher."})
     loss: str = field(default="forward_kl", metadata={
-        "help": "Divergence between teacher and student token distributions.",
+        "help": "Divergence between teacher and student token distributions; 'uld' (sorted "
+        "probabilities, no shared ids) also distills from a teacher with another tokenizer.",
         "choices": list(LOSSES)})
     kd_temperature: float = field(default=1.0, metadata={
         "help": "Softmax temperature of both distributions in the KD term (the term is scaled "
@@ -136,6 +138,9 @@ class DistillKDConfig(DistillSFTConfig):
             raise DistillError(f"teacher_dtype must be one of {', '.join(TEACHER_DTYPES)}")
         if self.loss == "topk" and (self.teacher or self.teachers) and self.top_k is None:
             raise DistillError("loss 'topk' with an online teacher needs --top_k K")
+        if self.loss == "uld" and self.teachers is not None:
+            raise DistillError("loss 'uld' takes one teacher: --teacher or --offline-logits, "
+                               "not --teachers")
         if self.schedule_warmup_steps < 0:
             raise DistillError("schedule_warmup_steps must be >= 0")
         if self.loss_type != "nll" or self.label_smoothing_factor > 0:

@@ -18,15 +18,26 @@ gradient scale independent of T). The divergences (``LOSSES``):
 * ``bidirectional``: ``(1 - beta) * KL(p || q) + beta * KL(q || p)``.
 * ``tvd``: total variation, ``0.5 * sum |p - q|`` (times T^2 like the others).
 * ``topk``: forward KL against the teacher renormalized over its top k tokens.
+* ``uld``: Universal Logit Distillation (Boizard et al. 2024), for a teacher with another
+  tokenizer: ``sum_i |q_(i) - p_(i)|`` over the probabilities sorted in decreasing order, the
+  shorter vector padded with zeros (Wasserstein-1 between the two distributions under a cost
+  of 1 between any two distinct tokens, up to the order of the vocabularies). It reads no ids:
+  the student's whole vocabulary against the teacher's whole head, or its top k; 0 when the
+  two distributions are a permutation of each other.
 
-Support. With a dense teacher both distributions live on the shared vocabulary, the first
-``min(V_s, V_t)`` ids (checkpoints of one tokenizer family differ only by padding rows, e.g.
-151,936 vs 152,064); CE always uses all student logits. A top-k teacher (``SparseTeacher``,
-or a dense one with ``top_k``) is ``softmax(logprobs / T)`` over its k ids. ``forward_kl`` and
-``topk`` then compare it with the student's log-softmax over the shared vocabulary (for a
-cache: ``SparseTeacher.vocab_size``, default all student logits) at those ids; the other
-divergences compare it with the student renormalized over the same k ids. A dense teacher with
-``top_k`` gives the same loss as the ``SparseTeacher`` cached from its top-k log-probs.
+Support. For ``uld``, each side's own vocabulary (the student's V_s logits, the teacher's V_t
+rows or its top k), compared by rank, never by id. Otherwise: with a dense teacher both
+distributions live on the shared vocabulary, the first ``min(V_s, V_t)`` ids (checkpoints of
+one tokenizer family differ only by padding rows, e.g. 151,936 vs 152,064); CE always uses all
+student logits. A top-k teacher (``SparseTeacher``, or a dense one with ``top_k``) is
+``softmax(logprobs / T)`` over its k ids. ``forward_kl`` and ``topk`` then compare it with the
+student's log-softmax over the shared vocabulary (for a cache: ``SparseTeacher.vocab_size``,
+default all student logits) at those ids; the other divergences compare it with the student
+renormalized over the same k ids. A dense teacher with ``top_k`` gives the same loss as the
+``SparseTeacher`` cached from its top-k log-probs.
+
+Positions without a teacher (``covered``, e.g. the student tokens past the end of a shorter
+teacher sequence in cross-tokenizer KD): kd_t is 0 there, CE counts.
 
 Entropy-selective KD (``entropy_threshold``): kd_t counts only where the entropy (nats) of the
 teacher distribution in use (at T, after any top-k) exceeds the threshold; CE counts everywhere.
@@ -60,13 +71,13 @@ from torch import Tensor
 
 from distill.errors import DistillError
 
-LOSSES = ("forward_kl", "reverse_kl", "jsd", "bidirectional", "tvd", "topk")
+LOSSES = ("forward_kl", "reverse_kl", "jsd", "bidirectional", "tvd", "topk", "uld")
 
 
 @dataclass
 class DenseTeacher:
     """Online teacher: final hidden states (N, H_t) at the counted positions and the LM head
-    weight (V_t, H_t); only its first min(V_s, V_t) rows are used."""
+    weight (V_t, H_t); only its first min(V_s, V_t) rows are used (all of them for ``uld``)."""
 
     hidden: Tensor
     head: Tensor
@@ -137,17 +148,21 @@ def kd_loss(student_hidden: Tensor, student_head: Tensor,
             labels: Tensor, weights: Tensor | None = None, *, loss: str = "forward_kl",
             temperature: float = 1.0, alpha: float = 0.5, beta: float = 0.5,
             top_k: int | None = None, entropy_threshold: float | None = None,
-            normalizer: float | Tensor | None = None, chunk_size: int = 512) -> KDLossOutput:
+            normalizer: float | Tensor | None = None, chunk_size: int = 512,
+            covered: Tensor | None = None) -> KDLossOutput:
     """The weighted mix of KD and CE over N positions (see the module docstring).
 
     ``student_hidden`` (N, H_s) is already aligned with ``labels`` (N,): row t predicts
     ``labels[t]``. ``weights`` (N,) default 1; rows of weight 0 are skipped. ``normalizer``
-    defaults to the number of positions of weight > 0."""
+    defaults to the number of positions of weight > 0. ``covered`` (N,) bool: the positions
+    that have a teacher (default all); the teacher's (finite) rows elsewhere count for nothing."""
     check_kd_options(loss, temperature, alpha, beta, top_k, chunk_size)
     mixture = isinstance(teacher, MixtureTeacher)
     dense = mixture or isinstance(teacher, DenseTeacher)
     if loss == "topk" and dense and top_k is None:
         raise DistillError("kd loss 'topk' with an online teacher needs top_k")
+    if loss == "uld" and mixture:
+        raise DistillError("kd loss 'uld' takes one teacher, not a mixture")
     n, v_s = labels.shape[0], student_head.shape[0]
     learn_mix = mixture and teacher.weights.requires_grad and torch.is_grad_enabled()
     if mixture:
@@ -161,7 +176,15 @@ def kd_loss(student_hidden: Tensor, student_head: Tensor,
             _check_shapes(student_hidden, student_head, t, labels, weights)
     else:
         _check_shapes(student_hidden, student_head, teacher, labels, weights)
-    if mixture:
+    if covered is not None and covered.shape != labels.shape:
+        raise ValueError(f"covered {tuple(covered.shape)} != labels {tuple(labels.shape)}")
+    if loss == "uld":  # no shared ids: the student's whole vocabulary, the teacher's own
+        vocab = v_s
+        k = teacher.head.shape[0] if dense else teacher.indices.shape[1]
+        if top_k is not None and top_k > k:
+            raise DistillError(f"kd top_k {top_k} > the teacher's {k} probabilities per "
+                               "position")
+    elif mixture:
         vocab = min(v_s, *(t.head.shape[0] for t in teacher.teachers))
     elif dense:
         vocab = min(v_s, teacher.head.shape[0])
@@ -187,6 +210,7 @@ def kd_loss(student_hidden: Tensor, student_head: Tensor,
         raise ValueError(f"kd normalizer must be > 0, got {norm}")
     if keep.numel() < n:
         student_hidden, labels, w = student_hidden[keep], labels[keep], w[keep]
+        covered = None if covered is None else covered[keep]
         if mixture:
             teacher = MixtureTeacher([DenseTeacher(t.hidden[keep], t.head)
                                       for t in teacher.teachers], teacher.weights)
@@ -201,10 +225,12 @@ def kd_loss(student_hidden: Tensor, student_head: Tensor,
         second = [t.head[:vocab] for t in teacher.teachers]
         mix = teacher.weights
     else:
-        first, second = ((teacher.hidden, teacher.head[:vocab]) if dense
+        first, second = ((teacher.hidden, teacher.head if loss == "uld" else
+                          teacher.head[:vocab]) if dense
                          else (teacher.indices.long(), teacher.logprobs))
+    covered = None if covered is None else covered.to(device=labels.device, dtype=torch.bool)
     total, kd, ce = _ChunkedKD.apply(student_hidden, student_head, first, second, labels.long(),
-                                     w, norm, spec, mix)
+                                     w, norm, spec, mix, covered)
     return KDLossOutput(total, kd, ce)
 
 
@@ -234,7 +260,7 @@ class _ChunkedKD(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, head, first, second, labels, weights, norm: float, spec: _Spec,
-                mix=None):
+                mix=None, covered=None):
         dtype = torch.promote_types(torch.promote_types(hidden.dtype, head.dtype), torch.float32)
         need_hidden, need_head = ctx.needs_input_grad[:2]
         with torch.autocast(hidden.device.type, enabled=False):
@@ -247,7 +273,9 @@ class _ChunkedKD(torch.autograd.Function):
             grad_mix = mix_w.new_zeros(mix_w.shape) if spec.learn_mix else None
             grad_hidden = hidden.new_empty(hidden.shape, dtype=dtype) if need_hidden else None
             grad_head = head.new_zeros(head.shape, dtype=dtype) if need_head else None
-            work = _Workspace(hidden.new_empty(0, dtype=dtype), spec.chunk_size * head.shape[0])
+            width = max(head.shape[0], second.shape[0] if spec.loss == "uld" and spec.dense
+                        else 0)  # a uld teacher's own vocabulary may be the larger
+            work = _Workspace(hidden.new_empty(0, dtype=dtype), spec.chunk_size * width)
             kd_sum = ce_sum = hidden.new_zeros((), dtype=dtype)
             for i in range(0, hidden.shape[0], spec.chunk_size):
                 rows = slice(i, i + spec.chunk_size)
@@ -262,8 +290,9 @@ class _ChunkedKD(torch.autograd.Function):
                                if spec.dense
                                else (first[rows], second[rows].to(dtype)))
                 w = weights[rows].to(dtype) / norm
-                kd_t, ce_t, grad, row_scale, dots = _chunk(logits, teacher, labels[rows], w,
-                                                           spec, work)
+                kd_t, ce_t, grad, row_scale, dots = _chunk(
+                    logits, teacher, labels[rows], w, spec, work,
+                    None if covered is None else covered[rows])
                 if dots is not None:  # (n, T): <dD_t/dp, p_i>; kd_t's coefficient in the loss
                     coef = w * spec.alpha * spec.temperature ** 2
                     grad_mix += coef @ dots
@@ -284,7 +313,7 @@ class _ChunkedKD(torch.autograd.Function):
     def backward(ctx, grad_loss, _kd, _ce):
         out = [None if g is None else (g * grad_loss).to(d)
                for g, d in zip(ctx.saved_tensors, ctx.dtypes)]
-        return out[0], out[1], None, None, None, None, None, None, out[2]
+        return out[0], out[1], None, None, None, None, None, None, out[2], None
 
 
 class _Workspace:
@@ -301,8 +330,10 @@ class _Workspace:
         return self.buffers[name][:rows * cols].view(rows, cols)
 
 
-def _chunk(logits: Tensor, teacher, labels: Tensor, w: Tensor, spec: _Spec, work: _Workspace):
-    """Per-token kd_t and ce_t of one chunk, and the gradient of
+def _chunk(logits: Tensor, teacher, labels: Tensor, w: Tensor, spec: _Spec, work: _Workspace,
+           covered: Tensor | None = None):
+    """Per-token kd_t and ce_t of one chunk (kd_t 0 where ``covered`` is False), and the
+    gradient of
     ``sum_t w_t * (alpha * kd_t + (1 - alpha) * ce_t)`` with respect to ``logits`` as
     ``row_scale[:, None] * grad``, where ``grad`` covers the first ``grad.shape[1]`` columns
     (the rest are 0). Scaling rows of the (n, H) products instead of ``grad`` saves a pass.
@@ -313,6 +344,8 @@ def _chunk(logits: Tensor, teacher, labels: Tensor, w: Tensor, spec: _Spec, work
     kd_grad = dots = None
     if spec.alpha > 0:
         value, kd_grad, support, mask, dots = _divergence(logits, teacher, spec, work)
+        if covered is not None:
+            mask = covered if mask is None else mask & covered
         kd_scale = spec.alpha * spec.temperature * (1.0 if mask is None else mask.to(w.dtype))
         kd_t = spec.temperature ** 2 * (value if mask is None else value * mask)
         if dots is not None and mask is not None:
@@ -344,6 +377,8 @@ def _divergence(logits: Tensor, teacher, spec: _Spec, work: _Workspace):
     t, n, v = spec.temperature, logits.shape[0], spec.vocab
     z = logits[:, :v]
     support = dots = None
+    if spec.loss == "uld":
+        return _uld(z, teacher, spec, work)
     if spec.mixture:
         log_p = _mixture_log_p(teacher, work, n, v)
         if spec.top_k:
@@ -383,6 +418,37 @@ def _divergence(logits: Tensor, teacher, spec: _Spec, work: _Workspace):
     value = _rowdot(p, log_p - log_q.gather(1, support))
     grad = log_q.exp_().scatter_add_(1, support, -p)
     return value, grad, None, mask, None
+
+
+def _uld(z: Tensor, teacher, spec: _Spec, work: _Workspace):
+    """``_divergence`` for ``uld``: sum_i |q_(i) - p_(i)| over the sorted probabilities (the
+    shorter vector padded with zeros). Its gradient with respect to q is the sign of each
+    rank's difference at the id holding that rank (+1 past the teacher's last rank, where
+    p_(i) = 0), taken through the softmax to z / T."""
+    t, n, v = spec.temperature, *z.shape
+    if spec.dense:
+        hidden, head = teacher  # hidden already divided by T
+        scaled = torch.mm(hidden, head.T, out=work.get("scratch", n, head.shape[0]))
+    else:
+        scaled = teacher[1] / t
+    k = spec.top_k or scaled.shape[1]
+    log_p = scaled.topk(k, dim=1).values.log_softmax(1)  # sorted, decreasing
+    p = log_p.exp()
+    mask = None
+    if spec.entropy_threshold is not None:
+        mask = -(p * log_p).sum(1) > spec.entropy_threshold
+    q = work.get("log_q", n, v)
+    torch.softmax(torch.mul(z, 1 / t, out=work.get("scratch", n, v)) if t != 1 else z, 1,
+                  out=q)
+    ranks = min(k, v)
+    q_top, order = q.topk(ranks, dim=1)
+    diff = q_top - p[:, :ranks]
+    # past rank k the teacher's probability is 0 (the student's tail mass counts whole), past
+    # rank V_s the student's (the teacher's tail does)
+    value = diff.abs().sum(1) + (q.sum(1) - q_top.sum(1)).clamp_min(0) + p[:, ranks:].sum(1)
+    sign = work.get("scratch", n, v).fill_(1.0).scatter_(1, order, diff.sign())
+    sign.sub_(_rowdot(q, sign)[:, None])
+    return value, q.mul_(sign), None, mask, None
 
 
 def _mixture_log_p(teacher, work: _Workspace, n: int, v: int) -> Tensor:

@@ -2,7 +2,8 @@
 vocabulary aligned, the model loaded frozen.
 
 Logit distillation compares next-token distributions id by id, so teacher and student must
-share one tokenizer (the same token -> id map). Checkpoints of one family often pad their
+share one tokenizer (the same token -> id map); only ``--loss uld`` (sorted probabilities, see
+``distill.sft.kd.cross``) distills across tokenizers. Checkpoints of one family often pad their
 embedding matrices to different sizes (Qwen2.5: 151,936 rows for small models, 152,064 for
 large): the distributions are compared on the shared rows, the first ``min(V_s, V_t)``, which
 hold every real token."""
@@ -44,8 +45,9 @@ def check_same_tokenizer(student, teacher, student_name: str, teacher_name: str)
             examples.append(f"{token!r}: student {vs.get(token)}, teacher {vt.get(token)}")
     raise DistillError(
         f"the teacher {teacher_name} and the student {student_name} use different tokenizers "
-        f"({len(vt)} vs {len(vs)} tokens; e.g. {'; '.join(examples)}). Logit distillation "
-        f"compares next-token distributions id by id, so it needs one tokenizer: {SEQUENCE_ROUTE}")
+        f"({len(vt)} vs {len(vs)} tokens; e.g. {'; '.join(examples)}). This loss compares "
+        f"next-token distributions id by id, so it needs one tokenizer: train with --loss uld "
+        f"(sorted probabilities, no shared ids), or {SEQUENCE_ROUTE}")
 
 
 def vocab_rows(model_or_config) -> int:

@@ -36,6 +36,7 @@ class KDMethod(Method):
         self.config = config
         self.capture = None  # manifest of the offline logits
         self.teacher_tokenizer = None
+        self.cross = False  # the teacher has another tokenizer (loss uld)
 
     def prepare(self, tokenizer, model_path: str) -> None:
         from transformers import AutoConfig
@@ -57,6 +58,8 @@ class KDMethod(Method):
             if self.config.top_k is not None and self.config.top_k > k:
                 raise DistillError(f"top_k {self.config.top_k} > the {k} log-probs per token "
                                    f"cached in {self.config.offline_logits}")
+            if self._captured_on_another_tokenizer(tokenizer, model_path):
+                return
             if self.capture["vocab_size"] > student_rows:
                 raise DistillError(f"{self.config.offline_logits}: captured over "
                                    f"{self.capture['vocab_size']} ids, more than the student's "
@@ -66,11 +69,49 @@ class KDMethod(Method):
             if teacher is None:  # self-distillation: the student's own moving average
                 return
             self.teacher_tokenizer = load_tokenizer(teacher, "teacher")
+            if self.config.loss == "uld" and self.config.teachers is None and \
+                    self.teacher_tokenizer.get_vocab() != tokenizer.get_vocab():
+                from distill.sft.kd.cross import check_cross_options
+
+                check_cross_options(self.config)
+                self.cross = True
+                return
             check_same_tokenizer(tokenizer, self.teacher_tokenizer, model_path, teacher)
             shared_vocab(student_rows, vocab_rows(AutoConfig.from_pretrained(teacher)),
                          tokenizer, teacher)
 
+    def _captured_on_another_tokenizer(self, tokenizer, model_path: str) -> bool:
+        """True when the capture holds the teacher's own tokenization (then it needs loss uld
+        and the teacher's tokenizer, which must be the one captured with)."""
+        from distill.sft.kd.capture import tokenizer_fingerprint
+        from distill.sft.kd.teacher import SEQUENCE_ROUTE, load_tokenizer
+
+        captured, folder = self.capture["tokenizer"], self.config.offline_logits
+        if captured["vocab_sha256"] == tokenizer_fingerprint(tokenizer)["vocab_sha256"]:
+            return False
+        if self.config.loss != "uld":
+            raise DistillError(f"{folder}: captured on the tokenizer of {captured['name']}, not "
+                               f"the student's ({model_path}): only --loss uld distills across "
+                               f"tokenizers (it compares sorted probabilities), or "
+                               f"{SEQUENCE_ROUTE}")
+        self.teacher_tokenizer = load_tokenizer(self.capture["teacher"], "teacher")
+        if tokenizer_fingerprint(self.teacher_tokenizer)["vocab_sha256"] != \
+                captured["vocab_sha256"]:
+            raise DistillError(f"{folder}: captured on another tokenizer than the teacher's "
+                               f"({self.capture['teacher']}) or the student's ({model_path}) "
+                               "now: capture again")
+        self.cross = True
+        return True
+
     def datasets(self, train: Examples, eval: Examples | None):
+        if self.capture is None and self.cross:
+            from distill.sft.kd.cross import with_teacher_sequences
+
+            def add(examples):
+                return with_teacher_sequences(examples, self.teacher_tokenizer, self.config,
+                                              self.config.teacher)
+
+            return add(train), None if eval is None else add(eval)
         if self.capture is None:
             return super().datasets(train, eval)
         if eval is not None:
@@ -83,8 +124,14 @@ class KDMethod(Method):
         from distill.sft.kd.capture import load_topk
         from distill.sft.kd.trainer import TOPK_IDS, TOPK_LOGPROBS
 
-        ids, logprobs, _ = load_topk(self.config.offline_logits, self.tokenizer, train.columns,
-                                     train.rows, train.report)
+        if self.cross:
+            from distill.sft.kd.cross import cross_topk
+
+            ids, logprobs = cross_topk(train, self.config.offline_logits, self.teacher_tokenizer,
+                                       self.config, self.capture)
+        else:
+            ids, logprobs, _ = load_topk(self.config.offline_logits, self.tokenizer,
+                                         train.columns, train.rows, train.report)
         table = pa_table(train.columns).append_column(TOPK_IDS, ids).append_column(
             TOPK_LOGPROBS, logprobs)
         return Dataset(InMemoryTable(table)), None
@@ -137,6 +184,9 @@ class KDMethod(Method):
             lines.append(f"- beta: {c.beta:g}")
         if c.top_k is not None:
             lines.append(f"- teacher top-k: {c.top_k}")
+        if self.cross:
+            lines.append("- the teacher has another tokenizer: its completion tokens are paired "
+                         "with the student's by position, truncated to the shorter (ULD)")
         if c.entropy_threshold is not None:
             lines.append(f"- KD only where the teacher's entropy > {c.entropy_threshold:g} nats")
         from distill.sft.kd.transfer import transfer_card_lines

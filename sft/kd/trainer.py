@@ -5,8 +5,10 @@ A step: the student's backbone gives its final hidden states (no (tokens, vocab)
 positions whose next token counts (labels != -100) are selected; the teacher is either run on
 the same ids (online: frozen, eval mode, no grad, its own dtype and device; hidden states and
 LM head make a ``DenseTeacher``) or read from the batch (offline: the cached top-k columns make
-a ``SparseTeacher``); ``kd_loss`` reduces ``w_t * (alpha * kd_t + (1 - alpha) * ce_t) / D``
-chunk by chunk, with ``w_t`` the span weights and ``D`` TRL's token count, so weights 1/1 and
+a ``SparseTeacher``); a teacher of another tokenizer (``--loss uld``) runs on its own
+sequences, paired with the student's counted tokens as ``distill.sft.kd.cross`` says, and
+covers only the tokens it has a partner for; ``kd_loss`` reduces
+``w_t * (alpha * kd_t + (1 - alpha) * ce_t) / D`` chunk by chunk, with ``w_t`` the span weights and ``D`` TRL's token count, so weights 1/1 and
 alpha 0 give ``distill train sft``'s loss.
 
 ``loss_terms`` returns named terms that are summed into the loss; a subclass adds its own
@@ -33,6 +35,13 @@ from torch import Tensor
 from transformers import TrainerCallback
 
 from distill.errors import DistillError
+from distill.sft.kd.cross import (
+    TEACHER_COLUMNS,
+    TEACHER_IDS,
+    TEACHER_INDEX,
+    TEACHER_MASK,
+    TeacherSequenceCollator,
+)
 from distill.sft.kd.losses import DenseTeacher, MixtureTeacher, SparseTeacher, kd_loss
 from distill.sft.trainer import SPAN_COLUMN, DistillSFTTrainer
 
@@ -81,6 +90,7 @@ class KDBatch:
     target: DenseTeacher | SparseTeacher | MixtureTeacher
     temperature: float
     alpha: float
+    covered: Tensor | None = None  # (N,) the positions with a teacher (None: all)
 
     @property
     def normalizer(self):
@@ -95,14 +105,14 @@ class DistillKDTrainer(DistillSFTTrainer):
     top-k columns; ``vocab_size``: the shared vocabulary of an offline cache."""
 
     _tag_names: ClassVar[list[str]] = ["trl", "sft", "distill", "knowledge-distillation"]
-    extra_columns: ClassVar[tuple[str, ...]] = (SPAN_COLUMN, *TOPK_COLUMNS)
+    extra_columns: ClassVar[tuple[str, ...]] = (SPAN_COLUMN, *TOPK_COLUMNS, *TEACHER_COLUMNS)
     # Backbone kwargs of each forward, for subclasses that need more (e.g. output_hidden_states).
     student_outputs: ClassVar[dict] = {}
     teacher_outputs: ClassVar[dict] = {}
 
     def __init__(self, *args, teacher=None, vocab_size: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.data_collator = TopKCollator(self.data_collator)
+        self.data_collator = TeacherSequenceCollator(TopKCollator(self.data_collator))
         teachers = teacher if isinstance(teacher, list) else [teacher] * (teacher is not None)
         self.teacher, self.vocab_size = (teachers[0] if teachers else None), vocab_size
         add_backbone_forward(self.model.get_base_model() if is_peft_model(self.model)
@@ -129,6 +139,7 @@ class DistillKDTrainer(DistillSFTTrainer):
         """Run the student (and an online teacher) and select the counted positions."""
         span_ids = inputs.pop(SPAN_COLUMN, None)
         cached = [inputs.pop(c, None) for c in TOPK_COLUMNS]
+        own = [inputs.pop(c, None) for c in (TEACHER_IDS, TEACHER_MASK, TEACHER_INDEX)]
         labels = inputs.pop("labels")
         inputs["use_cache"] = False
         student = model(**inputs, backbone_only=True, **self.student_outputs)
@@ -140,8 +151,19 @@ class DistillKDTrainer(DistillSFTTrainer):
         if span_ids is not None:
             scale = self._scale(span_ids[:, 1:], mask, num_items_in_batch)
             weights = None if scale is None else scale[mask]
-        teacher_out = None
-        if self.mixture is not None:
+        teacher_out = covered = None
+        if own[0] is not None:  # a teacher of another tokenizer, on its own sequences
+            ids, attention, index = own
+            out = self._teacher_forward({"input_ids": ids, "attention_mask": attention})
+            hidden = out.last_hidden_state.flatten(0, 1)
+            if index.shape[0] != counted.shape[0]:
+                raise DistillError(f"the teacher's pairing covers {index.shape[0]} tokens of "
+                                   f"this batch, its labels count {counted.shape[0]}")
+            covered = (index >= 0).to(counted.device)
+            hidden = hidden[index.clamp(min=0).to(hidden.device)].to(counted.device)
+            hidden[~covered] = 0  # unpaired rows may point at a fully masked (NaN) sequence
+            target = DenseTeacher(hidden, self._teacher_head)
+        elif self.mixture is not None:
             parts = []
             for model_t, head in zip(self.teachers, self._teacher_heads):
                 out = self._teacher_forward(inputs, model_t).last_hidden_state[:, :-1]
@@ -159,11 +181,13 @@ class DistillKDTrainer(DistillSFTTrainer):
                                    f"this batch, its labels count {counted.shape[0]}: the cache "
                                    "does not belong to these training sequences")
             target = SparseTeacher(ids, logprobs, self.vocab_size)
+            if ids.numel() and bool((ids[:, 0] < 0).any()):  # cross-tokenizer: no teacher row
+                covered = ids[:, 0] >= 0
         else:
             raise DistillError("no teacher for this batch: pass teacher= or datasets with the "
                                "cached top-k columns (distill logits capture)")
         return KDBatch(inputs, mask, counted, weights, num_items_in_batch, student, teacher_out,
-                       target, temperature, alpha)
+                       target, temperature, alpha, covered)
 
     def loss_terms(self, model, batch: KDBatch) -> dict[str, Tensor]:
         """Named loss terms, summed into the loss; this one has the logit term only."""
@@ -173,7 +197,8 @@ class DistillKDTrainer(DistillSFTTrainer):
         out = kd_loss(hidden, head, batch.target, batch.labels, batch.weights, loss=args.loss,
                       temperature=batch.temperature, alpha=batch.alpha, beta=args.beta,
                       top_k=args.top_k, entropy_threshold=args.entropy_threshold,
-                      normalizer=batch.normalizer, chunk_size=args.kd_chunk_size)
+                      normalizer=batch.normalizer, chunk_size=args.kd_chunk_size,
+                      covered=batch.covered)
         loss = out.loss
         # Like TRL: a count of every rank's tokens, while DDP averages the gradients
         if args.average_tokens_across_devices and batch.num_items_in_batch is not None:

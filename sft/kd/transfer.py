@@ -189,7 +189,7 @@ class TransferKDTrainer(DistillKDTrainer):
             out = kd_loss(hidden, head, batch.target, batch.labels, batch.weights, loss=a.loss,
                           temperature=batch.temperature, alpha=1.0, beta=a.beta, top_k=a.top_k,
                           entropy_threshold=a.entropy_threshold, normalizer=batch.normalizer,
-                          chunk_size=a.kd_chunk_size)
+                          chunk_size=a.kd_chunk_size, covered=batch.covered)
             losses.append(out.loss)
             kds.append(out.kd)
         loss = torch.stack(losses).mean()
