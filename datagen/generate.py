@@ -85,8 +85,8 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
                          split=split, subset=subset, revision=revision, shots=shots,
                          regenerate=regenerate, context=context)
         manifest = plan.manifest
-        sink = Sink(plan.out, row_schema(plan.sampling.logprobs > 0), plan.total - plan.reused,
-                    progress)
+        schema = row_schema(plan.sampling.logprobs > 0, plan.pf.output is not None)
+        sink = Sink(plan.out, schema, plan.total - plan.reused, progress)
         try:
             if plan.pending and isinstance(backend, Backend):
                 run_engine(backend, plan, sink)

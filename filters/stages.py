@@ -18,6 +18,7 @@ STAGES = {
     "quality": "distill.filters.quality:Quality",
     "decontaminate": "distill.filters.decontaminate:Decontaminate",
     "score": "distill.filters.score:Score",
+    "valid_output": "distill.filters.output:ValidOutput",
 }
 
 

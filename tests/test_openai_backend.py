@@ -177,7 +177,7 @@ def test_retries_429_and_5xx_then_succeeds(scripted):
     url, state = scripted
     busy = {"error": {"message": "busy"}}
     state["script"] = [(429, {}, busy), (429, {"Retry-After": "0"}, busy), (503, {}, busy)]
-    [[c]] = ask(url, api_key="sk-test", backoff=0.01, max_retries=3)
+    [[c]] = ask(url, api_key="sk-test", max_retries=3)
     assert (c.text, c.finish_reason, c.prompt_tokens, c.tokens) == ("hello", "stop", 7, 5)
     assert len(state["posts"]) == 4
     body, auth = state["posts"][-1]
@@ -187,18 +187,19 @@ def test_retries_429_and_5xx_then_succeeds(scripted):
 
 
 def test_retry_after_overrides_backoff(scripted):
+    """The client's own backoff starts at 0.5 s; a server's Retry-After of 2 s wins."""
     url, state = scripted
-    state["script"] = [(429, {"Retry-After": "0"}, {}), (503, {"Retry-After": "0.1"}, {})]
+    state["script"] = [(429, {"Retry-After": "2"}, {}), (503, {"Retry-After": "0.1"}, {})]
     start = time.monotonic()
-    ask(url, backoff=100)
-    assert time.monotonic() - start < 10
+    ask(url)
+    assert 2 <= time.monotonic() - start < 10
     assert len(state["posts"]) == 3
 
 
 def test_retries_dropped_connections_and_timeouts(scripted):
     url, state = scripted
     state["script"] = ["drop", ("sleep", 2)]
-    [[c]] = ask(url, backoff=0.01, timeout=0.5)
+    [[c]] = ask(url, timeout=0.5)
     assert c.text == "hello"
     assert len(state["posts"]) == 3
 
@@ -207,7 +208,7 @@ def test_gives_up_after_max_retries(scripted):
     url, state = scripted
     state["script"] = [(502, {}, {"error": {"message": "bad gateway"}})] * 5
     with pytest.raises(DistillError, match="gave up after 3 attempts: HTTP 502: bad gateway"):
-        ask(url, backoff=0.01, max_retries=2)
+        ask(url, max_retries=2)
     assert len(state["posts"]) == 3
 
 
@@ -216,7 +217,7 @@ def test_client_error_is_not_retried(scripted):
     state["script"] = [(400, {}, {"error": {"message": "max_tokens is too large: 99999",
                                             "type": "BadRequestError", "code": 400}})]
     with pytest.raises(DistillError, match="HTTP 400: max_tokens is too large: 99999"):
-        ask(url, backoff=0.01)
+        ask(url)
     assert len(state["posts"]) == 1
 
 
