@@ -126,7 +126,7 @@ def scripted():
     """A local HTTP server: GET /v1/models lists model "m"; each POST /v1/chat/completions
     takes the next step of ``state["script"]`` (status, headers, body), "drop" (close without
     answering) or ("sleep", seconds); then a valid completion. Yields (base_url, state)."""
-    state = {"script": [], "posts": [], "ok": completion()}
+    state = {"script": [], "posts": [], "ok": completion(), "owner": "test"}
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -143,10 +143,15 @@ def scripted():
             self.wfile.write(data)
 
         def do_GET(self):
-            self._send(200, {}, {"object": "list", "data": [{"id": "m", "owned_by": "test"}]})
+            if not self.path.startswith("/v1/"):
+                return self._send(404, {}, {"detail": "Not Found"})
+            self._send(200, {}, {"object": "list",
+                                 "data": [{"id": "m", "owned_by": state["owner"]}]})
 
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if not self.path.startswith("/v1/"):
+                return self._send(404, {}, {"detail": "Not Found"})
             with lock:
                 state["posts"].append((body, self.headers.get("Authorization")))
                 step = state["script"].pop(0) if state["script"] else None
@@ -277,3 +282,63 @@ def test_unreachable_server_cli(problems, tmp_path, capsys):
     assert errors == [f"error: cannot reach OpenAI-compatible server at {url}: connection refused"]
     assert io.shard_paths(out) == []
     assert not list(Path(out).glob("data/*"))
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("output", [
+    {"json_schema": {"type": "object", "additionalProperties": False, "required": ["answer"],
+                     "properties": {"answer": {"type": "integer", "minimum": 0,
+                                               "maximum": 99}}}},
+    {"regex": r"[0-9]{1,3} (apples|pears)"}, {"choice": ["yes", "no", "maybe"]}])
+def test_vllm_serve_constrains_structured_outputs(vllm_server, tiny_model, output):
+    from distill.datagen.structured import parse
+
+    backend = OpenAIBackend(tiny_model, base_url=vllm_server)
+    out = backend.generate([Request([{"role": "user", "content": f"q {i}"}], 2, seed=i)
+                            for i in range(3)],
+                           Sampling(temperature=1.0, max_tokens=48, n=2, output=output))
+    texts = [c.text for cs in out for c in cs]
+    assert len(texts) == 6 and all(parse(output, t)[1] for t in texts), texts
+
+
+def test_json_schema_goes_as_response_format(scripted):
+    url, state = scripted
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    ask(url, Sampling(output={"json_schema": schema}))
+    assert state["posts"][0][0]["response_format"] == {
+        "type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": True}}
+
+
+def test_regex_goes_as_vllm_structured_outputs(scripted):
+    url, state = scripted
+    state["owner"] = "vllm"
+    ask(url, Sampling(output={"regex": "[0-9]+"}))
+    body = state["posts"][0][0]
+    assert body["structured_outputs"] == {"regex": "[0-9]+"} and body["return_token_ids"]
+
+
+def test_choice_needs_a_vllm_server(scripted):
+    url, state = scripted
+    with pytest.raises(DistillError, match="is not a vLLM server: an output choice constraint"):
+        ask(url, Sampling(output={"choice": ["a", "b"]}))
+    assert state["posts"] == []
+
+
+def test_wrong_path_names_the_url(scripted):
+    url, _ = scripted
+    with pytest.raises(DistillError, match=r"POST .*/v2/chat/completions: HTTP 404: .*"
+                                           r"\(does --base-url end in /v1\?\)"):
+        ask(url.replace("/v1", "/v2"))
+
+
+def test_api_key_env_sends_the_key(scripted, problems, tmp_path, monkeypatch, capsys):
+    url, state = scripted
+    args = ["generate", "--prompt", "gsm8k-cot", "--data", str(problems), "--limit", "1",
+            "--backend", "openai", "--base-url", url, "--teacher", "m", "--no-progress",
+            "--api-key-env", "MY_KEY"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 2
+    assert "--api-key-env MY_KEY: the environment variable MY_KEY is not set" in \
+        capsys.readouterr().err
+    monkeypatch.setenv("MY_KEY", "sk-from-env")
+    assert main(args + ["--out", str(tmp_path / "b"), "--max-retries", "0"]) == 0
+    assert state["posts"][0][1] == "Bearer sk-from-env"
