@@ -61,12 +61,21 @@ def parse(spec: dict, text: str) -> tuple[str | None, bool]:
     return text, text in value
 
 
+def structured_fields(spec: dict) -> dict:
+    """vLLM's structured outputs fields for a constraint (``StructuredOutputsParams``, or the
+    ``structured_outputs`` of a ``vllm serve`` request). JSON comes without free whitespace,
+    as the hf backend's: a model may otherwise pad it with whitespace up to max_tokens."""
+    kind, value = next(iter(spec.items()))
+    if kind == "json_schema":
+        return {"json": value, "disable_any_whitespace": True}
+    return {kind: value}
+
+
 def vllm_params(spec: dict):
     """vLLM's ``StructuredOutputsParams`` for a constraint."""
     from vllm.sampling_params import StructuredOutputsParams
 
-    kind, value = next(iter(spec.items()))
-    return StructuredOutputsParams(**{"json" if kind == "json_schema" else kind: value})
+    return StructuredOutputsParams(**structured_fields(spec))
 
 
 def hf_processor(spec: dict, tokenizer, vocab_size: int):

@@ -309,12 +309,16 @@ def test_json_schema_goes_as_response_format(scripted):
         "type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": True}}
 
 
-def test_regex_goes_as_vllm_structured_outputs(scripted):
+def test_vllm_server_gets_structured_outputs(scripted):
     url, state = scripted
     state["owner"] = "vllm"
     ask(url, Sampling(output={"regex": "[0-9]+"}))
-    body = state["posts"][0][0]
-    assert body["structured_outputs"] == {"regex": "[0-9]+"} and body["return_token_ids"]
+    ask(url, Sampling(output={"json_schema": {"type": "integer"}}))
+    first, second = (body for body, _ in state["posts"])
+    assert first["structured_outputs"] == {"regex": "[0-9]+"} and first["return_token_ids"]
+    assert second["structured_outputs"] == {"json": {"type": "integer"},
+                                            "disable_any_whitespace": True}
+    assert "response_format" not in second
 
 
 def test_choice_needs_a_vllm_server(scripted):

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 
 from distill.datagen.backends import Backend, Completion, Request, Sampling
+from distill.datagen.structured import structured_fields
 from distill.errors import DistillError
 
 RETRIED = (408, 409, 429)  # and 5xx: the statuses the client retries
@@ -100,15 +101,16 @@ class OpenAIBackend(Backend):
         return body
 
     def _constrain(self, output: dict, body: dict, extra: dict) -> None:
-        """A JSON schema as OpenAI's ``response_format``; a regex or choice as vLLM's
-        ``structured_outputs`` (other servers have no such field)."""
-        if "json_schema" in output:
+        """On a vLLM server, vLLM's ``structured_outputs`` (as the vllm backend's, JSON
+        without free whitespace); elsewhere a JSON schema as OpenAI's ``response_format``
+        (other servers know no regex or choice)."""
+        kind, value = next(iter(output.items()))
+        if self.vllm:
+            extra["structured_outputs"] = structured_fields(output)
+        elif kind == "json_schema":
             body["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": "output", "schema": output["json_schema"], "strict": True}}
-        elif self.vllm:
-            extra["structured_outputs"] = dict(output)
+                "name": "output", "schema": value, "strict": True}}
         else:
-            kind = next(iter(output))
             raise DistillError(f"{self.base_url} is not a vLLM server: an output {kind} "
                                "constraint needs vLLM's structured_outputs (only json_schema "
                                "works on any OpenAI-compatible server)")
