@@ -63,12 +63,9 @@ def parse(spec: dict, text: str) -> tuple[str | None, bool]:
 
 def structured_fields(spec: dict) -> dict:
     """vLLM's structured outputs fields for a constraint (``StructuredOutputsParams``, or the
-    ``structured_outputs`` of a ``vllm serve`` request). JSON comes without free whitespace,
-    as the hf backend's: a model may otherwise pad it with whitespace up to max_tokens."""
+    ``structured_outputs`` of a ``vllm serve`` request)."""
     kind, value = next(iter(spec.items()))
-    if kind == "json_schema":
-        return {"json": value, "disable_any_whitespace": True}
-    return {kind: value}
+    return {"json" if kind == "json_schema" else kind: value}
 
 
 def vllm_params(spec: dict):

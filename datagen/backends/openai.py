@@ -101,15 +101,14 @@ class OpenAIBackend(Backend):
         return body
 
     def _constrain(self, output: dict, body: dict, extra: dict) -> None:
-        """On a vLLM server, vLLM's ``structured_outputs`` (as the vllm backend's, JSON
-        without free whitespace); elsewhere a JSON schema as OpenAI's ``response_format``
-        (other servers know no regex or choice)."""
+        """A JSON schema as OpenAI's ``response_format``; a regex or choice as vLLM's
+        ``structured_outputs`` (other servers have no such field)."""
         kind, value = next(iter(output.items()))
-        if self.vllm:
-            extra["structured_outputs"] = structured_fields(output)
-        elif kind == "json_schema":
+        if kind == "json_schema":
             body["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": "output", "schema": value, "strict": True}}
+        elif self.vllm:
+            extra["structured_outputs"] = structured_fields(output)
         else:
             raise DistillError(f"{self.base_url} is not a vLLM server: an output {kind} "
                                "constraint needs vLLM's structured_outputs (only json_schema "

@@ -34,6 +34,10 @@ class VLLMBackend(Backend):
         self.batch_size = batch_size
         on_gpu = torch.cuda.is_available()
         defaults = {"seed": 0, "enable_prefix_caching": True,
+                    # JSON without free whitespace, as the hf backend's: a weak model pads
+                    # it with whitespace up to max_tokens
+                    "structured_outputs_config": {"backend": "xgrammar",
+                                                  "disable_any_whitespace": True},
                     # CUDA graphs help on GPUs; on CPU they only cost start-up
                     "enforce_eager": not on_gpu,
                     # as the hf backend: float32 on CPU (vllm's "auto" would be bf16)
@@ -52,12 +56,12 @@ class VLLMBackend(Backend):
         from vllm import SamplingParams
 
         greedy = sampling.temperature < 1e-5  # vLLM refuses n > 1 here: sample once, repeat
-        constraint = vllm_params(sampling.output) if sampling.output else None
         params = [SamplingParams(n=1 if greedy else r.n, seed=r.seed,
                                  temperature=sampling.temperature, top_p=sampling.top_p,
                                  max_tokens=sampling.max_tokens, stop=list(sampling.stop) or None,
                                  logprobs=sampling.logprobs or None,
-                                 structured_outputs=constraint) for r in requests]
+                                 structured_outputs=sampling.output and vllm_params(sampling.output))
+                  for r in requests]
         outputs = self.llm.chat([r.messages for r in requests], params, use_tqdm=False,
                                 chat_template=self.chat_template, add_generation_prompt=True)
         results = []
