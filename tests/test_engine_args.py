@@ -93,3 +93,14 @@ def test_recipe_takes_engine_args_and_the_ray_executor(tmp_path):
     with pytest.raises(DistillError, match="unknown key 'engine_arg'; did you mean "
                                            "'engine_args'"):
         check_recipe({"generate": {"engine_arg": {}}}, tmp_path / "r.yaml")
+
+
+def test_eval_takes_the_same_backend_flags(tmp_path, capsys):
+    code = main(["eval", "--data", "gsm8k", "--out", str(tmp_path / "ev"), "--backend", "hf",
+                 "--engine-arg", "max_model_len=64", "--no-progress"])
+    assert code == 2 and "--engine-arg is for --backend vllm, not hf" in one_error_line(capsys)
+    code = main(["eval", "--data", "gsm8k", "--out", str(tmp_path / "ev"), "--backend", "hf",
+                 "--api-key-env", "MY_KEY", "--no-progress"])
+    assert code == 2 and "--api-key-env is for --backend openai, not hf" in \
+        one_error_line(capsys)
+    assert not (tmp_path / "ev").exists()
