@@ -52,15 +52,17 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
              subset: str | None = None, revision: str | None = None,
              batch_size: int | None = None,
              shots: int | None = None, regenerate: bool = False, overwrite: bool = False,
-             backend_options: dict | None = None, progress: bool = True,
+             backend_options: dict | None = None, engine_args: dict | None = None,
+             progress: bool = True,
              executor: str = "local", ray_address: str | None = None,
              ray_workers: int | None = None) -> GenerateResult:
     """Generate completions for every source row with a prompt file; see ``distill generate``.
     ``shots`` keeps only the prompt file's first few-shot exemplars. ``executor="ray"`` runs
     the engines as a Ray Data actor pool (``ray_workers`` of them) on the cluster at
-    ``ray_address``; the rows, shards, manifest and resume are the local path's. ``out`` must be
-    new, empty or a generate output (``overwrite``: move what else it holds aside), and one
-    generate at a time writes it (``distill.folders.claim``)."""
+    ``ray_address``; the rows, shards, manifest and resume are the local path's.
+    ``engine_args``: vLLM's ``EngineArgs`` fields for the vllm backend (``--engine-arg``).
+    ``out`` must be new, empty or a generate output (``overwrite``: move what else it holds
+    aside), and one generate at a time writes it (``distill.folders.claim``)."""
     start = time.perf_counter()
     if executor not in ("local", "ray"):
         raise DistillError(f"executor must be local or ray, not {executor!r}")
@@ -73,7 +75,8 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
         check_number("batch_size", batch_size, 1)
         context = backend.prompt_limit
     else:
-        options = backend_options_for(backend, base_url, batch_size, backend_options)
+        options = backend_options_for(backend, base_url, batch_size, backend_options,
+                                      engine_args)
         context = partial(prompt_limit, backend, model, options)
     with claim(out, "generate", "generate", inputs=[source], overwrite=overwrite):
         plan = make_plan(prompt, source, out, model=model, n=n, limit=limit,
@@ -82,8 +85,8 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
                          split=split, subset=subset, revision=revision, shots=shots,
                          regenerate=regenerate, context=context)
         manifest = plan.manifest
-        sink = Sink(plan.out, row_schema(plan.sampling.logprobs > 0), plan.total - plan.reused,
-                    progress)
+        schema = row_schema(plan.sampling.logprobs > 0, plan.pf.output is not None)
+        sink = Sink(plan.out, schema, plan.total - plan.reused, progress)
         try:
             if plan.pending and isinstance(backend, Backend):
                 run_engine(backend, plan, sink)

@@ -31,6 +31,7 @@ from distill.datagen.backends import (
     get_backend,
 )
 from distill.datagen.prompts import PromptFile, load_prompt
+from distill.datagen.structured import parse as parse_output
 from distill.errors import DistillError
 from distill.log import log
 from distill.log import progress as progress_bar
@@ -53,7 +54,9 @@ class Item:
     missing: list[int] = field(default_factory=list)
 
 
-def row_schema(logprobs: bool) -> pa.Schema:
+def row_schema(logprobs: bool, output: bool = False) -> pa.Schema:
+    """The columns of a generate row; ``output``: a prompt that declares a structured output
+    adds ``output`` and ``output_valid``."""
     message = pa.struct([("role", pa.string()), ("content", pa.string())])
     cols = [("id", pa.string()), ("source_id", pa.string()), ("sample_index", pa.int32()),
             ("question", pa.string()), ("gold", pa.string()), ("template", pa.string()),
@@ -64,6 +67,8 @@ def row_schema(logprobs: bool) -> pa.Schema:
     if logprobs:
         cols += [("top_ids", pa.list_(pa.list_(pa.int32()))),
                  ("top_logprobs", pa.list_(pa.list_(pa.float32())))]
+    if output:
+        cols += [("output", pa.string()), ("output_valid", pa.bool_())]
     return pa.schema(cols)
 
 
@@ -84,7 +89,7 @@ def make_plan(prompt: str, source: str, out: str | Path, *, model: str | None = 
     overrides = {"n": n, "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
                  "seed": seed}
     sampling = Sampling(**{**pf.sampling, **{k: v for k, v in overrides.items() if v is not None}},
-                        logprobs=logprobs)
+                        logprobs=logprobs, output=pf.output)
     rows = load_source(source, fields=fields, limit=limit, shuffle=shuffle,
                        seed=sampling.seed, split=split, subset=subset, revision=revision)
     items, duplicates = _render(pf, rows, tasks)
@@ -223,6 +228,8 @@ def _row(item: Item, k: int, c: Completion, pf: PromptFile, backend: str, model_
     }
     if c.top_ids is not None:
         row.update(top_ids=c.top_ids, top_logprobs=c.top_logprobs)
+    if pf.output:
+        row["output"], row["output_valid"] = parse_output(pf.output, c.text)
     return row
 
 

@@ -12,12 +12,13 @@ import jinja2
 import yaml
 
 from distill.datagen.backends import Sampling
+from distill.datagen.structured import check_output
 from distill.errors import DistillError
 
 KINDS = ("cot", "pot", "instruction", "judge")
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "n", "stop", "seed")
 REQUIRED = ("name", "kind", "user")
-OPTIONAL = ("description", "system", "few_shot", "tasks", "sampling", "answer_format")
+OPTIONAL = ("description", "system", "few_shot", "tasks", "sampling", "answer_format", "output")
 
 
 
@@ -50,6 +51,7 @@ class PromptFile:
     tasks: dict[str, str] = field(default_factory=dict)
     sampling: dict = field(default_factory=dict)
     answer_format: str | None = None
+    output: dict | None = None  # a structured output constraint (distill.datagen.structured)
 
     @property
     def sha256(self) -> str:
@@ -156,6 +158,8 @@ def load_prompt(name_or_path: str | Path) -> PromptFile:
         Sampling(**sampling)
     except DistillError as e:
         raise DistillError(f"{path}: sampling: {e}") from None
+    if data.get("output") is not None:
+        check_output(data["output"], f"{path}: output")
     for i, shot in enumerate(data.get("few_shot") or []):
         if not isinstance(shot, dict) or "response" not in shot:
             raise DistillError(f"{path}: few_shot[{i}] needs a 'response' and the template's "
@@ -170,5 +174,5 @@ def load_prompt(name_or_path: str | Path) -> PromptFile:
         name=data["name"], kind=data["kind"], user=data["user"], path=str(path), text=text,
         system=data.get("system"), description=data.get("description", ""),
         few_shot=data.get("few_shot") or [], tasks=data.get("tasks") or {},
-        sampling=sampling, answer_format=data.get("answer_format"),
+        sampling=sampling, answer_format=data.get("answer_format"), output=data.get("output"),
     )

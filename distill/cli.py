@@ -11,7 +11,9 @@ from distill.data import options_of
 from distill.errors import DistillError
 from distill.flags import (
     Parser,
+    add_backend_flags,
     add_data_flags,
+    backend_flags_of,
     positional_renamed,
     renamed,
     require,
@@ -49,6 +51,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--batch-size", type=int, help="prompts per engine call and per shard")
     p.add_argument("--tensor-parallel-size", type=int, help="vllm: GPUs per engine")
     p.add_argument("--concurrency", type=int, help="openai: requests in flight")
+    add_backend_flags(p)
     p.add_argument("--regenerate", action="store_true",
                    help="discard rows in --out made with other settings and start over")
     add_overwrite(p)
@@ -69,7 +72,8 @@ def _generate(args) -> None:
     from distill.datagen import generate
 
     require(args, "generate", "--data")
-    options = {}
+    backend = backend_flags_of(args)
+    options = backend["backend_options"]
     if args.tensor_parallel_size is not None:
         options["tensor_parallel_size"] = args.tensor_parallel_size
     if args.concurrency is not None:
@@ -81,7 +85,7 @@ def _generate(args) -> None:
         tasks=args.tasks.split(",") if args.tasks else None, shuffle=args.shuffle,
         **options_of(args), batch_size=args.batch_size,
         shots=args.shots, regenerate=args.regenerate, overwrite=args.overwrite,
-        backend_options=options,
+        backend_options=options, engine_args=backend["engine_args"],
         progress=not args.no_progress, executor=args.executor, ray_address=args.ray_address,
         ray_workers=args.ray_workers)
     print(result.summary())

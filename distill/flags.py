@@ -104,3 +104,35 @@ def _field_spec(text: str) -> str:
     except DistillError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return text
+
+
+def add_backend_flags(parser: argparse.ArgumentParser) -> None:
+    """The options of the generation backend a command builds: vLLM's engine arguments, and
+    the OpenAI client's key, timeout and retries; ``backend_flags_of`` reads them back."""
+    parser.add_argument("--engine-arg", action="append", default=[], type=_engine_arg,
+                        metavar="KEY=VALUE", help="vllm: one of vLLM's EngineArgs fields, "
+                        "typed as vLLM types it (repeatable), e.g. max_model_len=4096, "
+                        "quantization=awq, enforce_eager=true, hf_overrides='{...}'")
+    parser.add_argument("--api-key-env", metavar="NAME", help="openai: the environment "
+                        "variable holding the API key (default: none; the key is EMPTY, as "
+                        "vllm serve without --api-key takes)")
+    parser.add_argument("--request-timeout", type=float, metavar="SECONDS",
+                        help="openai: seconds a request may take (default 600)")
+    parser.add_argument("--max-retries", type=int, help="openai: retries of a request that "
+                        "failed with 408/409/429/5xx or a lost connection (default 5)")
+
+
+def backend_flags_of(args: argparse.Namespace) -> dict:
+    """``backend_options`` and ``engine_args`` (the keyword arguments of ``generate`` and
+    ``evaluate``) from ``add_backend_flags``' flags."""
+    options = {key: value for key, value in (
+        ("api_key_env", args.api_key_env), ("timeout", args.request_timeout),
+        ("max_retries", args.max_retries)) if value is not None}
+    return {"backend_options": options, "engine_args": dict(args.engine_arg) or None}
+
+
+def _engine_arg(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip().replace("-", "_"), value

@@ -7,7 +7,7 @@ finished runs, and a list of folders is what positionals are for."""
 from __future__ import annotations
 
 from distill.data import options_of
-from distill.flags import add_data_flags, renamed, require
+from distill.flags import add_backend_flags, add_data_flags, backend_flags_of, renamed, require
 from distill.folders import add_overwrite
 
 
@@ -43,6 +43,7 @@ def register(sub) -> None:
                    help="sampling temperature of the n samples (greedy is always 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, help="prompts per engine call")
+    add_backend_flags(p)
     p.add_argument("--params", type=int, help="parameter count, when it cannot be read "
                    "from the model (e.g. an openai backend)")
     p.add_argument("--regenerate", action="store_true",
@@ -81,7 +82,7 @@ def _eval(args) -> None:
                       max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed,
                       batch_size=args.batch_size, params=args.params,
                       shots=args.shots, regenerate=args.regenerate, progress=not args.no_progress,
-                      overwrite=args.overwrite, **options_of(args))
+                      overwrite=args.overwrite, **options_of(args), **backend_flags_of(args))
     print(result.summary())
 
 

@@ -62,22 +62,23 @@ def evaluate(model: str | None, task: str, out: str | Path, *, prompt: str | Non
              temperature: float | None = None, seed: int = 0, split: str | None = None,
              batch_size: int | None = None, params: int | None = None,
              exec_timeout: float = 5.0, shots: int | None = None, regenerate: bool = False,
-             backend_options: dict | None = None, progress: bool = True,
-             fields: dict[str, str] | None = None, subset: str | None = None,
+             backend_options: dict | None = None, engine_args: dict | None = None,
+             progress: bool = True, fields: dict[str, str] | None = None, subset: str | None = None,
              revision: str | None = None, overwrite: bool = False) -> EvalResult:
     """Evaluate ``model`` (an HF folder, hub id, ``distill train`` output folder, a served
     model name with ``backend="openai"``, or None for the embedded default) on ``task`` (a
     benchmark name, or any data ``distill.data.read`` takes with question and answer
     columns): greedy accuracy, and with ``n`` > 1 also pass@k and maj@k from ``n`` samples.
     ``split`` (default: ``test`` for a benchmark, ``train`` for other data), ``subset``,
-    ``revision`` and ``fields`` (``{"question": "problem"}``) say how the data is read.
+    ``revision`` and ``fields`` (``{"question": "problem"}``) say how the data is read;
+    ``engine_args``: vLLM's ``EngineArgs`` fields for the vllm backend.
     Writes ``out`` (see the module docstring): a new or empty folder or an eval output
     (``overwrite``: move what else it holds aside)."""
     Sampling(**{k: v for k, v in {"n": n, "temperature": temperature, "max_tokens": max_tokens,
                                   "seed": seed}.items() if v is not None})  # checks them
     for name, value in (("limit", limit), ("batch_size", batch_size), ("params", params)):
         check_number(name, value, 1)
-    options = backend_options_for(backend, base_url, batch_size, backend_options)
+    options = backend_options_for(backend, base_url, batch_size, backend_options, engine_args)
     out = Path(out)
     split = split or default_split(task)
     rows = load_task(task, split=split, fields=fields, subset=subset, revision=revision,

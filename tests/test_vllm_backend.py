@@ -105,3 +105,17 @@ def test_a_prompt_longer_than_max_model_len_names_its_row(vllm_backend, tmp_path
                                            r"model's context is 512 \(vllm's max_model_len\)"):
         run(vllm_backend, source, out)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("output", [
+    {"json_schema": {"type": "object", "additionalProperties": False, "required": ["answer"],
+                     "properties": {"answer": {"type": "integer", "minimum": 0,
+                                               "maximum": 99}}}},
+    {"regex": r"[0-9]{1,3} (apples|pears)"}, {"choice": ["yes", "no", "maybe"]}])
+def test_structured_outputs_constrain_decoding(vllm_backend, output):
+    from distill.datagen.structured import parse
+
+    out = vllm_backend.generate(requests(n=2), Sampling(temperature=1.0, max_tokens=48, n=2,
+                                                        output=output))
+    texts = [c.text for cs in out for c in cs]
+    assert len(texts) == 6 and all(parse(output, t)[1] for t in texts), texts

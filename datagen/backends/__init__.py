@@ -9,6 +9,7 @@ n completions per prompt out, each with its finish reason and token counts.
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -43,6 +44,7 @@ class Sampling:
     stop: list[str] = field(default_factory=list)
     seed: int = 0
     logprobs: int = 0  # top-k log-probs per generated token (0: none)
+    output: dict | None = None  # a structured output constraint (distill.datagen.structured)
 
     def __post_init__(self):
         check_number("temperature", self.temperature, 0, integer=False)
@@ -55,9 +57,17 @@ class Sampling:
         check_number("logprobs", self.logprobs, 0)
         if not isinstance(self.stop, list) or not all(isinstance(s, str) for s in self.stop):
             raise DistillError(f"stop must be a list of strings, got {self.stop!r}")
+        if self.output is not None:
+            from distill.datagen.structured import check_output
+
+            self.output = check_output(self.output, "output")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings; ``output`` only where there is a constraint."""
+        d = asdict(self)
+        if d["output"] is None:
+            del d["output"]
+        return d
 
 
 @dataclass
@@ -175,8 +185,10 @@ def get_backend(name: str, model: str, **options) -> Backend:
 
 
 def backend_options_for(backend: str, base_url: str | None, batch_size: int | None,
-                        extra: dict | None) -> dict:
-    """Constructor options for a backend from the common flags, checking they fit it."""
+                        extra: dict | None, engine_args: dict | None = None) -> dict:
+    """Constructor options for a backend from the common flags, checking they fit it;
+    ``engine_args`` (vLLM's ``EngineArgs`` fields) are checked and typed here, before any
+    model loads."""
     options = dict(extra or {})
     if base_url:
         if backend != "openai":
@@ -187,10 +199,27 @@ def backend_options_for(backend: str, base_url: str | None, batch_size: int | No
     if batch_size is not None:
         options["batch_size"] = batch_size
     engine = ("vllm" if vllm_available() else "hf") if backend == "auto" else backend
-    for name, only in (("batch_size", None), ("tensor_parallel_size", "vllm"),
-                       ("concurrency", "openai")):
+    for name in ("batch_size", "tensor_parallel_size", "concurrency"):
         check_number(name, options.get(name), 1)
-        if only and name in options and engine != only:
-            raise DistillError(f"--{name.replace('_', '-')} is for --backend {only}, "
-                               f"not {engine}")
+    check_number("timeout", options.get("timeout"), 0, integer=False, above=True)
+    check_number("max_retries", options.get("max_retries"), 0)
+    only = {"--tensor-parallel-size": ("vllm", "tensor_parallel_size" in options),
+            "--concurrency": ("openai", "concurrency" in options),
+            "--timeout": ("openai", "timeout" in options),
+            "--max-retries": ("openai", "max_retries" in options),
+            "--api-key-env": ("openai", "api_key_env" in options),
+            "--engine-arg": ("vllm", bool(engine_args))}
+    for flag, (needs, given) in only.items():
+        if given and engine != needs:
+            raise DistillError(f"{flag} is for --backend {needs}, not {engine}")
+    if "api_key_env" in options:
+        name = options.pop("api_key_env")
+        if not os.environ.get(name):
+            raise DistillError(f"--api-key-env {name}: the environment variable {name} is "
+                               "not set")
+        options["api_key"] = os.environ[name]
+    if engine_args:
+        from distill.datagen.backends.vllm import engine_options
+
+        options.update(engine_options(engine_args))
     return options

@@ -1,7 +1,8 @@
 """transformers backend: batched ``generate`` with left padding. Runs anywhere torch runs.
 
 Sampling is seeded once per call from the first request's seed, so with temperature > 0 a
-row depends on the batch it fell into; greedy output does not.
+row depends on the batch it fell into; greedy output does not. A structured output
+constraint (``Sampling.output``) goes through xgrammar's logits processor.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from distill.datagen.backends import (
     Sampling,
     context_length,
 )
+from distill.datagen.structured import hf_processor
 from distill.models import load_model_and_tokenizer
 
 
@@ -49,6 +51,9 @@ class HFBackend(Backend):
         greedy = sampling.temperature == 0
         if not greedy:
             torch.manual_seed(requests[0].seed)
+        constrain = [hf_processor(sampling.output, self.tokenizer,
+                                  self.lm.config.get_text_config().vocab_size)] \
+            if sampling.output else None
         out = self.lm.generate(
             **batch, max_new_tokens=sampling.max_tokens, do_sample=not greedy,
             temperature=None if greedy else sampling.temperature,
@@ -56,6 +61,7 @@ class HFBackend(Backend):
             pad_token_id=self.tokenizer.pad_token_id,
             stop_strings=sampling.stop or None, tokenizer=self.tokenizer,
             return_dict_in_generate=True, output_logits=sampling.logprobs > 0,
+            logits_processor=constrain,
         )
         width = batch["input_ids"].shape[1]
         results = []

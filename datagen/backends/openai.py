@@ -1,22 +1,25 @@
-"""OpenAI-compatible backend: ``POST /chat/completions`` for ``vllm serve`` and other servers.
+"""OpenAI-compatible backend: chat completions from ``vllm serve`` or any other provider,
+through the ``openai`` client.
 
-Requests run concurrently (asyncio, at most ``concurrency`` in flight); each is retried with
-exponential backoff and jitter on 429, 5xx, timeouts and connection errors, honoring
-``Retry-After``. Top-k token ids (``logprobs > 0``) need vLLM's ``return_tokens_as_token_ids``.
+Requests run concurrently (a thread pool, at most ``concurrency`` in flight); the client
+retries 408, 409, 429, 5xx, timeouts and dropped connections with exponential backoff,
+honoring ``Retry-After``. vLLM-only fields go in ``extra_body``: top-k token ids
+(``logprobs > 0``) need vLLM's ``return_tokens_as_token_ids``, and a regex or choice
+constraint (``Sampling.output``) its ``structured_outputs``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import random
 import re
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
+import openai
 
 from distill.datagen.backends import Backend, Completion, Request, Sampling
+from distill.datagen.structured import structured_fields
 from distill.errors import DistillError
+
+RETRIED = (408, 409, 429)  # and 5xx: the statuses the client retries
 
 
 class OpenAIBackend(Backend):
@@ -24,96 +27,92 @@ class OpenAIBackend(Backend):
 
     def __init__(self, model: str, *, base_url: str, api_key: str | None = None,
                  concurrency: int = 16, timeout: float = 600, max_retries: int = 5,
-                 batch_size: int = 64, backoff: float = 1.0):
+                 batch_size: int = 64):
+        """``api_key``: None sends "EMPTY" (``vllm serve`` without ``--api-key``)."""
         self.model, self.batch_size, self.concurrency = model, batch_size, concurrency
-        self.base_url, self.timeout = base_url.rstrip("/"), timeout
-        self.max_retries, self.backoff = max_retries, backoff
-        key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
-        self.headers = {"Authorization": f"Bearer {key}"}
+        self.base_url, self.timeout, self.max_retries = base_url.rstrip("/"), timeout, max_retries
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "EMPTY",
+                                    timeout=timeout, max_retries=max_retries)
         self.vllm = self._check_server()
 
     def _check_server(self) -> bool:
         """Fail fast if the server is unreachable or does not serve ``model``; True for vLLM."""
-        url = f"{self.base_url}/models"
+        wait = min(self.timeout, 30)
         try:
-            resp = httpx.get(url, headers=self.headers, timeout=min(self.timeout, 30))
-        except httpx.TransportError as e:
-            raise DistillError(f"cannot reach OpenAI-compatible server at {self.base_url}: "
-                               f"{_cause(e, min(self.timeout, 30))}") from None
-        if resp.status_code == 404:
+            cards = self.client.with_options(max_retries=0, timeout=wait).models.list().data
+        except openai.NotFoundError:
             return False  # no model list to check against
-        if resp.status_code != 200:
-            raise DistillError(f"GET {url}: HTTP {resp.status_code}: {_message(resp)}")
-        try:
-            cards = resp.json()["data"]
-            served = [c["id"] for c in cards]
-        except (ValueError, KeyError, TypeError):
-            raise DistillError(f"GET {url}: not an OpenAI model list; does --base-url end "
-                               "in /v1?") from None
+        except openai.APIConnectionError as e:
+            raise DistillError(f"cannot reach OpenAI-compatible server at {self.base_url}: "
+                               f"{_cause(e, wait)}") from None
+        except openai.APIStatusError as e:
+            raise DistillError(f"GET {self.base_url}/models: {_status(e)}") from None
+        served = [c.id for c in cards]
         if served and self.model not in served:
             raise DistillError(f"{self.base_url} does not serve model {self.model!r}; "
                                f"it serves: {', '.join(served)}")
-        return any(c.get("owned_by") == "vllm" for c in cards)
+        return any(c.owned_by == "vllm" for c in cards)
 
     def generate(self, requests: list[Request], sampling: Sampling) -> list[list[Completion]]:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self._all(requests, sampling))
-        with ThreadPoolExecutor(1) as pool:  # called from inside an event loop (notebooks)
-            return pool.submit(asyncio.run, self._all(requests, sampling)).result()
-
-    async def _all(self, requests: list[Request], sampling: Sampling) -> list[list[Completion]]:
-        gate = asyncio.Semaphore(self.concurrency)
-        limits = httpx.Limits(max_connections=self.concurrency)
-        async with httpx.AsyncClient(headers=self.headers, timeout=self.timeout,
-                                     limits=limits) as client:
-            async def one(req: Request) -> list[Completion]:
-                async with gate:
-                    return self._parse(await self._post(client, self._body(req, sampling)),
-                                       req, sampling)
-            tasks = [asyncio.create_task(one(r)) for r in requests]
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            futures = [pool.submit(self._one, r, sampling) for r in requests]
             try:
-                return await asyncio.gather(*tasks)
+                return [f.result() for f in futures]
             finally:
-                for task in tasks:
-                    task.cancel()
+                for f in futures:
+                    f.cancel()
+
+    def _one(self, req: Request, sampling: Sampling) -> list[Completion]:
+        url = f"{self.base_url}/chat/completions"
+        try:
+            data = self.client.chat.completions.create(**self._body(req, sampling)).to_dict()
+        except openai.APIConnectionError as e:
+            raise DistillError(f"POST {url}: gave up after {self.max_retries + 1} attempts: "
+                               f"{_cause(e, self.timeout)}") from None
+        except openai.APIStatusError as e:
+            if e.status_code in RETRIED or e.status_code >= 500:
+                raise DistillError(f"POST {url}: gave up after {self.max_retries + 1} attempts: "
+                                   f"{_status(e)}") from None
+            hint = " (does --base-url end in /v1?)" if e.status_code == 404 else ""
+            raise DistillError(f"POST {url}: {_status(e)}{hint}") from None
+        return self._parse(data, req, sampling)
 
     def _body(self, req: Request, sampling: Sampling) -> dict:
+        """Keyword arguments of ``chat.completions.create``: the OpenAI fields, and vLLM's
+        own in ``extra_body``."""
         # Greedy samples are identical and vLLM rejects n > 1 with temperature 0: ask once.
         n = 1 if sampling.temperature == 0 else req.n
         body = {"model": self.model, "messages": req.messages, "n": n, "seed": req.seed,
                 "temperature": sampling.temperature, "top_p": sampling.top_p,
                 "max_tokens": sampling.max_tokens}
+        extra = {}
         if sampling.stop:
             body["stop"] = sampling.stop
         if self.vllm:
-            body["return_token_ids"] = True  # exact per-choice token counts
+            extra["return_token_ids"] = True  # exact per-choice token counts
         if sampling.logprobs:
             # vLLM lists the sampled token first, then the top-k: ask one more, sort, cut.
-            body.update(logprobs=True, top_logprobs=sampling.logprobs + 1,
-                        return_tokens_as_token_ids=True)
+            body.update(logprobs=True, top_logprobs=sampling.logprobs + 1)
+            extra["return_tokens_as_token_ids"] = True
+        if sampling.output:
+            self._constrain(sampling.output, body, extra)
+        if extra:
+            body["extra_body"] = extra
         return body
 
-    async def _post(self, client: httpx.AsyncClient, body: dict) -> dict:
-        url = f"{self.base_url}/chat/completions"
-        for attempt in range(self.max_retries + 1):
-            delay = min(self.backoff * 2 ** attempt, 60) * (0.5 + random.random())
-            try:
-                resp = await client.post(url, json=body)
-            except httpx.TransportError as e:
-                error = _cause(e, self.timeout)
-            else:
-                if resp.status_code == 200:
-                    return resp.json()
-                error = f"HTTP {resp.status_code}: {_message(resp)}"
-                if resp.status_code != 429 and resp.status_code < 500:
-                    hint = " (does --base-url end in /v1?)" if resp.status_code == 404 else ""
-                    raise DistillError(f"POST {url}: {error}{hint}")
-                delay = _retry_after(resp, delay)
-            if attempt < self.max_retries:
-                await asyncio.sleep(delay)
-        raise DistillError(f"POST {url}: gave up after {self.max_retries + 1} attempts: {error}")
+    def _constrain(self, output: dict, body: dict, extra: dict) -> None:
+        """A JSON schema as OpenAI's ``response_format``; a regex or choice as vLLM's
+        ``structured_outputs`` (other servers have no such field)."""
+        kind, value = next(iter(output.items()))
+        if kind == "json_schema":
+            body["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "output", "schema": value, "strict": True}}
+        elif self.vllm:
+            extra["structured_outputs"] = structured_fields(output)
+        else:
+            raise DistillError(f"{self.base_url} is not a vLLM server: an output {kind} "
+                               "constraint needs vLLM's structured_outputs (only json_schema "
+                               "works on any OpenAI-compatible server)")
 
     def _parse(self, data: dict, req: Request, sampling: Sampling) -> list[Completion]:
         choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
@@ -146,25 +145,24 @@ class OpenAIBackend(Backend):
             c.top_ids.append([int(t["token"][9:]) for t in top])
             c.top_logprobs.append([t["logprob"] for t in top])
 
+    def close(self) -> None:
+        self.client.close()
 
-def _cause(e: httpx.TransportError, timeout: float) -> str:
-    if isinstance(e, httpx.TimeoutException):
+
+def _cause(e: openai.APIConnectionError, timeout: float) -> str:
+    """Why a connection failed, in a few words: "connection refused", "timed out after 5s"."""
+    if isinstance(e, openai.APITimeoutError):
         return f"timed out after {timeout:g}s"
-    text = re.sub(r"^\[Errno -?\d+\] ", "", (str(e) or type(e).__name__).splitlines()[0])
+    cause = e.__cause__ or e
+    text = re.sub(r"^\[Errno -?\d+\] ", "", (str(cause) or type(cause).__name__).splitlines()[0])
     return text[:1].lower() + text[1:]
 
 
-def _message(resp: httpx.Response) -> str:
-    try:
-        body = resp.json()
-    except ValueError:
-        return resp.text.strip()[:500] or resp.reason_phrase
-    error = body.get("error", body) if isinstance(body, dict) else body
-    return str(error.get("message") or error) if isinstance(error, dict) else str(error)
-
-
-def _retry_after(resp: httpx.Response, default: float) -> float:
-    try:
-        return max(0.0, float(resp.headers["retry-after"]))
-    except (KeyError, ValueError):
-        return default
+def _status(e: openai.APIStatusError) -> str:
+    """``HTTP 400: <the server's message>``."""
+    body = e.body
+    if isinstance(body, dict):
+        message = body.get("message") or body
+    else:
+        message = body or e.response.text.strip()[:500] or e.response.reason_phrase
+    return f"HTTP {e.status_code}: {message}"
