@@ -91,6 +91,7 @@ class HFBackend(Backend):
             top = torch.stack(logits[:len(gen)]).float().log_softmax(-1).topk(sampling.logprobs)
             completion.top_ids = top.indices.tolist()
             completion.top_logprobs = top.values.tolist()
+            completion.token_ids = gen
         return completion
 
 

@@ -184,6 +184,11 @@ def tokenizer_fingerprint(tokenizer) -> dict:
             "vocab_sha256": hashlib.sha256(vocab.encode()).hexdigest()}
 
 
+def is_capture(folder: str | Path) -> bool:
+    """Whether ``folder`` is a ``distill logits capture`` output (else: maybe a generation)."""
+    return (io.read_manifest(Path(folder)) or {}).get("kind") == KIND
+
+
 def read_capture(folder: str | Path) -> dict:
     """The manifest of a finished capture, or a DistillError saying what is wrong."""
     folder = Path(folder)
