@@ -134,10 +134,10 @@ def build_examples(rows, tokenizer, config, generation: Generation, *, verbose: 
     from distill.sft.data import ANSWER, BAD, PROMPT, REASONING, TRUNCATED, DataReport, _targets
     from distill.sft.data import check as check_report
 
-    if config.objective != "standard":
-        raise DistillError(f"objective {config.objective} trains on texts the teacher did not "
+    if config.objective == "step_by_step":
+        raise DistillError("objective step_by_step trains on texts the teacher did not "
                            "generate: one-pass KD from --offline-logits of a generation needs "
-                           "objective standard")
+                           "objective sft")
     ensure_chat_template(tokenizer)
     report = DataReport(rows=len(rows), max_length=config.max_length)
     failed: dict[int, tuple[str, str]] = {}
