@@ -11,7 +11,7 @@ FORMATS = ("messages", "prompt-completion", "alpaca", "sharegpt")
 # Row columns a published row keeps next to its format's columns (those the input has).
 METADATA = ("id", "source_id", "sample_index", "question", "gold", "answer", "correct", "kind",
             "task", "template", "model", "finish_reason", "prompt_tokens", "tokens",
-            "sampling", "token_ids", "top_ids", "top_logprobs")  # the last 4: one-pass KD
+            "token_ids", "top_ids", "top_logprobs")  # the last 3: one-pass KD
 
 
 def to_format(row: dict, fmt: str) -> dict:

@@ -263,3 +263,37 @@ def without_signals(data: Path, out: Path) -> Path:
     writer.write(rows)
     writer.close()
     return out
+
+
+def test_a_recipe_trains_kd_from_its_generation_with_no_second_teacher_pass(tiny_model, tmp_path,
+                                                                            monkeypatch):
+    import distill.sft.kd.teacher as teacher_module
+    from distill.recipe import run_recipe
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("the teacher was loaded for a second pass")
+
+    monkeypatch.setattr(teacher_module, "load_teacher", no_teacher)
+    spec = {
+        "name": "onepass", "teacher": {"model": tiny_model, "backend": "hf"},
+        "student": {"model": tiny_model},
+        "generate": {"task": "gsm8k", "split": "train", "limit": 4, "prompt": "gsm8k-cot-8shot",
+                     "shots": 2, "max_tokens": 16, "logprobs": 5, "progress": False},
+        "filter": {"stages": [{"quality": {"min_chars": 1, "drop_truncated": False,
+                                           "min_unique_word_ratio": None,
+                                           "max_repeated_ngram_share": None}}]},
+        "train": {"method": "kd", "offline_logits": "generate", "drop_few_shot": True,
+                  "max_steps": 2, "per_device_train_batch_size": 2, "report_to": "none",
+                  "max_length": 1024},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    summary = run_recipe(path, tmp_path / "run")
+    assert summary["stages"]["train"]["result"]["global_step"] == 2
+    run = json.loads((tmp_path / "run" / "train" / "distill_sft.json").read_text())
+    assert run["config"]["offline_logits"] == str(tmp_path / "run" / "generate")
+    assert run["config"]["teacher"] is None and run["logits_top_k"] == 5
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.is_dir()) == \
+        ["filter", "generate", "train"]  # no logits capture folder
+    card = (tmp_path / "run" / "train" / "README.md").read_text()
+    assert f"one pass: top-5 log-probs of `{tiny_model}`" in card

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from distill import io
 from distill.errors import DistillError
 from distill.log import log
 
@@ -59,11 +60,16 @@ class Generation:
             raise DistillError(f"{path}: rows of several models ({', '.join(models)}): one-pass "
                                "KD needs one teacher")
         extra = [c for c in ("tokens", "sampling") if c in ds.column_names]
+        # Stop strings (cut from the text, not from the ids): the row's sampling, else the
+        # generate manifest (publish keeps neither the column nor the folder).
+        generated = [m for m in io.lineage(data.manifest) if m.get("kind") == "generate"]
+        stops = (generated[0].get("sampling") or {}).get("stop") or [] if generated else []
         rows, k = {}, None
         for r in ds.select_columns(["id", *SIGNALS, *extra]).to_iterable_dataset():
-            stops = json.loads(r["sampling"]).get("stop") or [] if r.get("sampling") else []
+            row_stops = json.loads(r["sampling"]).get("stop") or [] if r.get("sampling") \
+                else stops
             rows[str(r["id"])] = (r["token_ids"], r["top_ids"], r["top_logprobs"],
-                                  r.get("tokens"), stops)
+                                  r.get("tokens"), row_stops)
             if k is None and r["top_ids"]:
                 k = len(r["top_ids"][0])
         if k is None:
