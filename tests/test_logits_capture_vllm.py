@@ -84,7 +84,7 @@ def test_vllm_capture_matches_the_hf_capture(tiny_model, captures):
         same = ids_a == ids_b
         np.testing.assert_allclose(lp_b[same], lp_a[same], rtol=1e-3, atol=1e-3)
         np.testing.assert_allclose(lp_b, ref[:, :K], rtol=1e-3, atol=2e-3)
-    assert compared > 0.9 * 14 * K
+    assert compared > 0.8 * hf.tokens * K  # most ranks are clear on this model
 
 
 def test_vllm_capture_resumes_after_a_crash(tiny_model, captures, engine, tmp_path):
