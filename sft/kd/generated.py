@@ -34,12 +34,14 @@ SIGNALS = ("token_ids", "top_ids", "top_logprobs")
 
 @dataclass
 class Generation:
-    """The top-k signals of a generation's rows, by row id."""
+    """The top-k signals of a generation's rows (memory-mapped), found by row id."""
 
     path: str
     model: str  # the model that generated (and scored) the tokens
     top_k: int  # K: log-probs per token
-    rows: dict  # row id -> (token_ids, top_ids, top_logprobs, tokens, stop strings)
+    table: object  # datasets.Dataset of id, token_ids, top_ids, top_logprobs (+ tokens, sampling)
+    index: dict  # row id -> row of ``table``
+    stops: list  # the generate manifest's stop strings (rows without a sampling column)
 
     @classmethod
     def read(cls, path: str | Path, data_options: dict | None = None) -> Generation:
@@ -60,21 +62,16 @@ class Generation:
             raise DistillError(f"{path}: rows of several models ({', '.join(models)}): one-pass "
                                "KD needs one teacher")
         extra = [c for c in ("tokens", "sampling") if c in ds.column_names]
+        table = ds.select_columns(["id", *SIGNALS, *extra]).with_format("arrow")
         # Stop strings (cut from the text, not from the ids): the row's sampling, else the
-        # generate manifest (publish keeps neither the column nor the folder).
+        # generate manifest's (publish keeps neither the column nor the folder).
         generated = [m for m in io.lineage(data.manifest) if m.get("kind") == "generate"]
         stops = (generated[0].get("sampling") or {}).get("stop") or [] if generated else []
-        rows, k = {}, None
-        for r in ds.select_columns(["id", *SIGNALS, *extra]).to_iterable_dataset():
-            row_stops = json.loads(r["sampling"]).get("stop") or [] if r.get("sampling") \
-                else stops
-            rows[str(r["id"])] = (r["token_ids"], r["top_ids"], r["top_logprobs"],
-                                  r.get("tokens"), row_stops)
-            if k is None and r["top_ids"]:
-                k = len(r["top_ids"][0])
-        if k is None:
+        first = next((r for r in ds.select_columns(["top_ids"]) if r["top_ids"]), None)
+        if first is None:
             raise DistillError(f"{path}: no row has top-k log-probs (top_ids is empty)")
-        return cls(str(path), models[0], k, rows)
+        index = {str(x): i for i, x in enumerate(ds["id"])}
+        return cls(str(path), models[0], len(first["top_ids"][0]), table, index, stops)
 
     def check_tokenizer(self, tokenizer, student: str) -> int:
         """Stop unless the generating model's tokenizer is the student's; the shared
@@ -102,23 +99,31 @@ class Generation:
                                f"{top_k}")
 
     def signals(self, row_id: str, completion: str, tokenizer):
-        """(token ids, top ids, top log-probs) of row ``row_id`` after checking that they are
-        whole and that ``completion`` is still their text."""
-        if row_id not in self.rows:
+        """(token ids (n,), top ids (n, K), top log-probs (n, K)) of row ``row_id``, after
+        checking that they are whole and that ``completion`` is still their text."""
+        if row_id not in self.index:
             raise DistillError(f"row {row_id}: not in {self.path} (--offline-logits): train on "
                                "that generation's rows, or a filter or publish output of them")
-        ids, top_ids, top_lps, tokens, stops = self.rows[row_id]
-        if ids is None or not (len(ids) == len(top_ids) == len(top_lps)) or \
-                (tokens is not None and tokens != len(top_ids)):
+        row = self.table[self.index[row_id]]
+        ids = row.column("token_ids")[0].values
+        ids = None if ids is None else ids.to_numpy(zero_copy_only=False)
+        top_ids, top_lps = (_matrix(row.column(c)[0]) for c in ("top_ids", "top_logprobs"))
+        tokens = row.column("tokens")[0].as_py() if "tokens" in row.column_names else None
+        n = len(row.column("top_ids")[0])
+        if ids is None or not (len(ids) == n == len(row.column("top_logprobs")[0])) or \
+                (tokens is not None and tokens != n):
             raise DistillError(
                 f"row {row_id} of {self.path}: {tokens} completion tokens, "
-                f"{None if ids is None else len(ids)} token_ids, {len(top_ids)} top_ids: the "
-                "rows were cut after generation; one-pass KD needs whole rows: generate again "
-                "with --logprobs K")
-        if any(len(t) != self.top_k for t in top_ids):
-            raise DistillError(f"row {row_id} of {self.path}: top_ids holds rows of other than "
-                               f"{self.top_k} ids")
-        text = tokenizer.decode(ids, skip_special_tokens=True)
+                f"{None if ids is None else len(ids)} token_ids, {n} top_ids: the rows were cut "
+                "after generation; one-pass KD needs whole rows: generate again with "
+                "--logprobs K")
+        if top_ids is None or top_lps is None or top_ids.shape[1:] != (self.top_k,):
+            raise DistillError(f"row {row_id} of {self.path}: top_ids/top_logprobs hold other "
+                               f"than {self.top_k} entries per token")
+        stops = self.stops
+        if "sampling" in row.column_names and row.column("sampling")[0].as_py():
+            stops = json.loads(row.column("sampling")[0].as_py()).get("stop") or []
+        text = tokenizer.decode(ids.tolist(), skip_special_tokens=True)
         rest = text[len(completion):] if text.startswith(completion) else None
         if rest is None or (rest and not any(rest.startswith(s) for s in stops if s)):
             raise DistillError(
@@ -126,6 +131,18 @@ class Generation:
                 "after generation): one-pass KD trains on the generated tokens; train on rows "
                 "whose completion generate wrote, or capture with distill logits capture")
         return ids, top_ids, top_lps
+
+
+def _matrix(lists):
+    """A list<list<x>> scalar of n rows as an (n, k) array; None when the rows differ in k."""
+    inner = lists.values  # n rows
+    if inner is None:
+        return None
+    sizes = inner.value_lengths().to_numpy(zero_copy_only=False)
+    if len(sizes) and (sizes != sizes[0]).any():
+        return None
+    values = inner.flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(len(sizes), int(sizes[0]) if len(sizes) else 0)
 
 
 def build_examples(rows, tokenizer, config, generation: Generation, *, verbose: bool = True):
@@ -153,7 +170,7 @@ def build_examples(rows, tokenizer, config, generation: Generation, *, verbose: 
                                                 config.answer_span_field)
                                     if c in rows.column_names]).to_list()
     out = {"input_ids": [], "labels": [], "span_ids": []}
-    top_ids, top_lps = [], []
+    counts, top_ids, top_lps = [], [], []  # per sequence: counted flags, (n_counted, K) arrays
     for t in _targets(rows, config, report, failed, 0, len(rows)):
         row_id = str(rows[t.row].get("id", f"row {t.row}"))
         ids, tops, lps = generation.signals(row_id, t.completion, tokenizer)
@@ -179,12 +196,14 @@ def build_examples(rows, tokenizer, config, generation: Generation, *, verbose: 
         if not counted.any():
             failed[t.row] = ("have an all-zero loss mask", BAD)
             continue
-        sequence = np.asarray([*prompt, *ids], dtype=np.int64)[:len(spans)]
+        sequence = np.concatenate([prompt, ids]).astype(np.int64)[:len(spans)]
         out["input_ids"].append(sequence)
         out["labels"].append(np.where(counted, sequence, -100))
         out["span_ids"].append(spans)
-        top_ids.append([tops[j - len(prompt)] if counted[j] else [] for j in range(len(spans))])
-        top_lps.append([lps[j - len(prompt)] if counted[j] else [] for j in range(len(spans))])
+        on_completion = counted[len(prompt):]
+        counts.append(counted)
+        top_ids.append(tops[:len(on_completion)][on_completion])
+        top_lps.append(lps[:len(on_completion)][on_completion])
         report.example_rows.append(t.row)
         report.no_end_of_turn += tokenizer.eos_token_id not in out["labels"][-1]
         for k, name in enumerate(("prompt", "reasoning", "answer")):
@@ -200,9 +219,19 @@ def build_examples(rows, tokenizer, config, generation: Generation, *, verbose: 
     check_report(report, config)
     ints = pa.list_(pa.int64())
     table = pa.table({name: pa.array(values, type=ints) for name, values in out.items()})
-    return (Dataset(InMemoryTable(table)), report,
-            pa.array(top_ids, type=pa.list_(pa.list_(pa.int32()))),
-            pa.array(top_lps, type=pa.list_(pa.list_(pa.float32()))))
+    return (Dataset(InMemoryTable(table)), report, _per_token(counts, top_ids, np.int32),
+            _per_token(counts, top_lps, np.float32))
+
+
+def _per_token(counts: list, values: list, dtype):
+    """list<list<x>>: per sequence, per token, the K values where the token counts, else none
+    (the layout ``load_topk`` returns)."""
+    k = values[0].shape[1]
+    flags = np.concatenate(counts)
+    inner = pa.array(np.concatenate([[0], np.cumsum(flags * k)]).astype(np.int32))
+    outer = pa.array(np.concatenate([[0], np.cumsum([len(c) for c in counts])]).astype(np.int32))
+    flat = pa.array(np.concatenate([v.reshape(-1) for v in values]).astype(dtype))
+    return pa.ListArray.from_arrays(outer, pa.ListArray.from_arrays(inner, flat))
 
 
 def _token_at(tokenizer, ids: list[int], char: int) -> int:
