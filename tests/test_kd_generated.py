@@ -234,7 +234,8 @@ def test_rows_cut_or_edited_after_generation_are_refused(generated, tmp_path, ca
                  **ARGS)
 
 
-def test_another_tokenizer_and_a_small_k_are_refused(generated, tmp_path, tiny_model):
+def test_another_tokenizer_and_a_small_k_are_refused(generated, tmp_path, tiny_model, capsys):
+    from distill.cli import main
     from distill.sft.kd.train import train_kd
 
     gen, filtered, _, student, teacher = generated
@@ -246,6 +247,12 @@ def test_another_tokenizer_and_a_small_k_are_refused(generated, tmp_path, tiny_m
                        f".*generate with --logprobs 16"):
         train_kd(str(student), filtered / "kept", tmp_path / "b", offline_logits=str(gen),
                  top_k=16, max_steps=1, **ARGS)
+    capsys.readouterr()
+    assert main(["train", "kd", "--student", str(student), "--data", str(filtered / "kept"),
+                 "--offline-logits", str(gen), "--out", str(tmp_path / "cli"), "--top-k", "16",
+                 "--max_length", "256"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"top_k 16 > the {K} log-probs per token" in err[0]
     plain = without_signals(filtered / "kept", tmp_path / "plain")
     with pytest.raises(DistillError, match="not a distill logits capture, nor a generation "
                        "with top-k log-probs \\(no column token_ids, top_ids, top_logprobs\\)"):
