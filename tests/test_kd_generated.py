@@ -222,8 +222,10 @@ def rewrite(gen: Path, out: Path, change) -> tuple[Path, str]:
      "the rows were cut after generation"),
     ("edited", lambda r: r.update(completion=r["completion"][:-3]),
      "its completion is not the text of its token_ids"),
+    ("beyond", lambda r: r["top_ids"][0].__setitem__(0, 10_000),
+     "top_ids holds id 10000, beyond the 259 ids the student and the generation's model share"),
 ])
-def test_rows_cut_or_edited_after_generation_are_refused(generated, tmp_path, case, change,
+def test_rows_cut_edited_or_out_of_vocabulary_are_refused(generated, tmp_path, case, change,
                                                          message):
     from distill.sft.kd.train import train_kd
 

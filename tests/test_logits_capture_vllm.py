@@ -111,3 +111,32 @@ def test_the_backend_flag(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args([*common, "--backend", "onnx"])
     assert "invalid choice: 'onnx'" in capsys.readouterr().err
+
+
+def test_generate_logprobs_are_what_a_second_pass_captures(engine, tiny_model):
+    """One pass is enough: the top-k that vllm generation stores with each sampled token is the
+    top-k that scoring prompt + generated ids again gives (what logits capture would store)."""
+    from transformers import AutoTokenizer
+    from vllm import SamplingParams, TokensPrompt
+
+    from distill.datagen.backends.vllm import VLLMBackend
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": TEXTS[0]}], tokenize=False,
+                                         add_generation_prompt=True)
+    prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
+    out = engine.llm.generate([TokensPrompt(prompt_token_ids=prompt)],
+                              SamplingParams(temperature=1.0, seed=3, max_tokens=24, logprobs=K),
+                              use_tqdm=False)[0]
+    made = VLLMBackend._completion(out.outputs[0], len(prompt), K)
+    assert made.token_ids == list(out.outputs[0].token_ids)
+    assert len(made.token_ids) == made.tokens == len(made.top_ids) == 24
+    [(ids, logprobs)] = engine.topk([prompt + made.token_ids],
+                                    [[-100] * len(prompt) + made.token_ids], K, len(tokenizer))
+    stored = np.asarray(made.top_logprobs)
+    gaps = -np.diff(stored, axis=1)  # rank j vs j + 1, for j < K - 1
+    clear = np.minimum(gaps, np.concatenate([np.full((len(gaps), 1), np.inf), gaps[:, :-1]],
+                                            axis=1)) > 1e-3
+    np.testing.assert_array_equal(ids[:, :-1][clear], np.asarray(made.top_ids)[:, :-1][clear])
+    assert clear.mean() > 0.8
+    np.testing.assert_allclose(logprobs, stored, rtol=1e-3, atol=2e-3)
