@@ -306,3 +306,34 @@ def test_a_recipe_trains_kd_from_its_generation_with_no_second_teacher_pass(tiny
         ["filter", "generate", "train"]  # no logits capture folder
     card = (tmp_path / "run" / "train" / "README.md").read_text()
     assert f"one pass: top-5 log-probs of `{tiny_model}`" in card
+
+
+def test_a_stop_string_ends_the_generated_ids_and_one_pass_accepts_the_row(tiny_model, problems,
+                                                                          tmp_path):
+    """hf generate pads a row that hit its stop string while others went on: the pads are not
+    the teacher's tokens (nor counted in ``tokens``), and the stop string cut from the text is
+    still in the ids."""
+    from transformers import AutoTokenizer
+
+    from distill.datagen import generate
+    from distill.sft.kd.generated import Generation
+
+    prompt = tmp_path / "stop.yaml"
+    prompt.write_text(yaml.safe_dump({"name": "stop", "kind": "cot", "user": "{{ question }}",
+                                      "sampling": {"stop": ["e"], "temperature": 1.0,
+                                                   "max_tokens": 24}}))
+    generate(str(prompt), str(problems), str(tmp_path / "gen"), model=tiny_model, backend="hf",
+             logprobs=3, n=2, progress=False)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    generation = Generation.read(tmp_path / "gen")
+    rows = io.read_rows(tmp_path / "gen")
+    stopped = [r for r in rows if r["tokens"] < 24]
+    assert len(stopped) >= 6, [r["tokens"] for r in rows]
+    for r in rows:
+        assert tokenizer.pad_token_id not in r["token_ids"]
+        assert len(r["token_ids"]) == r["tokens"] == len(r["top_ids"])
+        ids, _, _ = generation.signals(r["id"], r["completion"], tokenizer)
+        assert ids.tolist() == r["token_ids"]
+    for r in stopped:
+        text = tokenizer.decode(r["token_ids"], skip_special_tokens=True)
+        assert text.startswith(r["completion"] + "e")
