@@ -4,7 +4,8 @@ captured once and stored beside it, so the teacher need not sit in memory during
 ``capture_logits`` tokenizes the dataset exactly as training does (``build_examples`` with the
 same settings and the student's tokenizer), runs the teacher (backend ``hf``: a forward pass,
 no grad, batched, logits only where a token counts; ``vllm``: the engine's prompt log-probs of
-the whole sequences, a shard per call, see ``distill.sft.kd.vllm_teacher``), and writes, per training sequence, the k ids (int32) and
+the whole sequences, a shard per call, see ``distill.sft.kd.vllm_teacher``), and writes, per
+training sequence, the k ids (int32) and
 log-probs (float16, at temperature 1, normalized over the shared vocabulary) of each counted
 token: 6·k bytes per token before Parquet's compression. The folder is a distill dataset
 (``data/part-*.parquet`` + ``manifest.json``); shards are atomic, and a rerun skips the
@@ -143,7 +144,8 @@ def capture_logits(teacher: str, data: str | Path, out: str | Path, top_k: int, 
         if own_engine:
             from distill.sft.kd.vllm_teacher import VLLMTeacher
 
-            engine = VLLMTeacher(teacher, top_k, dtype=dtype)
+            longest = max(len(labels[e]) for e in todo)  # + the one token vllm samples
+            engine = VLLMTeacher(teacher, top_k, dtype=dtype, max_model_len=longest + 1)
         try:
             for lo in range(0, len(todo), shard_size):
                 part = sorted(todo[lo:lo + shard_size], key=lambda e: len(labels[e]))
