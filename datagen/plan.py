@@ -65,7 +65,8 @@ def row_schema(logprobs: bool, output: bool = False) -> pa.Schema:
             ("prompt_tokens", pa.int32()), ("tokens", pa.int32()), ("model", pa.string()),
             ("backend", pa.string()), ("sampling", pa.string()), ("source", pa.string())]
     if logprobs:
-        cols += [("top_ids", pa.list_(pa.list_(pa.int32()))),
+        cols += [("token_ids", pa.list_(pa.int32())),
+                 ("top_ids", pa.list_(pa.list_(pa.int32()))),
                  ("top_logprobs", pa.list_(pa.list_(pa.float32())))]
     if output:
         cols += [("output", pa.string()), ("output_valid", pa.bool_())]
@@ -227,7 +228,7 @@ def _row(item: Item, k: int, c: Completion, pf: PromptFile, backend: str, model_
         "source": json.dumps(f, sort_keys=True, default=str),
     }
     if c.top_ids is not None:
-        row.update(top_ids=c.top_ids, top_logprobs=c.top_logprobs)
+        row.update(token_ids=c.token_ids, top_ids=c.top_ids, top_logprobs=c.top_logprobs)
     if pf.output:
         row["output"], row["output_valid"] = parse_output(pf.output, c.text)
     return row

@@ -245,6 +245,8 @@ def _train(recipe: dict, out: Path) -> dict:
         _, train = method(name)
     except DistillError as e:
         raise DistillError(f"recipe train: {e}") from None
+    if cfg.get("offline_logits") == "generate":  # one pass: the top-k generate stored
+        cfg["offline_logits"] = str(out / "generate")
     if name == "kd" and "offline_logits" not in cfg:  # the recipe's teacher, unless named here
         cfg.setdefault("teacher", _teacher_model(recipe))
     elif name in ("gkd", "onpolicy"):

@@ -118,6 +118,12 @@ class Method:
     def prepare(self, tokenizer, model_path: str) -> None:
         """Check the inputs before any data is tokenized."""
 
+    def examples(self, rows, tokenizer, config, verbose: bool):
+        """(columns, report) of the training rows: ``build_examples``'s."""
+        from distill.sft.data import build_examples
+
+        return build_examples(rows, tokenizer, config, verbose=verbose)
+
     def datasets(self, train: Examples, eval: Examples | None):
         """(train, eval) ``datasets.Dataset`` the trainer gets."""
         return train.columns, None if eval is None else eval.columns
@@ -169,8 +175,8 @@ def _fit(model, model_path, data, out: Path, config, method: Method, tokenizer, 
 
     with state.main_process_first():  # it tokenizes into the cache the other ranks read
         rows, manifest, folder = load_rows(data, data_options)
-        columns, report = build_examples(rows, tokenizer, config,
-                                         verbose=state.is_local_main_process)
+        columns, report = method.examples(rows, tokenizer, config,
+                                          verbose=state.is_local_main_process)
         train = Examples(rows, columns, report)
         evaluation, eval_report = None, None
         if eval_data is not None:

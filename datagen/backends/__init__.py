@@ -88,6 +88,7 @@ class Completion:
     tokens: int
     top_ids: list[list[int]] | None = None
     top_logprobs: list[list[float]] | None = None
+    token_ids: list[int] | None = None  # the sampled ids, kept with top_ids
 
 
 class Backend:

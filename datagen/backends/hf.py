@@ -79,6 +79,9 @@ class HFBackend(Backend):
                     logits: list[torch.Tensor] | None) -> Completion:
         eos = set(_as_list(self.lm.generation_config.eos_token_id)) | {self.tokenizer.eos_token_id}
         ids = ids.tolist()
+        if self.tokenizer.pad_token_id not in eos:  # generate pads a row that hit a stop string
+            while ids and ids[-1] == self.tokenizer.pad_token_id:  # while others went on
+                ids.pop()
         length = len(ids)
         for pos, tok in enumerate(ids):
             if tok in eos:
@@ -97,6 +100,7 @@ class HFBackend(Backend):
             top = torch.stack(logits[:len(gen)]).float().log_softmax(-1).topk(sampling.logprobs)
             completion.top_ids = top.indices.tolist()
             completion.top_logprobs = top.values.tolist()
+            completion.token_ids = gen
         return completion
 
 

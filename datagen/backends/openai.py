@@ -136,12 +136,13 @@ class OpenAIBackend(Backend):
         return out
 
     def _top(self, c: Completion, content: list[dict], k: int) -> None:
-        c.top_ids, c.top_logprobs = [], []
+        c.top_ids, c.top_logprobs, c.token_ids = [], [], []
         for step in content:
             top = sorted(step.get("top_logprobs") or [], key=lambda t: -t["logprob"])[:k]
-            if not all(t["token"].startswith("token_id:") for t in top):
+            if not all(t["token"].startswith("token_id:") for t in [step, *top]):
                 raise DistillError(f"{self.base_url} returned token strings, not ids: top-k "
                                    "ids (--logprobs) need a vLLM server")
+            c.token_ids.append(int(step["token"][9:]))
             c.top_ids.append([int(t["token"][9:]) for t in top])
             c.top_logprobs.append([t["logprob"] for t in top])
 

@@ -80,7 +80,7 @@ class VLLMBackend(Backend):
         completion = Completion(out.text, "stop" if reason == "stop" else "length",
                                 prompt_tokens, len(ids))
         if k:
-            completion.top_ids, completion.top_logprobs = [], []
+            completion.top_ids, completion.top_logprobs, completion.token_ids = [], [], ids
             for tok, pos in zip(ids, out.logprobs):
                 # vLLM adds the sampled token when it is outside the top k: drop it.
                 top = {t: lp for t, lp in pos.items() if not (len(pos) > k and t == tok)}

@@ -2,8 +2,10 @@
 captured once and stored beside it, so the teacher need not sit in memory during training.
 
 ``capture_logits`` tokenizes the dataset exactly as training does (``build_examples`` with the
-same settings and the student's tokenizer), runs the teacher (HF forward, no grad, batched,
-logits only where a token counts), and writes, per training sequence, the k ids (int32) and
+same settings and the student's tokenizer), runs the teacher (backend ``hf``: a forward pass,
+no grad, batched, logits only where a token counts; ``vllm``: the engine's prompt log-probs of
+the whole sequences, a shard per call, see ``distill.sft.kd.vllm_teacher``), and writes, per
+training sequence, the k ids (int32) and
 log-probs (float16, at temperature 1, normalized over the shared vocabulary) of each counted
 token: 6·k bytes per token before Parquet's compression. The folder is a distill dataset
 (``data/part-*.parquet`` + ``manifest.json``); shards are atomic, and a rerun skips the
@@ -32,6 +34,7 @@ from distill.folders import claim
 from distill.log import log
 
 KIND = "logits"
+BACKENDS = ("hf", "vllm")
 SCHEMA = pa.schema([("example", pa.int64()), ("row", pa.int64()), ("id", pa.string()),
                     ("tokens", pa.int32()), ("ids", pa.list_(pa.int32())),
                     ("logprobs", pa.list_(pa.float16()))])
@@ -70,7 +73,8 @@ def capture_logits(teacher: str, data: str | Path, out: str | Path, top_k: int, 
                    student: str | None = None, config=None, batch_size: int = 8,
                    dtype: str = "auto", device: str | None = None, shard_size: int = 512,
                    restart: bool = False, data_options: dict | None = None,
-                   overwrite: bool = False) -> CaptureResult:
+                   overwrite: bool = False, backend: str = "hf",
+                   engine=None) -> CaptureResult:
     """Capture ``teacher``'s top-``top_k`` log-probs for the counted tokens of ``data``
     (anything ``distill train`` reads, with ``data_options``) into ``out``. ``student``: the
     model to train (its tokenizer builds the
@@ -78,7 +82,8 @@ def capture_logits(teacher: str, data: str | Path, out: str | Path, top_k: int, 
     tokenizer leaves the teacher's own sequences, for ``--loss uld``); default: the teacher's
     tokenizer. ``config``: a ``DistillSFTConfig`` with the training run's data
     settings (max_length, objective, weights, ...). ``out``: new, empty or a capture
-    (``overwrite``: move what else it holds aside)."""
+    (``overwrite``: move what else it holds aside). ``backend``: ``hf`` or ``vllm``
+    (``engine``: a ``VLLMTeacher`` of ``teacher`` to use, else one is started and stopped)."""
     from distill.sft.config import build_config
     from distill.sft.data import build_examples, load_rows, row_ids
     from distill.sft.kd.teacher import load_teacher, load_tokenizer, vocab_rows
@@ -87,6 +92,8 @@ def capture_logits(teacher: str, data: str | Path, out: str | Path, top_k: int, 
     start = time.perf_counter()
     if top_k < 1:
         raise DistillError(f"--top-k must be >= 1, got {top_k}")
+    if backend not in BACKENDS:
+        raise DistillError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     out = Path(out)
     inputs = [data, teacher, student]
     with claim(out, "logits capture", KIND, inputs=inputs, overwrite=overwrite, mark=False):
@@ -107,8 +114,14 @@ def capture_logits(teacher: str, data: str | Path, out: str | Path, top_k: int, 
         check_pad_token(tokenizer)
         rows, source_manifest, folder = load_rows(data, data_options)
         columns, report = build_examples(rows, tokenizer, config)
-        model = load_teacher(teacher, dtype, device)
-        vocab = min(vocab_rows(model), student_rows or len(tokenizer))
+        if backend == "hf":
+            model = load_teacher(teacher, dtype, device)
+            teacher_rows = vocab_rows(model)
+        else:
+            from transformers import AutoConfig
+
+            teacher_rows = vocab_rows(AutoConfig.from_pretrained(teacher))
+        vocab = min(teacher_rows, student_rows or len(tokenizer))
         if top_k > vocab:
             raise DistillError(f"--top-k {top_k} is larger than the vocabulary ({vocab})")
         labels = [np.asarray(x) for x in columns["labels"]]
@@ -116,6 +129,7 @@ def capture_logits(teacher: str, data: str | Path, out: str | Path, top_k: int, 
         manifest = {
             "kind": KIND, "created": io.now(), "input": str(folder),
             "input_manifest": source_manifest, "teacher": teacher, "student": student,
+            "backend": backend,
             "top_k": top_k, "vocab_size": vocab, "tokenizer": tokenizer_fingerprint(tokenizer),
             "data_sha256": data_fingerprint(columns),
             "settings": {k: getattr(config, k) for k in DATA_KEYS}, "rows": len(rows),
@@ -126,15 +140,22 @@ def capture_logits(teacher: str, data: str | Path, out: str | Path, top_k: int, 
         todo = [e for e in range(len(labels)) if e not in done]
         writer = io.ShardWriter(out, SCHEMA)
         ids_of = row_ids(rows, report.example_rows)
+        own_engine = backend == "vllm" and engine is None and bool(todo)
+        if own_engine:
+            from distill.sft.kd.vllm_teacher import VLLMTeacher
+
+            longest = max(len(labels[e]) for e in todo)  # + the one token vllm samples
+            engine = VLLMTeacher(teacher, top_k, dtype=dtype, max_model_len=longest + 1)
         try:
             for lo in range(0, len(todo), shard_size):
                 part = sorted(todo[lo:lo + shard_size], key=lambda e: len(labels[e]))
                 records = []
-                for b in range(0, len(part), batch_size):
-                    batch = part[b:b + batch_size]
-                    topk = _teacher_topk(model, [columns["input_ids"][e] for e in batch],
-                                         [labels[e] for e in batch], top_k, vocab,
-                                         tokenizer.pad_token_id)
+                step = batch_size if backend == "hf" else len(part)  # vllm schedules a shard
+                for b in range(0, len(part), step):
+                    batch = part[b:b + step]
+                    seqs = ([columns["input_ids"][e] for e in batch], [labels[e] for e in batch])
+                    topk = (_teacher_topk(model, *seqs, top_k, vocab, tokenizer.pad_token_id)
+                            if backend == "hf" else engine.topk(*seqs, top_k, vocab))
                     for e, (ids, logprobs) in zip(batch, topk):
                         records.append({"example": e, "row": report.example_rows[e],
                                         "id": ids_of[e], "tokens": counted[e],
@@ -144,6 +165,8 @@ def capture_logits(teacher: str, data: str | Path, out: str | Path, top_k: int, 
                 log(f"logits: {len(done) + lo + len(part)}/{len(labels)} sequences")
         finally:
             writer.close()
+            if own_engine:
+                engine.close()
         disk = sum(p.stat().st_size for p in io.shard_paths(out))
         io.write_manifest(out, {**manifest, "complete": True, "disk_bytes": disk,
                                 "bytes_per_token": disk / max(sum(counted), 1),
@@ -182,6 +205,11 @@ def tokenizer_fingerprint(tokenizer) -> dict:
     vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
     return {"name": tokenizer.name_or_path, "tokens": len(tokenizer),
             "vocab_sha256": hashlib.sha256(vocab.encode()).hexdigest()}
+
+
+def is_capture(folder: str | Path) -> bool:
+    """Whether ``folder`` is a ``distill logits capture`` output (else: maybe a generation)."""
+    return (io.read_manifest(Path(folder)) or {}).get("kind") == KIND
 
 
 def read_capture(folder: str | Path) -> dict:

@@ -19,7 +19,8 @@ def register(sub) -> None:
         "kd will (same tokenizer, max_length, objective, weights: pass the training run's "
         "--config or --name value settings), and store the top-k ids (int32) and log-probs "
         "(float16) of every counted token: 6*k bytes per token before compression. Train from "
-        "it with distill train kd --offline-logits OUT. Rerunning resumes.",
+        "it with distill train kd --offline-logits OUT. Rerunning resumes. The teacher runs "
+        "through transformers (--backend hf) or the vLLM engine (--backend vllm).",
         epilog="example: distill logits capture --teacher Qwen/Qwen2.5-7B-Instruct --student "
         "Qwen/Qwen2.5-0.5B-Instruct --data runs/x/kept --out runs/x/logits --top-k 64")
     c.add_argument("--teacher", required=True, help="teacher model (HF folder or hub id)")
@@ -30,10 +31,14 @@ def register(sub) -> None:
     c.add_argument("--student", help="the student to train: its tokenizer builds the sequences "
                    "and its vocabulary bounds the shared one (default: the teacher's tokenizer)")
     c.add_argument("--config", help="the training recipe YAML (its data settings are used)")
-    c.add_argument("--batch-size", type=int, default=8, help="sequences per teacher forward")
+    c.add_argument("--backend", choices=("hf", "vllm"), default="hf", help="how the teacher "
+                   "runs: hf (transformers forward passes, batched) or vllm (the offline engine's "
+                   "prompt log-probs, a shard of sequences per call)")
+    c.add_argument("--batch-size", type=int, default=8, help="sequences per teacher forward "
+                   "(hf)")
     c.add_argument("--teacher-dtype", default="auto", choices=TEACHER_DTYPES,
                    help="dtype the teacher is loaded in ('auto': its checkpoint's)")
-    c.add_argument("--teacher-device", help="teacher device, e.g. cuda:0 (default: cpu)")
+    c.add_argument("--teacher-device", help="teacher device, e.g. cuda:0 (default: cpu; hf)")
     renamed(c, "--dtype", "--teacher-dtype")
     renamed(c, "--device", "--teacher-device")
     c.add_argument("--restart", action="store_true", help="replace an existing capture in --out")
@@ -61,5 +66,6 @@ def _capture(args) -> None:
     result = capture_logits(args.teacher, args.data, args.out, args.top_k, student=args.student,
                             config=config, batch_size=args.batch_size, dtype=args.teacher_dtype,
                             device=args.teacher_device, restart=args.restart,
-                            data_options=options_of(args), overwrite=args.overwrite)
+                            data_options=options_of(args), overwrite=args.overwrite,
+                            backend=args.backend)
     print(result.summary())

@@ -41,8 +41,10 @@ class DistillKDConfig(DistillSFTConfig):
     teacher_weights: str | None = field(default=None, metadata={
         "help": "Weights of teachers for aggregation 'fixed', comma-separated, e.g. '0.7,0.3'."})
     offline_logits: str | None = field(default=None, metadata={
-        "help": "Folder written by `distill logits capture` for this dataset: train from the "
-        "teacher's cached top-k log-probs instead of running the teacher."})
+        "help": "Folder written by `distill logits capture` for this dataset, or the output of "
+        "`distill generate --logprobs K` the data comes from (or a filter or publish output of "
+        "it; one pass: the generated tokens and their top-k, under the teacher's own prompt): "
+        "train from the teacher's stored top-k log-probs instead of running the teacher."})
     loss: str = field(default="forward_kl", metadata={
         "help": "Divergence between teacher and student token distributions; 'uld' (sorted "
         "probabilities, no shared ids) also distills from a teacher with another tokenizer.",

@@ -35,6 +35,9 @@ class KDMethod(Method):
         super().__init__(TransferKDTrainer if has_extra_terms(config) else DistillKDTrainer)
         self.config = config
         self.capture = None  # manifest of the offline logits
+        self.generation = None  # or the generation they come from (one pass)
+        self.topk = None  # the generation's top-k columns of the training sequences
+        self.vocab_size = None  # shared by the generation's model and the student
         self.teacher_tokenizer = None
         self.cross = False  # the teacher has another tokenizer (loss uld)
 
@@ -51,8 +54,15 @@ class KDMethod(Method):
         self.tokenizer = tokenizer
         student_rows = vocab_rows(AutoConfig.from_pretrained(model_path))
         if self.config.offline_logits is not None:
-            from distill.sft.kd.capture import read_capture
+            from distill.sft.kd.capture import is_capture, read_capture
 
+            if not is_capture(self.config.offline_logits):
+                from distill.sft.kd.generated import Generation
+
+                self.generation = Generation.read(self.config.offline_logits)
+                self.generation.check_top_k(self.config.top_k)
+                self.vocab_size = self.generation.check_tokenizer(tokenizer, model_path)
+                return
             self.capture = read_capture(self.config.offline_logits)
             k = self.capture["top_k"]
             if self.config.top_k is not None and self.config.top_k > k:
@@ -103,6 +113,15 @@ class KDMethod(Method):
         self.cross = True
         return True
 
+    def examples(self, rows, tokenizer, config, verbose: bool):
+        if self.generation is None:
+            return super().examples(rows, tokenizer, config, verbose)
+        from distill.sft.kd.generated import build_examples
+
+        columns, report, *self.topk = build_examples(rows, tokenizer, config, self.generation,
+                                                     verbose=verbose)
+        return columns, report
+
     def datasets(self, train: Examples, eval: Examples | None):
         if self.capture is None and self.cross:
             from distill.sft.kd.cross import with_teacher_sequences
@@ -112,7 +131,7 @@ class KDMethod(Method):
                                               self.config.teacher)
 
             return add(train), None if eval is None else add(eval)
-        if self.capture is None:
+        if self.capture is None and self.generation is None:
             return super().datasets(train, eval)
         if eval is not None:
             raise DistillError("eval_data needs the teacher, and offline logits cover the "
@@ -124,7 +143,9 @@ class KDMethod(Method):
         from distill.sft.kd.capture import load_topk
         from distill.sft.kd.trainer import TOPK_IDS, TOPK_LOGPROBS
 
-        if self.cross:
+        if self.generation is not None:
+            ids, logprobs = self.topk
+        elif self.cross:
             from distill.sft.kd.cross import cross_topk
 
             ids, logprobs = cross_topk(train, self.config.offline_logits, self.teacher_tokenizer,
@@ -137,12 +158,16 @@ class KDMethod(Method):
         return Dataset(InMemoryTable(table)), None
 
     def run_inputs(self) -> dict:
+        if self.generation is not None:
+            return {"logits_teacher": self.generation.model, "logits_top_k": self.generation.top_k}
         if self.capture is None:
             return {}
         return {"logits_sha256": self.capture["data_sha256"], "logits_teacher":
                 self.capture["teacher"], "logits_top_k": self.capture["top_k"]}
 
     def trainer_kwargs(self) -> dict:
+        if self.generation is not None:
+            return {"vocab_size": self.vocab_size}
         if self.capture is not None:
             return {"vocab_size": self.capture["vocab_size"]}
         c = self.config
@@ -161,7 +186,11 @@ class KDMethod(Method):
 
     def card_lines(self) -> list[str]:
         c = self.config
-        if self.capture is not None:
+        if self.generation is not None:
+            source = (f"one pass: top-{self.generation.top_k} log-probs of "
+                      f"`{self.generation.model}` stored by distill generate in "
+                      f"`{c.offline_logits}`, on its generated tokens")
+        elif self.capture is not None:
             source = (f"offline: top-{self.capture['top_k']} log-probs of "
                       f"`{self.capture['teacher']}` from `{c.offline_logits}`")
         elif c.teachers is not None:
