@@ -82,8 +82,8 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
                          split=split, subset=subset, revision=revision, shots=shots,
                          regenerate=regenerate, context=context)
         manifest = plan.manifest
-        sink = Sink(plan.out, row_schema(plan.sampling.logprobs > 0), plan.total - plan.reused,
-                    progress)
+        sink = Sink(plan.out, row_schema(plan.sampling.logprobs > 0, bool(plan.pf.tools)),
+                    plan.total - plan.reused, progress)
         try:
             if plan.pending and isinstance(backend, Backend):
                 run_engine(backend, plan, sink)
