@@ -100,23 +100,23 @@ def _advance(pf: PromptFile, sampling: Sampling, results: list[tuple[_Sample, Co
         s.turn_tokens += c.tokens
         s.seed = _seed(s.seed, 1)
         code = tools.open_code(s.text) if pf.tools and c.finish_reason == "stop" else None
-        if code is not None and s.turn_tokens < sampling.max_tokens:
+        budget = s.turn_tokens < sampling.max_tokens
+        if code is not None:
             s.text += tools.CODE_END
-            if s.calls < pf.max_tool_calls:
+            if budget and s.calls < pf.max_tool_calls:
                 s.calls += 1
                 programs.append((s, code))
                 continue
-            s.finish = "length"  # out of tool calls: the block stays unrun, the answer unwritten
-        elif c.finish_reason == "length" or s.turn_tokens >= sampling.max_tokens:
-            s.finish = "length"
-        elif len(s.outputs) < len(pf.turns):
+        # out of tokens or tool calls (the last block stays unrun): the turn is cut short
+        cut = code is not None or c.finish_reason == "length" or not budget
+        if len(s.outputs) < len(pf.turns):
             s.outputs.append(s.text)
             follow = pf.follow_up(len(s.outputs) - 1, s.fields, s.outputs)
             s.messages += [{"role": "assistant", "content": s.text},
                            {"role": "user", "content": follow}]
             s.text, s.turn_tokens = "", 0
         else:
-            s.finish = "stop"
+            s.finish = "length" if cut else "stop"
     if programs:
         with ThreadPoolExecutor(min(len(programs), 8)) as pool:
             for (s, code), call in zip(programs, pool.map(_run, [c for _, c in programs])):

@@ -18,6 +18,10 @@ the text after the last one, and training leaves them out of the loss.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from distill.answers import Extraction, extract_answer
+
 CODE_START = "```python\n"
 CODE_END = "```\n"  # the stop string: generation pauses where a code block closes
 OUTPUT_START = "```output\n"
@@ -44,6 +48,16 @@ def after_outputs(text: str) -> int:
     """Where the model's own final text starts: after the last output block (0 without one)."""
     spans = output_spans(text)
     return spans[-1][1] if spans else 0
+
+
+def final_answer(text: str, fallback: bool = False) -> Extraction | None:
+    """``extract_answer`` of the model's own final text (after the last output block, so a
+    program's output is never taken for the answer), with offsets in the whole ``text``."""
+    at = after_outputs(text)
+    found = extract_answer(text[at:], fallback=fallback)
+    if found is None or not at:
+        return found
+    return replace(found, span=(found.span[0] + at, found.span[1] + at), start=found.start + at)
 
 
 def open_code(text: str) -> str | None:
