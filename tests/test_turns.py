@@ -221,3 +221,20 @@ def test_smollm2_reasons_with_python(tmp_path):
         for call in r["tool_calls"]:
             assert f"```output\n{call['error'] or call['output']}\n```\n" in r["completion"]
         assert r["finish_reason"] in ("stop", "length")
+
+
+@pytest.mark.slow
+def test_smollm2_solves_then_revises(tmp_path):
+    """The embedded SmolLM2-135M on gsm8k-cot-revise: its answer, then the check-and-revise
+    turn, in one row per sample."""
+    out = tmp_path / "out"
+    generate("gsm8k-cot-revise", str(REPO / "examples/problems.jsonl"), str(out), backend="hf",
+             limit=1, n=2, max_tokens=48, progress=False)
+    got = rows(out)
+    assert len(got) == 2 and sorted(r["sample_index"] for r in got) == [0, 1]
+    revise = load_prompt("gsm8k-cot-revise").turns[0].strip()
+    for r in got:
+        roles = [m["role"] for m in r["messages"]]
+        assert roles == ["system", "user", "assistant", "user"]
+        assert r["messages"][3]["content"] == revise and r["messages"][2]["content"]
+        assert r["completion"] and r["completion"] != r["messages"][2]["content"]
