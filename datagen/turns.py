@@ -5,8 +5,9 @@ and the same assistant message goes on; ``distill.tools`` has the format) and fo
 
 Batched by rounds: each round sends every sample still waiting on the model in one backend
 call (two where some continue an assistant message and some start one), runs the code blocks
-that round produced at once on a thread pool, and drops the samples that finished, so a
-sample waiting on a tool or on another turn does not hold back the others.
+that round produced at once on a thread pool, and drops the samples that finished: a round
+waits for its slowest program (at most ``TOOL_TIMEOUT``), never for one program after
+another, and a finished sample costs nothing more.
 """
 
 from __future__ import annotations
@@ -76,9 +77,10 @@ def generate(engine: Backend, requests: list[Request], sampling: Sampling, pf: P
     samples = [[_Sample(row, list(r.messages), _seed(r.seed, k)) for k in range(len(done))]
                for r, row, done in zip(requests, rows, first)]
     flat = [s for group in samples for s in group]
-    for s, c in zip(flat, [c for done in first for c in done]):
+    firsts = [c for done in first for c in done]
+    for s, c in zip(flat, firsts):
         s.prompt_tokens = c.prompt_tokens
-    _advance(pf, sampling, list(zip(flat, [c for done in first for c in done])))
+    _advance(pf, sampling, list(zip(flat, firsts)))
     while waiting := [s for s in flat if s.finish is None]:
         results = []
         for go_on in (False, True):  # vllm renders a batch one way: new or continued
