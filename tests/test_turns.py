@@ -87,7 +87,8 @@ def test_resume_generates_only_the_missing_traces(hf_teacher, source, tmp_path):
     assert (first.rows_written, again.rows_reused, again.rows_written) == (1, 1, 2)
     after = {r["id"]: r for r in rows(out)}
     assert len(after) == 3 and after[before["id"]] == before
-    assert all(r["tool_calls"] == CALLS for r in after.values())
+    assert all(r["tool_calls"] == CALLS for r in after.values()), [
+        r["tool_calls"] for r in after.values()]
 
 
 def test_filter_parses_the_answer_after_the_last_output_block(hf_teacher, source, tmp_path):
