@@ -85,7 +85,8 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
                          split=split, subset=subset, revision=revision, shots=shots,
                          regenerate=regenerate, context=context)
         manifest = plan.manifest
-        schema = row_schema(plan.sampling.logprobs > 0, plan.pf.output is not None)
+        schema = row_schema(plan.sampling.logprobs > 0, output=plan.pf.output is not None,
+                            tools=bool(plan.pf.tools))
         sink = Sink(plan.out, schema, plan.total - plan.reused, progress)
         try:
             if plan.pending and isinstance(backend, Backend):

@@ -9,7 +9,7 @@ from distill.datagen.plan import Plan, Sink, make_engine
 def run_engine(engine: Backend, plan: Plan, sink: Sink) -> None:
     """Generate the plan's rows with ``engine``, one batch of its size at a time, into ``sink``."""
     for batch in plan.batches(engine.batch_size):
-        outputs = engine.generate(plan.requests(batch), plan.sampling)
+        outputs = plan.generate(engine, batch)
         sink.write(plan.rows(batch, outputs, engine.name))
 
 

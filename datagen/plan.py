@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from distill import io
 from distill.data import load_source
+from distill.datagen import turns
 from distill.datagen.backends import (
     Backend,
     Completion,
@@ -54,9 +55,9 @@ class Item:
     missing: list[int] = field(default_factory=list)
 
 
-def row_schema(logprobs: bool, output: bool = False) -> pa.Schema:
+def row_schema(logprobs: bool, output: bool = False, tools: bool = False) -> pa.Schema:
     """The columns of a generate row; ``output``: a prompt that declares a structured output
-    adds ``output`` and ``output_valid``."""
+    adds ``output`` and ``output_valid``; ``tools``: a prompt with tools adds ``tool_calls``."""
     message = pa.struct([("role", pa.string()), ("content", pa.string())])
     cols = [("id", pa.string()), ("source_id", pa.string()), ("sample_index", pa.int32()),
             ("question", pa.string()), ("gold", pa.string()), ("template", pa.string()),
@@ -70,6 +71,9 @@ def row_schema(logprobs: bool, output: bool = False) -> pa.Schema:
                  ("top_logprobs", pa.list_(pa.list_(pa.float32())))]
     if output:
         cols += [("output", pa.string()), ("output_valid", pa.bool_())]
+    if tools:
+        call = pa.struct([("code", pa.string()), ("output", pa.string()), ("error", pa.string())])
+        cols.append(("tool_calls", pa.list_(call)))
     return pa.schema(cols)
 
 
@@ -91,6 +95,9 @@ def make_plan(prompt: str, source: str, out: str | Path, *, model: str | None = 
                  "seed": seed}
     sampling = Sampling(**{**pf.sampling, **{k: v for k, v in overrides.items() if v is not None}},
                         logprobs=logprobs, output=pf.output)
+    if logprobs and turns.chained(pf):
+        raise DistillError(f"{pf.path}: --logprobs is for one-call prompts; this prompt file "
+                           "has follow-up turns or tools")
     rows = load_source(source, fields=fields, limit=limit, shuffle=shuffle,
                        seed=sampling.seed, split=split, subset=subset, revision=revision)
     items, duplicates = _render(pf, rows, tasks)
@@ -142,6 +149,16 @@ class Plan:
     def requests(self, batch: list[Item]) -> list[Request]:
         return [Request(it.messages, len(it.missing), _seed(self.sampling.seed, it))
                 for it in batch]
+
+    def work(self, batch: list[Item]) -> tuple[list[Request], list[dict]]:
+        """The batch's requests and their source fields (which follow-up turns render)."""
+        return self.requests(batch), [it.fields for it in batch]
+
+    def generate(self, engine: Backend, batch: list[Item]) -> list[list[Completion]]:
+        """The batch's completions: one call per request, or each sample followed through the
+        prompt file's turns and tool calls (``distill.datagen.turns``)."""
+        requests, rows = self.work(batch)
+        return turns.generate(engine, requests, self.sampling, self.pf, rows)
 
     def rows(self, batch: list[Item], outputs: list[list[Completion]], backend: str) -> list[dict]:
         sampling_json = json.dumps(self.sampling.to_dict(), sort_keys=True)
@@ -222,7 +239,8 @@ def _row(item: Item, k: int, c: Completion, pf: PromptFile, backend: str, model_
         "id": row_id(item.key, k), "source_id": item.source_id, "sample_index": k,
         "question": str(f.get("question") or f.get("instruction") or item.messages[-1]["content"]),
         "gold": None if gold is None else str(gold), "template": pf.name, "kind": pf.kind,
-        "task": f.get("task"), "messages": item.messages, "completion": c.text,
+        "task": f.get("task"), "messages": getattr(c, "messages", None) or item.messages,
+        "completion": c.text,
         "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens, "tokens": c.tokens,
         "model": model_name, "backend": backend, "sampling": sampling_json,
         "source": json.dumps(f, sort_keys=True, default=str),
@@ -231,6 +249,8 @@ def _row(item: Item, k: int, c: Completion, pf: PromptFile, backend: str, model_
         row.update(token_ids=c.token_ids, top_ids=c.top_ids, top_logprobs=c.top_logprobs)
     if pf.output:
         row["output"], row["output_valid"] = parse_output(pf.output, c.text)
+    if pf.tools:
+        row["tool_calls"] = c.tool_calls
     return row
 
 

@@ -18,7 +18,9 @@ from distill.errors import DistillError
 KINDS = ("cot", "pot", "instruction", "judge")
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "n", "stop", "seed")
 REQUIRED = ("name", "kind", "user")
-OPTIONAL = ("description", "system", "few_shot", "tasks", "sampling", "answer_format", "output")
+OPTIONAL = ("description", "system", "few_shot", "tasks", "sampling", "answer_format", "output",
+            "turns", "tools", "max_tool_calls")
+TOOLS = ("python",)
 
 
 
@@ -52,6 +54,9 @@ class PromptFile:
     sampling: dict = field(default_factory=dict)
     answer_format: str | None = None
     output: dict | None = None  # a structured output constraint (distill.datagen.structured)
+    turns: list[str] = field(default_factory=list)  # follow-up user templates
+    tools: list[str] = field(default_factory=list)
+    max_tool_calls: int = 0
 
     @property
     def sha256(self) -> str:
@@ -80,7 +85,15 @@ class PromptFile:
             messages += [{"role": "user", "content": user},
                          {"role": "assistant", "content": shot["response"]}]
         messages.append({"role": "user", "content": self._render(self.user, row, where)})
+        for i in range(len(self.turns)):  # so a follow-up turn fails here, not mid-generation
+            self.follow_up(i, row, [""] * (i + 1), where)
         return messages
+
+    def follow_up(self, i: int, row: dict, outputs: list[str], where: str = "row") -> str:
+        """Follow-up user turn ``i`` for a row, after the assistant ``outputs`` so far (also
+        ``previous``: the last of them)."""
+        return self._render(self.turns[i], {**row, "turns": outputs, "previous": outputs[-1]},
+                            f"{where} (turns[{i}])")
 
     def expand(self, row: dict, where: str, only: list[str] | None = None) -> list[dict]:
         """With a task grid, one row per task, carrying ``task`` and the rendered
@@ -164,9 +177,12 @@ def load_prompt(name_or_path: str | Path) -> PromptFile:
         if not isinstance(shot, dict) or "response" not in shot:
             raise DistillError(f"{path}: few_shot[{i}] needs a 'response' and the template's "
                                "fields")
-    for key in ("user", "system"):
+    turns = _turns(path, data.get("turns"))
+    tools, max_calls = _tools(path, data)
+    for key, template in [("user", data["user"]), ("system", data.get("system")),
+                          *((f"turns[{i}].user", t) for i, t in enumerate(turns))]:
         try:
-            _env.parse(data.get(key) or "")
+            _env.parse(template or "")
         except jinja2.TemplateSyntaxError as e:
             raise DistillError(f"{path}: field {key!r}, template line {e.lineno}: "
                                f"{e.message}") from None
@@ -175,4 +191,32 @@ def load_prompt(name_or_path: str | Path) -> PromptFile:
         system=data.get("system"), description=data.get("description", ""),
         few_shot=data.get("few_shot") or [], tasks=data.get("tasks") or {},
         sampling=sampling, answer_format=data.get("answer_format"), output=data.get("output"),
+        turns=turns, tools=tools, max_tool_calls=max_calls,
     )
+
+
+def _turns(path: Path, turns) -> list[str]:
+    """The follow-up user templates of ``turns: [{user: ...}, ...]``."""
+    if turns is None:
+        return []
+    if not isinstance(turns, list) or not all(
+            isinstance(t, dict) and set(t) == {"user"} and isinstance(t["user"], str)
+            for t in turns):
+        raise DistillError(f"{path}: field 'turns' must be a list of {{user: <template>}} "
+                           "follow-up turns")
+    return [t["user"] for t in turns]
+
+
+def _tools(path: Path, data: dict) -> tuple[list[str], int]:
+    """``tools`` (a list of tool names) and ``max_tool_calls`` (default 4 with tools)."""
+    tools = data.get("tools") or []
+    if not isinstance(tools, list) or any(t not in TOOLS for t in tools):
+        raise DistillError(f"{path}: field 'tools' must be a list of {', '.join(TOOLS)}; "
+                           f"got {tools!r}")
+    calls = data.get("max_tool_calls", 4 if tools else 0)
+    if "max_tool_calls" in data and not tools:
+        raise DistillError(f"{path}: field 'max_tool_calls' needs 'tools' (e.g. tools: [python])")
+    if isinstance(calls, bool) or not isinstance(calls, int) or calls < 1 and tools:
+        raise DistillError(f"{path}: field 'max_tool_calls' must be an integer >= 1, "
+                           f"got {calls!r}")
+    return tools, calls

@@ -30,7 +30,8 @@ def register(sub) -> None:
     p.add_argument("--out", help="output folder")
     renamed(p, "--task", "--data")
     p.add_argument("--prompt", help="prompt file name or path: gsm8k-cot (default), "
-                   "gsm8k-cot-8shot, gsm8k-pot (programs run in the sandbox), ...")
+                   "gsm8k-cot-8shot, gsm8k-pot (programs run in the sandbox), gsm8k-tir "
+                   "(reasoning with Python, run as it goes), ...")
     p.add_argument("--shots", type=int,
                    help="use only the prompt file's first N few-shot exemplars (default: all)")
     p.add_argument("--n", type=int, default=1,

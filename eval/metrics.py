@@ -14,7 +14,8 @@ from collections import Counter
 
 import numpy as np
 
-from distill.answers import extract_answer, extract_code, extract_gold, is_correct, normalize_number
+from distill.answers import extract_code, extract_gold, is_correct, normalize_number
+from distill.tools import final_answer
 
 MAJ_EXACT_SUBSETS = 5000  # maj@k enumerates every k-subset up to this many, else samples
 BOOTSTRAP_SAMPLES = 10_000
@@ -32,7 +33,7 @@ def score_completion(completion: str | None, gold, kind: str = "cot") -> dict:
         return {"answer": None, "answer_format": None, "format_ok": False,
                 "code": found[0] if found else None,
                 "correct": None if gold_answer is None else False}
-    found = extract_answer(text)
+    found = final_answer(text)  # after a tool-integrated trace's last output block
     answer = found.answer if found else None
     return {"answer": answer, "answer_format": found.format if found else None,
             "format_ok": found is not None, "code": None,

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from distill.answers import extract_answer, extract_code
+from distill.answers import extract_code
 from distill.filters.base import RowStage
+from distill.tools import final_answer
 
 
 class Parse(RowStage):
     """Adds ``answer`` (normalized), ``answer_raw``, ``answer_span`` ([start, end] of the raw
     answer in the completion), ``answer_format``, ``reasoning`` (the text before the answer
     statement) and ``code`` (the program of a "pot" row, whose answer the execute stage
-    finds). Drops rows without an answer (``drop_missing``), which includes rows whose only
+    finds). In a tool-integrated trace the answer is looked for after the last ```output
+    block: what a program printed is not the model's answer. Drops rows without an answer (``drop_missing``), which includes rows whose only
     number is the last one in the text: ``allow_last_number`` (off by default) takes that
     number as the answer, a guess marked ``answer_format`` "fallback"."""
 
@@ -29,7 +31,7 @@ class Parse(RowStage):
                    reasoning=text.strip(), code=None)
         if row["kind"] == "pot":
             return self._program(row, text)
-        found = extract_answer(text, fallback=True)
+        found = final_answer(text, fallback=True)
         if found is None:
             return "no answer" if self.drop_missing else None
         if found.format == "fallback" and not self.allow_last_number:

@@ -9,7 +9,9 @@ offsets, and every token gets a span id:
 * 2 answer: tokens overlapping ``answer_span`` and every completion token after it, the
   end-of-turn token included (so the answer weight also teaches the model to stop).
 
-A row without an answer span is all reasoning. ``labels`` are the input ids where the span's
+A row without an answer span is all reasoning. The ```output blocks of a tool-integrated
+trace (``distill.tools``: what a program printed, not what the model wrote) count as prompt:
+their tokens are never in the loss. ``labels`` are the input ids where the span's
 weight is > 0, else -100: the ids and labels TRL itself builds for the same row in its
 prompt-completion format, with the completion mask split in two.
 
@@ -30,6 +32,7 @@ import numpy as np
 from distill.chat import ensure_chat_template
 from distill.errors import DistillError
 from distill.log import log
+from distill.tools import output_spans
 
 PROMPT, REASONING, ANSWER = 0, 1, 2
 SPAN_NAMES = ("prompt", "reasoning", "answer")
@@ -222,8 +225,8 @@ def _records(rows: list[dict], first: int, tokenizer, config) -> dict:
             if isinstance(result, str):
                 failed.setdefault(t.row, (result, BAD))
                 continue
-            ids, offsets, p_end, a_start, a_end = result
-            spans = _spans(offsets, p_end, a_start, a_end, config.max_length, part)
+            ids, offsets, p_end, a_start, a_end, tool = result
+            spans = _spans(offsets, p_end, a_start, a_end, config.max_length, part, tool)
             if isinstance(spans, tuple):
                 failed.setdefault(t.row, spans)
                 continue
@@ -390,7 +393,8 @@ def _prefixed(messages: list[dict], prefix: str) -> list[dict]:
 
 
 def _encode(targets: list[Target], tokenizer):
-    """Yield (target, (ids, offsets, prompt end, answer start, answer end)) or (target, reason)."""
+    """Yield (target, (ids, offsets, prompt end, answer start, answer end, tool output spans))
+    or (target, reason)."""
     rendered = [_render(t, tokenizer) for t in targets]
     ok = [(t, r) for t, r in zip(targets, rendered) if isinstance(r, tuple)]
     for t, r in zip(targets, rendered):
@@ -399,14 +403,15 @@ def _encode(targets: list[Target], tokenizer):
     if not ok:
         return
     enc = tokenizer([r[0] for _, r in ok], add_special_tokens=False, return_offsets_mapping=True)
-    for (t, (_, p_end, a_start, a_end)), ids, offsets in zip(ok, enc["input_ids"],
-                                                             enc["offset_mapping"]):
+    for (t, (_, p_end, a_start, a_end, tool)), ids, offsets in zip(ok, enc["input_ids"],
+                                                                   enc["offset_mapping"]):
         offsets = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
-        yield t, (np.asarray(ids, dtype=np.int64), offsets, p_end, a_start, a_end)
+        yield t, (np.asarray(ids, dtype=np.int64), offsets, p_end, a_start, a_end, tool)
 
 
 def _render(t: Target, tokenizer):
-    """(full text, prompt end, answer start, answer end) in characters, or a drop reason."""
+    """(full text, prompt end, answer start, answer end, tool output spans) in characters, or
+    a drop reason."""
     prompt = tokenizer.apply_chat_template(t.messages, tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(
         t.messages + [{"role": "assistant", "content": t.completion}], tokenize=False)
@@ -423,17 +428,19 @@ def _render(t: Target, tokenizer):
             start = full.rfind(text, len(prompt)) if text else -1
         if start < 0:
             return "have a completion the chat template does not render verbatim"
+    tool = [(start + a, start + b) for a, b in output_spans(text)]
     if t.span is None:
-        return full, len(prompt), None, None
+        return full, len(prompt), None, None, tool
     a, b = t.span[0] - shift, t.span[1] - shift
     if a < 0 or b > len(text):
         return "have an answer span in whitespace the chat template trims"
-    return full, len(prompt), start + a, start + b
+    return full, len(prompt), start + a, start + b, tool
 
 
 def _spans(offsets: np.ndarray, p_end: int, a_start: int | None, a_end: int | None,
-           max_length: int | None, report: DataReport):
-    """Span id per token (truncated to max_length), or (reason, kind) to drop the row."""
+           max_length: int | None, report: DataReport, tool: list[tuple[int, int]] = ()):
+    """Span id per token (truncated to max_length), or (reason, kind) to drop the row. Tokens
+    overlapping a ``tool`` output span count as prompt."""
     starts, ends = offsets[:, 0], offsets[:, 1]
     spans = np.full(len(offsets), REASONING, dtype=np.int64)
     spans[starts < p_end] = PROMPT
@@ -449,6 +456,8 @@ def _spans(offsets: np.ndarray, p_end: int, a_start: int | None, a_end: int | No
         last = int(np.nonzero(starts < a_end)[0].max())  # the token holding the answer's end
     else:
         last = len(spans) - 1
+    for a, b in tool:
+        spans[(starts < b) & (ends > a)] = PROMPT
     if max_length is not None and len(spans) > max_length:
         if last >= max_length:
             return f"are cut by max_length={max_length} before the end of their answer", TRUNCATED

@@ -205,6 +205,28 @@ def test_generate_on_ray_writes_the_local_dataset(cluster, tiny_model, tmp_path)
     assert (again.rows_reused, again.rows_written) == (16, 0)
 
 
+@slow
+def test_tool_integrated_generate_on_ray_writes_the_local_dataset(cluster, tmp_path):
+    """Each worker follows its rows through their code blocks (``distill.datagen.turns``) as
+    the local executor does: the same traces and tool calls."""
+    from tir_teacher import build_tir_teacher, prompt_file
+
+    question = "Tom has 3 apples and buys 5 more. How many?"
+    teacher = str(build_tir_teacher(tmp_path / "teacher", [question]))
+    source = tmp_path / "problems.jsonl"
+    source.write_text("".join(json.dumps({"id": f"q{i}", "question": question}) + "\n"
+                              for i in range(3)))
+    prompt = prompt_file(tmp_path, max_tool_calls=2)
+    for name, ray in (("local", {}), ("ray", {"executor": "ray", "ray_address": cluster.address})):
+        generate(str(prompt), str(source), str(tmp_path / name), model=teacher, backend="hf",
+                 batch_size=2, progress=False, **ray)
+    key = ("id", "completion", "tool_calls", "finish_reason", "tokens")
+    rows = [sorted(tuple(json.dumps(r[k]) for k in key) for r in io.read_rows(tmp_path / d))
+            for d in ("local", "ray")]
+    assert rows[0] == rows[1] and len(rows[1]) == 3
+    assert all('"output": "42"' in r[2] for r in rows[1])
+
+
 def cli_generate(source: Path, out: Path, model: str, address: str) -> list[str]:
     return [sys.executable, "-m", "distill.cli", "generate", "--prompt", "gsm8k-cot",
             "--data", str(source), "--out", str(out), "--teacher", model, "--backend", "hf",

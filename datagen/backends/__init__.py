@@ -73,11 +73,13 @@ class Sampling:
 @dataclass
 class Request:
     """One prompt: its chat messages, how many samples, and its own seed (so a row does not
-    depend on which batch it fell into, where the backend allows)."""
+    depend on which batch it fell into, where the backend allows). ``continue_final``: the
+    last message is a partial assistant message to go on from, not a turn to answer."""
 
     messages: list[dict]
     n: int
     seed: int
+    continue_final: bool = False
 
 
 @dataclass

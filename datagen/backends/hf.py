@@ -42,8 +42,9 @@ class HFBackend(Backend):
     @torch.inference_mode()
     def generate(self, requests: list[Request], sampling: Sampling) -> list[list[Completion]]:
         n = max(r.n for r in requests)
-        texts = [self.tokenizer.apply_chat_template(r.messages, add_generation_prompt=True,
-                                                    tokenize=False)
+        texts = [self.tokenizer.apply_chat_template(r.messages, tokenize=False,
+                                                    add_generation_prompt=not r.continue_final,
+                                                    continue_final_message=r.continue_final)
                  for r in requests for _ in range(n)]
         batch = self.tokenizer(texts, return_tensors="pt", padding=True,
                                add_special_tokens=False).to(self.lm.device)

@@ -62,8 +62,12 @@ class VLLMBackend(Backend):
                                  logprobs=sampling.logprobs or None,
                                  structured_outputs=sampling.output and vllm_params(sampling.output))
                   for r in requests]
+        go_on = requests[0].continue_final  # one call, one kind: callers group them
+        if any(r.continue_final != go_on for r in requests):
+            raise ValueError("a vllm batch mixes continued and new assistant messages")
         outputs = self.llm.chat([r.messages for r in requests], params, use_tqdm=False,
-                                chat_template=self.chat_template, add_generation_prompt=True)
+                                chat_template=self.chat_template, add_generation_prompt=not go_on,
+                                continue_final_message=go_on)
         results = []
         for req, out in zip(requests, outputs):
             done = [self._completion(o, len(out.prompt_token_ids or ()), sampling.logprobs)

@@ -18,22 +18,28 @@ import pickle
 import pyarrow as pa
 
 from distill.cluster import ray_data, resources, session
+from distill.datagen import turns
 from distill.datagen.backends import Backend, Sampling, vllm_available
 from distill.datagen.plan import Plan, Sink, make_engine
+from distill.datagen.prompts import PromptFile
 from distill.errors import DistillError
 
 
 class EngineWorker:
     """A Ray Data callable class: holds one engine; each call generates one batch of requests."""
 
-    def __init__(self, backend: str, model: str | None, options: dict, sampling: Sampling):
+    def __init__(self, backend: str, model: str | None, options: dict, sampling: Sampling,
+                 pf: PromptFile):
         self.engine = make_engine(backend, model, options)
-        self.sampling = sampling
+        self.sampling, self.pf = sampling, pf
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         blobs = batch.column("requests").to_pylist()
-        outputs = [pickle.dumps(self.engine.generate(pickle.loads(b), self.sampling))
-                   for b in blobs]
+        outputs = []
+        for blob in blobs:
+            requests, rows = pickle.loads(blob)
+            outputs.append(pickle.dumps(turns.generate(self.engine, requests, self.sampling,
+                                                       self.pf, rows)))
         return pa.table({"batch": batch.column("batch"), "outputs": pa.array(outputs, pa.binary()),
                          "backend": [self.engine.name] * len(outputs)})
 
@@ -58,12 +64,12 @@ def run_on_ray(plan: Plan, sink: Sink, backend: str, model: str | None, options:
         if workers < 1:
             raise DistillError(f"the Ray cluster has no room for a {name} worker "
                                f"({cpus} CPUs, {gpus} GPUs; each worker needs {per_worker})")
-        ds = data.from_items([{"batch": i, "requests": pickle.dumps(plan.requests(b))}
+        ds = data.from_items([{"batch": i, "requests": pickle.dumps(plan.work(b))}
                               for i, b in enumerate(batches)],
                              override_num_blocks=len(batches))  # results stream back at once
         pool = data.ActorPoolStrategy(size=min(workers, len(batches)))
         engine_args = {"backend": name, "model": model, "options": options,
-                       "sampling": plan.sampling}
+                       "sampling": plan.sampling, "pf": plan.pf}
         out = ds.map_batches(EngineWorker, batch_size=1, batch_format="pyarrow", compute=pool,
                              fn_constructor_kwargs=engine_args, **per_worker)
         for table in out.iter_batches(batch_size=None, batch_format="pyarrow"):
