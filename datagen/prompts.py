@@ -14,7 +14,7 @@ import yaml
 from distill.datagen.backends import Sampling
 from distill.errors import DistillError
 
-KINDS = ("cot", "pot", "instruction", "judge")
+KINDS = ("cot", "pot", "instruction", "judge", "problem")
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "n", "stop", "seed")
 REQUIRED = ("name", "kind", "user")
 OPTIONAL = ("description", "system", "few_shot", "tasks", "sampling", "answer_format")

@@ -18,6 +18,8 @@ STAGES = {
     "quality": "distill.filters.quality:Quality",
     "decontaminate": "distill.filters.decontaminate:Decontaminate",
     "score": "distill.filters.score:Score",
+    "new_problem": "distill.filters.problem:NewProblem",
+    "consensus": "distill.filters.consensus:Consensus",
 }
 
 
