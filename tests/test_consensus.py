@@ -106,11 +106,12 @@ def test_bad_options_are_refused(options, message):
         build_stages([{"consensus": options}])
 
 
-def test_consensus_preset_labels_keeps_and_reports(tmp_path):
-    rows = cot("a", "9", "9", "11") + cot("b", "3", "4") + pot("a", "pears - 2")
-    data = tmp_path / "samples.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    result = run_filter(data, tmp_path / "out", config="consensus")
+def test_consensus_preset_labels_cot_and_pot_samples_read_together(tmp_path):
+    for kind, rows in (("cot", cot("a", "9", "9", "11") + cot("b", "3", "4")),
+                       ("pot", pot("a", "pears - 2"))):
+        (tmp_path / f"samples-{kind}.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in rows))
+    result = run_filter(str(tmp_path / "samples-*.jsonl"), tmp_path / "out", config="consensus")
     kept = io.read_rows(tmp_path / "out" / "kept")
     assert sorted(r["id"] for r in kept) == ["a-cot-0", "a-cot-1", "a-pot-0"]
     assert {(r["gold"], r["gold_from"]) for r in kept} == {("9", "consensus")}
