@@ -46,7 +46,7 @@ def _words(text: str) -> str:
 class NewProblem(RowStage):
     """Drops rows whose completion has no ``header`` ("no 'New problem:' line"), whose problem
     is empty or shorter than ``min_chars`` ("too short"), longer than ``max_chars`` ("too
-    long"), cut off by the token limit before it ended ("truncated", unless
+    long"), asks nothing (no "?", when ``question_mark``: "no question"), cut off by the token limit before it ended ("truncated", unless
     ``drop_truncated`` is false) or has the same words as its seed ("same as its seed").
     Repeats of one problem are the ``dedupe`` stage's (the ``problem`` preset runs it on
     ``question``)."""
@@ -56,7 +56,8 @@ class NewProblem(RowStage):
     adds = ("parent_id", "parent_question", "evolved_by")
 
     def __init__(self, header: str = "New problem:", min_chars: int = 20,
-                 max_chars: int = 1000, drop_truncated: bool = True):
+                 max_chars: int = 1000, question_mark: bool = True,
+                 drop_truncated: bool = True):
         super().__init__()
         if not isinstance(header, str):
             raise DistillError(f"new_problem: header must be a string, not {header!r}")
@@ -64,7 +65,7 @@ class NewProblem(RowStage):
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise DistillError(f"new_problem: {label} must be an integer >= 0, not {v!r}")
         self.header, self.min_chars, self.max_chars = header, min_chars, max_chars
-        self.drop_truncated = drop_truncated
+        self.question_mark, self.drop_truncated = question_mark, drop_truncated
 
     def check(self, row: dict) -> str | None:
         problem, ended = read_problem(row["completion"] or "", self.header)
@@ -78,6 +79,8 @@ class NewProblem(RowStage):
             return "too long"
         if self.drop_truncated and not ended and row.get("finish_reason") == "length":
             return "truncated"
+        if self.question_mark and "?" not in problem:
+            return "no question"
         if _words(problem) == _words(row["question"]):
             return "same as its seed"
         row.update(question=problem, gold=None)

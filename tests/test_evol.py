@@ -34,7 +34,8 @@ def any_text(tmp_path):
     "New problem:" line (random weights), and its rows all stop at the token limit."""
     config = tmp_path / "any-text.yaml"
     config.write_text(yaml.safe_dump({"stages": [
-        {"new_problem": {"header": "", "min_chars": 1, "drop_truncated": False}},
+        {"new_problem": {"header": "", "min_chars": 1, "question_mark": False,
+                         "drop_truncated": False}},
         {"dedupe": {"method": "exact", "field": "question"}}]}))
     return config
 
@@ -119,6 +120,7 @@ def test_problem_preset_cleans_dedupes_and_decontaminates(tmp_path):
         evolved("e", f"New problem: {SEED.upper()}"),
         evolved("f", "New problem: " + "Tom buys a pen. " * 80),        # too long
         evolved("g", f"New problem: {copied}"),                          # a GSM8K test item
+        evolved("h", "New problem: A box has 3 x 5 = 15 marbles. He gives 1 away, so 14."),
     ]
     data = tmp_path / "evol.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -135,6 +137,7 @@ def test_problem_preset_cleans_dedupes_and_decontaminates(tmp_path):
         "d-0": ("new_problem", "truncated"),
         "e-0": ("new_problem", "same as its seed"),
         "f-0": ("new_problem", "too long"),
-        "g-0": ("decontaminate", "13-gram overlap with gsm8k test")}
+        "g-0": ("decontaminate", "13-gram overlap with gsm8k test"),
+        "h-0": ("new_problem", "no question")}
     hits = {s["stage"]: s for s in result.stages}["decontaminate"]["hits"]
     assert [(h["row_id"], h["field"]) for h in hits] == [("g-0", "question")]
