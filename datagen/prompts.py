@@ -15,7 +15,7 @@ from distill.datagen.backends import Sampling
 from distill.datagen.structured import check_output
 from distill.errors import DistillError
 
-KINDS = ("cot", "pot", "instruction", "judge")
+KINDS = ("cot", "pot", "instruction", "judge", "problem")
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "n", "stop", "seed")
 REQUIRED = ("name", "kind", "user")
 OPTIONAL = ("description", "system", "few_shot", "tasks", "sampling", "answer_format", "output",

@@ -409,6 +409,14 @@ def load_source(source: str, *, fields: dict[str, str] | None = None, limit: int
     """Generate's problems as rows with where-info; ``fields`` maps template variables to
     source columns (``{"question": "problem"}``)."""
     data = read(source, split=split, subset=subset, revision=revision, fields=fields)
+    manifest = data.manifest or {}
+    if manifest.get("kind") == "generate" and (manifest.get("prompt") or {}).get(
+            "kind") == "problem":
+        raise DistillError(
+            f"{source}: its new problems are still inside the completions of prompt "
+            f"{manifest['prompt'].get('name')!r} (its questions are the seeds'); read them out "
+            f"first with `distill filter --data {source} --out PROBLEMS` (the problem preset), "
+            "then generate from PROBLEMS")
     n = len(data.dataset)
     if not n:
         raise DistillError(f"{source}: the source is empty")

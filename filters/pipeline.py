@@ -93,7 +93,7 @@ def run_filter(in_dir: str | Path, out_dir: str | Path, *, config: str | Path | 
     ``data_options``: its split, subset, revision and fields; a conversational format is
     mapped to distill's row, other columns are left to the stages that need them) into
     ``out_dir/kept``, ``out_dir/dropped`` and the report. ``config`` is a filter YAML file or
-    preset name (default: the preset for the input's prompt kind: cot, pot or instruction);
+    preset name (default: the preset for the input's prompt kind: cot, pot, instruction or problem);
     ``stages`` picks and orders stages.
     ``executor="ray"`` runs them as Ray Data pipelines on ``ray_workers`` workers of the
     cluster at ``ray_address`` (``distill.filters.ray``), keeping and dropping the same rows.
@@ -117,7 +117,8 @@ def _filter(source: Data, in_dir, out_dir: Path, config, stages, executor, ray_a
 
     manifest = source.manifest
     preset = ((manifest or {}).get("prompt") or {}).get("kind", "cot")
-    spec = load_filter_config(config or (preset if preset in ("pot", "instruction") else "cot"))
+    spec = load_filter_config(config or (preset if preset in ("pot", "instruction", "problem")
+                                          else "cot"))
     if stages is not None:
         spec = pick_stages(spec, stages)
     pipeline = build_stages(spec, f"{config or preset}: stages")

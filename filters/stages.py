@@ -20,6 +20,8 @@ STAGES = {
     "score": "distill.filters.score:Score",
     "steps": "distill.filters.steps:Steps",
     "valid_output": "distill.filters.output:ValidOutput",
+    "new_problem": "distill.filters.problem:NewProblem",
+    "consensus": "distill.filters.consensus:Consensus",
 }
 
 

@@ -5,7 +5,7 @@ from distill.datagen.prompts import list_prompts, load_prompt
 from distill.errors import DistillError
 
 SHIPPED = {"gsm8k-cot", "cot-structured", "cot-socratic", "gsm8k-cot-8shot", "gsm8k-pot",
-           "instruction"}
+           "instruction", "gsm8k-evol", "self-instruct"}
 
 
 def test_shipped_prompts_load_and_render():
