@@ -47,9 +47,10 @@ TABLE_ROWS = 1_000  # rows turned into Arrow at a time on the way out
 
 
 def load_filter_config(path: str | Path) -> list:
-    """The ``stages`` list of a filter YAML file (a shipped preset name or a path)."""
+    """The ``stages`` list of a filter YAML file (a shipped preset name or a path; a name is
+    the preset even where a folder of that name is in the working directory)."""
     p = Path(path)
-    if not p.exists():
+    if not p.is_file():
         shipped = Path(__file__).parent / f"{path}.yaml"
         if not shipped.exists():
             raise DistillError(f"filter config {str(path)!r} not found; presets: "

@@ -147,7 +147,16 @@ def test_rows_with_columns_only_some_stages_add_are_all_written(tmp_path):
     assert rows[0]["exec"] is None and rows[1]["exec"] == {"returncode": 0}
 
 
-@pytest.mark.parametrize("preset", ["cot", "pot", "instruction", "rejection-sampling"])
+def test_a_preset_name_is_the_preset_beside_a_folder_of_that_name(tmp_path, monkeypatch):
+    from distill.filters.pipeline import load_filter_config
+
+    (tmp_path / "cot").mkdir()  # e.g. `distill generate --out cot` run here before
+    monkeypatch.chdir(tmp_path)
+    assert load_filter_config("cot")[0] == {"parse": {"drop_missing": True}}
+
+
+@pytest.mark.parametrize("preset", ["cot", "pot", "instruction", "rejection-sampling",
+                                    "problem", "consensus"])
 def test_every_shipped_preset_builds(preset):
     from distill.filters.pipeline import load_filter_config
     from distill.filters.stages import build_stages
