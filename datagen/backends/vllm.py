@@ -10,7 +10,6 @@ options are vLLM's ``EngineArgs`` fields, typed and checked by ``engine_options`
 from __future__ import annotations
 
 import difflib
-import gc
 import json
 from types import UnionType
 from typing import Literal, Union, get_args, get_origin
@@ -19,6 +18,7 @@ from distill.chat import CHATML
 from distill.datagen.backends import Backend, Completion, PromptLimit, Request, Sampling
 from distill.datagen.structured import vllm_params
 from distill.errors import DistillError
+from distill.vllm_engine import shutdown, top_k
 
 
 class VLLMBackend(Backend):
@@ -86,23 +86,15 @@ class VLLMBackend(Backend):
         if k:
             completion.top_ids, completion.top_logprobs, completion.token_ids = [], [], ids
             for tok, pos in zip(ids, out.logprobs):
-                # vLLM adds the sampled token when it is outside the top k: drop it.
-                top = {t: lp for t, lp in pos.items() if not (len(pos) > k and t == tok)}
-                best = sorted(top.items(), key=lambda kv: -kv[1].logprob)[:k]
+                best = top_k(pos, tok, k)
                 completion.top_ids.append([t for t, _ in best])
-                completion.top_logprobs.append([lp.logprob for _, lp in best])
+                completion.top_logprobs.append([lp for _, lp in best])
         return completion
 
     def close(self) -> None:
         """Stop the engine (and its worker processes) and release its memory."""
         llm, self.llm = getattr(self, "llm", None), None
-        if llm is None:
-            return
-        llm.llm_engine.engine_core.shutdown()
-        del llm
-        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
-        cleanup_dist_env_and_memory()
-        gc.collect()
+        shutdown(llm)
 
 
 # Set by distill itself: the model is --teacher.

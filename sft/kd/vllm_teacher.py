@@ -4,10 +4,9 @@ whole shard per call, and returns the top-k of each counted token as the HF capt
 
 from __future__ import annotations
 
-import gc
-
 import numpy as np
 
+from distill import vllm_engine
 from distill.errors import DistillError
 
 
@@ -39,7 +38,7 @@ class VLLMTeacher:
                                      for x in input_ids], params, use_tqdm=False)
         out = []
         for ids, y, o in zip(input_ids, labels, outputs):
-            rows = [_top(o.prompt_logprobs[t], int(ids[t]), top_k)
+            rows = [vllm_engine.top_k(o.prompt_logprobs[t], int(ids[t]), top_k)
                     for t in np.flatnonzero(np.asarray(y) != -100)]
             top_ids = np.asarray([[i for i, _ in r] for r in rows], dtype=np.int32)
             if top_ids.size and top_ids.max() >= vocab:
@@ -54,18 +53,4 @@ class VLLMTeacher:
     def close(self) -> None:
         """Stop the engine (and its worker processes) and release its memory."""
         llm, self.llm = getattr(self, "llm", None), None
-        if llm is None:
-            return
-        llm.llm_engine.engine_core.shutdown()
-        del llm
-        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
-
-        cleanup_dist_env_and_memory()
-        gc.collect()
-
-
-def _top(position: dict, token: int, k: int) -> list[tuple[int, float]]:
-    """The k best (id, log-prob) of one position; vLLM adds the scored token when it is outside
-    the top k: it goes."""
-    top = [(t, lp.logprob) for t, lp in position.items() if not (len(position) > k and t == token)]
-    return sorted(top, key=lambda x: -x[1])[:k]
+        vllm_engine.shutdown(llm)
