@@ -48,10 +48,16 @@ def sweep_variants(recipe: dict, flags: list[str], path: Path | str) -> list[tup
         return []
     base = {k: v for k, v in recipe.items() if k != "sweep"}
     for key, (values, where) in axes.items():
-        base = _set(base, key, values[0], where)
+        base = _set(base, key, _name(key, values[0])[1], where)
     variants = [("baseline", base, ", ".join(where for _, where in axes.values()))]
     for key, (values, where) in axes.items():
-        variants += [(f"{key}={_show(v)}", _set(base, key, v, where), where) for v in values[1:]]
+        for v in values[1:]:
+            name, v = _name(key, v)
+            variants.append((name, _set(base, key, v, where), where))
+    names = [name for name, _, _ in variants]
+    if len(set(names)) < len(names):
+        raise DistillError(f"{path}: sweep: two variants are named "
+                           f"{next(n for n in names if names.count(n) > 1)!r}")
     for _, variant, where in variants:
         try:
             check_recipe(variant, Path(str(path)))
@@ -76,22 +82,38 @@ def _show(value) -> str:
         if isinstance(value, bool) else str(value)
 
 
+def _name(key: str, value) -> tuple[str, object]:
+    """The variant's name and value: ``train.num_train_epochs=4``; a section's mapping:
+    ``train.method=kd,train.alpha=1``, or its ``variant`` key (``{variant: lora, ...}``)."""
+    if "." in key or key == "rounds" or not isinstance(value, dict):
+        return f"{key}={_show(value)}", value
+    value = dict(value)
+    name = value.pop("variant", None)
+    return str(name or ",".join(f"{key}.{k}={_show(v)}" for k, v in value.items())), value
+
+
 def _set(recipe: dict, key: str, value, where: str) -> dict:
-    """A copy of the recipe with ``key`` (``section.option[.option]`` or ``rounds``) set."""
+    """A copy of the recipe with ``key`` (``section.option[.option]`` or ``rounds``) set; a
+    section with a mapping (``train: {method: kd, alpha: 1}``) changes those options of it."""
     section, *rest = key.split(".")
     if section not in (*SECTIONS, "rounds"):
         close = difflib.get_close_matches(section, [*SECTIONS, "rounds"], n=1)
         raise DistillError(f"{where}: unknown section {section!r}; "
                            + (f"did you mean {close[0]!r}? " if close else "")
                            + "give SECTION.KEY, e.g. train.num_train_epochs, or rounds")
-    if bool(rest) == (section == "rounds"):
-        raise DistillError(f"{where}: " + ("rounds takes no sub-key" if rest else
-                                           f"give {section}.KEY, e.g. train.num_train_epochs"))
+    if section == "rounds" and rest:
+        raise DistillError(f"{where}: rounds takes no sub-key")
+    if section != "rounds" and not rest and not isinstance(value, dict):
+        raise DistillError(f"{where}: give {section}.KEY, e.g. train.num_train_epochs, or a "
+                           f"mapping of {section} options")
     if section in SECTIONS and section not in recipe:
         raise DistillError(f"{where}: the recipe has no {section} section")
     recipe = copy.deepcopy(recipe)
-    if not rest:
+    if section == "rounds":
         recipe[section] = value
+        return recipe
+    if not rest:
+        recipe[section] = {**(recipe[section] or {}), **value}
         return recipe
     recipe[section] = node = recipe[section] or {}
     for part in rest[:-1]:

@@ -181,3 +181,25 @@ def test_bad_sweeps_and_rounds_name_the_key(tiny_model, tmp_path, capsys):
                                      "sweep": {"train.max_steps": [1, 1]}}))
     with pytest.raises(DistillError, match="a value repeats"):
         run_recipe(sweep, tmp_path / "run")
+
+
+def test_a_sweep_value_may_change_several_options_of_a_section(tiny_model, tmp_path):
+    from distill.sweep import sweep_variants
+
+    base = yaml.safe_load(recipe(tmp_path, tiny_model).read_text())
+    block = {"train": [{}, {"max_steps": 2, "learning_rate": 0.1}]}
+    variants = dict(sweep_variants({**base, "sweep": block}, [], "r.yaml"))
+    assert list(variants) == ["baseline", "train.max_steps=2,train.learning_rate=0.1"]
+    changed = variants["train.max_steps=2,train.learning_rate=0.1"]["train"]
+    assert changed == {**base["train"], "max_steps": 2, "learning_rate": 0.1}
+    assert variants["baseline"]["train"] == base["train"]
+    with pytest.raises(DistillError, match=r"sweep: train: .*unknown key 'max_step'"):
+        sweep_variants({**base, "sweep": {"train": [{}, {"max_step": 2}]}}, [], "r.yaml")
+    named = dict(sweep_variants({**base, "sweep": {"train": [{}, {"variant": "fast",
+                                                                 "max_steps": 1}]}}, [], "r"))
+    assert list(named) == ["baseline", "fast"] and named["fast"]["train"]["max_steps"] == 1
+    with pytest.raises(DistillError, match="two variants are named 'fast'"):
+        sweep_variants({**base, "sweep": {"train": [{}, {"variant": "fast", "max_steps": 1},
+                                                    {"variant": "fast", "max_steps": 2}]}}, [], "r")
+    with pytest.raises(DistillError, match="give train.KEY, .* or a mapping of train options"):
+        sweep_variants(base, ["train=1,2"], "r.yaml")
