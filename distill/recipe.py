@@ -1,6 +1,6 @@
 """``distill run RECIPE.yaml``: the stages a recipe declares, each in its own folder of the
-run folder: generate -> filter -> publish -> train -> eval (the student and its untrained
-baseline), then ``summary.md`` / ``summary.json``.
+run folder: evolve (new problems from the seed problems) -> generate -> filter -> publish ->
+train -> eval (the student and its untrained baseline), then ``summary.md`` / ``summary.json``.
 
 A stage is skipped on a rerun when it finished with the same settings as now (its own
 settings and those of the stages before it); an unfinished stage resumes, since every stage
@@ -23,9 +23,9 @@ from distill.data import parse_fields
 from distill.errors import DistillError
 from distill.folders import lock
 from distill.log import log
-from distill.recipe_check import check_recipe
+from distill.recipe_check import SEED_KEYS, check_recipe
 
-STAGES = ("generate", "filter", "publish", "train", "eval")
+STAGES = ("evolve", "generate", "filter", "publish", "train", "eval")
 STATE = "state.json"
 
 
@@ -103,6 +103,9 @@ def _run_stages(recipe: dict, out: Path, declared: list[str], from_stage: str | 
         forced = forced or stage == from_stage
         settings = {"stage": recipe[stage], "teacher": recipe.get("teacher"),
                     "student": recipe.get("student"), "upstream": upstream}
+        if stage == "evolve":  # its seeds are the generate section's problems
+            settings["seeds"] = {k: v for k, v in (recipe["generate"] or {}).items()
+                                 if k in SEED_KEYS}
         text = json.dumps(settings, sort_keys=True, default=str)
         text = text.replace(str(home), "<home>") if home is not None else text
         fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -191,7 +194,10 @@ def _generate(recipe: dict, out: Path) -> dict:
 
     cfg = dict(recipe["generate"] or {})
     source = cfg.pop("source", None)
-    if "task" in cfg:  # problems from a task loader, written as the stage's source file
+    if "evolve" in recipe:  # the problems evolve kept (and the seeds), as the source file
+        source = _evolved_problems(recipe, out)
+        cfg = {k: v for k, v in cfg.items() if k not in SEED_KEYS}
+    elif "task" in cfg:  # problems from a task loader, written as the stage's source file
         source = _task_file(cfg, out / "problems.jsonl", default_split="train")
     if source is None:
         raise DistillError("recipe generate: give a source (a file) or a task (e.g. gsm8k)")
@@ -201,6 +207,58 @@ def _generate(recipe: dict, out: Path) -> dict:
                       base_url=teacher.get("base_url"), **cfg)
     return {"rows": result.rows_total, "generated": result.rows_written,
             "tokens": result.tokens, "finish_reasons": result.finish_reasons}
+
+
+def _evolve(recipe: dict, out: Path) -> dict:
+    """New problems from the generate section's problems (the seeds, read as generate reads
+    them): a problem prompt writes them into ``evolve/generate``, a filter (the ``problem``
+    preset unless ``filter`` names another) reads them out into ``evolve/filter``."""
+    from distill.datagen import generate
+    from distill.filters.pipeline import run_filter
+
+    cfg = {k: v for k, v in (recipe["evolve"] or {}).items() if k != "keep_seeds"}
+    config = cfg.pop("filter", "problem")
+    seeds = {k: v for k, v in (recipe["generate"] or {}).items() if k in SEED_KEYS}
+    source = seeds.pop("source", None)
+    if "task" in seeds:
+        source = _task_file(seeds, out / "evolve" / "seeds.jsonl", default_split="train")
+    if source is None:
+        raise DistillError("recipe generate: give a source (a file) or a task (e.g. gsm8k): "
+                           "evolve writes new problems from its problems")
+    teacher = recipe.get("teacher") or {}
+    result = generate(cfg.pop("prompt", "gsm8k-evol"), str(source),
+                      str(out / "evolve" / "generate"), model=teacher.get("model"),
+                      backend=teacher.get("backend", "auto"), base_url=teacher.get("base_url"),
+                      **seeds, **cfg)
+    kept = run_filter(out / "evolve" / "generate", out / "evolve" / "filter", config=config)
+    return {"seeds": len(_seeds(out)), "rows": result.rows_total,
+            "generated": result.rows_written, "tokens": result.tokens,
+            "new_problems": kept.kept, "dropped": kept.dropped}
+
+
+def _seeds(out: Path) -> list[dict]:
+    """The seed problems as evolve read them (each row's ``source``), with their id and gold."""
+    seeds: dict[str, dict] = {}
+    for row in io.read_rows(out / "evolve" / "generate"):
+        seeds.setdefault(row["source_id"], {**json.loads(row["source"]), "id": row["source_id"],
+                                            "gold": row["gold"]})
+    return list(seeds.values())
+
+
+def _evolved_problems(recipe: dict, out: Path) -> Path:
+    """``problems.jsonl``: the new problems evolve kept, with their provenance, then (unless
+    ``keep_seeds: false``) the seeds with their gold."""
+    columns = ("id", "question", "gold", "parent_id", "parent_question", "evolved_by")
+    rows = [{k: r.get(k) for k in columns}
+            for r in io.read_rows(out / "evolve" / "filter" / "kept")]
+    if (recipe["evolve"] or {}).get("keep_seeds", True):
+        rows += _seeds(out)
+    if not rows:
+        raise DistillError(f"recipe evolve: no new problem was kept (see "
+                           f"{out / 'evolve' / 'filter' / 'report.md'}), and keep_seeds is false")
+    path = out / "problems.jsonl"
+    path.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
+    return path
 
 
 def _data(cfg: dict, default: Path) -> tuple[str | Path, dict]:
@@ -296,7 +354,8 @@ def _eval(recipe: dict, out: Path) -> dict:
             "plots": result["plots"]}
 
 
-RUNNERS = {"generate": _generate, "filter": _filter, "publish": _publish, "train": _train,
+RUNNERS = {"evolve": _evolve,
+           "generate": _generate, "filter": _filter, "publish": _publish, "train": _train,
            "eval": _eval}
 
 
@@ -305,7 +364,8 @@ def _summary(recipe: dict, out: Path, state: dict) -> dict:
                "stages": {s: state[s] for s in STAGES if s in state}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     lines = [f"# Run summary: {recipe.get('name') or out.name}", ""]
-    reports = {"generate": "generate/manifest.json", "filter": "filter/report.md",
+    reports = {"evolve": "evolve/filter/report.md",
+               "generate": "generate/manifest.json", "filter": "filter/report.md",
                "publish": "publish/README.md", "train": "train/README.md",
                "eval": "eval/compare/compare.md"}
     for stage, info in summary["stages"].items():

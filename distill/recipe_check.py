@@ -21,15 +21,22 @@ SET_BY_RUN = {"model": "teacher: {model: ...} or student: {model: ...}",
 # Keys that name a stage's input (``recipe._data``): any data ``distill.data.read`` takes.
 DATA_KEYS = {"data", "split", "subset", "revision", "field"}
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "n", "seed", "logprobs", "stop")
+# Keys of the generate section that pick its problems: evolve's seeds (``recipe._evolve``).
+SEED_KEYS = ("source", *TASK_KEYS, "subset", "revision", "fields")
 
 
-SECTIONS = ("teacher", "student", "generate", "filter", "publish", "train", "eval")
+SECTIONS = ("teacher", "student", "evolve", "generate", "filter", "publish", "train", "eval")
 # Keys of a round's mapping besides section overrides (``distill.rounds``).
 ROUND_KEYS = {"problems": ("unsolved", "all"), "continue": (False, True)}
 
 
 def check_recipe(recipe: dict, path: Path) -> None:
     """Stop with one line naming the recipe file, section and key at fault."""
+    if recipe.get("rounds") is not None and "evolve" in recipe:
+        raise DistillError(f"{path}: evolve: not with rounds (round 2 on samples the generate "
+                           "section's problems again, not the new ones); run the recipe "
+                           "without rounds, then rounds with generate: {source: "
+                           "RUN/problems.jsonl}")
     if recipe.get("rounds") is not None:
         for k, spec in enumerate(round_specs(recipe, path), 1):
             check_recipe(with_overrides(recipe, spec), Path(f"{path}: rounds[{k}]")
@@ -42,6 +49,8 @@ def check_recipe(recipe: dict, path: Path) -> None:
             raise DistillError(f"{path}: {section}: a mapping of options, not {cfg!r}")
         where = f"{path}: {section}"
         cfg = cfg or {}
+        if section == "evolve":
+            _evolve(where, cfg, recipe)
         if section == "train":
             _keys(where, cfg, _train_keys(cfg.get("method", "sft"), where),
                   hint="see distill train METHOD --help")
@@ -57,8 +66,33 @@ def check_recipe(recipe: dict, path: Path) -> None:
             for key in set(cfg) & {"offset", "shuffle_seed"}:
                 raise DistillError(f"{where}: {key!r} slices a task: give task: NAME, or "
                                    "drop it")
-        if section in ("generate", "eval"):
+        if section in ("evolve", "generate", "eval"):
             _numbers(where, cfg)
+
+
+def _evolve(where: str, cfg: dict, recipe: dict) -> None:
+    """What the evolve section needs besides its keys: a generate section (its problems are
+    the seeds), a problem prompt, and the seeds picked in generate only."""
+    from distill.datagen.prompts import load_prompt
+
+    if "generate" not in recipe:
+        raise DistillError(f"{where}: needs a generate section: its problems are the seeds, "
+                           "and it samples the new problems")
+    for key in sorted(set(cfg) & set(SEED_KEYS)):
+        raise DistillError(f"{where}: {key!r} picks the seed problems: set it in generate: "
+                           "(evolve writes new problems from the generate section's problems)")
+    if not isinstance(cfg.get("keep_seeds", True), bool):
+        raise DistillError(f"{where}: keep_seeds: true or false, not {cfg['keep_seeds']!r}")
+    if not isinstance(cfg.get("filter", "problem"), str):
+        raise DistillError(f"{where}: filter: a filter preset or YAML file, not "
+                           f"{cfg['filter']!r}")
+    try:
+        pf = load_prompt(cfg.get("prompt", "gsm8k-evol"))
+    except DistillError as e:
+        raise DistillError(f"{where}: {e}") from None
+    if pf.kind != "problem":
+        raise DistillError(f"{where}: prompt {pf.name!r} is a {pf.kind} prompt; evolve takes a "
+                           "problem prompt (kind: problem), e.g. gsm8k-evol or self-instruct")
 
 
 def round_specs(recipe: dict, path: Path | str = "recipe") -> list[dict]:
@@ -153,6 +187,9 @@ ALLOWED = {
     "student": lambda: {"model"},
     "generate": lambda: _params("distill.datagen.generate:generate", "model", "backend",
                                 "base_url", "out") | set(TASK_KEYS),
+    "evolve": lambda: (_params("distill.datagen.generate:generate", "model", "backend",
+                                "base_url", "out", "tasks") - set(SEED_KEYS))
+    | {"keep_seeds", "filter"},
     "filter": lambda: {"config", "stages"} | DATA_KEYS,
     "publish": lambda: _params("distill.publish.publish:publish", "in_dir", "out",
                                "data_options") | DATA_KEYS,

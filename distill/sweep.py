@@ -23,7 +23,7 @@ from distill.errors import DistillError
 from distill.log import log
 from distill.recipe_check import SECTIONS, check_recipe
 
-COST_STAGES = ("generate", "filter", "publish", "train", "eval")
+COST_STAGES = ("evolve", "generate", "filter", "publish", "train", "eval")
 
 
 def sweep_variants(recipe: dict, flags: list[str], path: Path | str) -> list[tuple[str, dict]]:

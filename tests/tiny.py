@@ -54,3 +54,32 @@ def build_tiny_model(folder: Path, *, corpus: list[str] = CORPUS, vocab_size: in
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def learn_by_heart(folder: Path, chats: list[list[dict]], steps: int = 150) -> Path:
+    """Train the tiny model in ``folder`` on ``chats`` (each ending in the assistant's turn)
+    until greedy decoding writes each answer after its prompt; saved back to ``folder``."""
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = LlamaForCausalLM.from_pretrained(folder)
+    texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in chats]
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small trains faster on one thread than on two
+    try:
+        for _ in range(steps):
+            model(**batch, labels=labels).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            decay.step()
+    finally:
+        torch.set_num_threads(threads)
+    model.eval()
+    model.save_pretrained(folder)
+    return folder
