@@ -169,7 +169,7 @@ def _filter(args) -> None:
 
 
 def _add_run(sub) -> None:
-    p = sub.add_parser("run", help="run a recipe: generate, filter, publish, train, eval",
+    p = sub.add_parser("run", help="run a recipe: evolve, generate, filter, publish, train, eval",
                        description="Run the stages a recipe declares, each in its own folder "
                        "under the run folder; a rerun skips finished stages and resumes the rest.")
     p.add_argument("recipe", help="recipe YAML file (see recipes/)")

@@ -149,9 +149,35 @@ def test_without_the_seeds_generate_samples_the_new_problems_only(teacher, tmp_p
     assert not (tmp_path / "run" / "filter").exists()
 
 
+def test_task_seeds_keep_their_gold_and_no_new_problem_without_seeds_is_refused(teacher,
+                                                                                 tmp_path):
+    config = tmp_path / "none.yaml"  # a problem filter that keeps nothing
+    config.write_text(yaml.safe_dump({"stages": [{"new_problem": {"header": "Never:"}}]}))
+    evolve = {"prompt": str(teacher[1]), "max_tokens": 8, "filter": str(config),
+              "keep_seeds": False, "progress": False}
+    generate = {"task": "gsm8k", "split": "test", "limit": 2, "prompt": str(teacher[2]),
+                "n": 1, "max_tokens": 8, "progress": False}
+    out = tmp_path / "run"
+    with pytest.raises(DistillError, match="no new problem was kept .*evolve/filter/report.md"):
+        run_recipe(write_recipe(tmp_path, teacher, evolve=evolve, generate=generate), out)
+    assert json.loads((out / "state.json").read_text())["generate"]["status"] == "failed"
+    report = json.loads((out / "evolve" / "filter" / "report.json").read_text())
+    assert report["stages"][0]["reasons"] == {"no 'Never:' line": 2}
+
+    path = write_recipe(tmp_path, teacher, evolve={**evolve, "keep_seeds": True},
+                        generate=generate, without=["filter"])
+    summary = run_recipe(path, out)
+    assert summary["stages"]["evolve"]["result"]["seeds"] == 2
+    seeds = {r["id"]: r for r in map(json.loads, (out / "evolve" / "seeds.jsonl").open())}
+    rows = io.read_rows(out / "generate")
+    assert len(seeds) == len(rows) == 2
+    assert {r["source_id"]: (r["question"], r["gold"]) for r in rows} == \
+        {i: (r["question"], r["answer"]) for i, r in seeds.items()}
+
+
 def test_a_sweep_over_generate_shares_the_evolve_stage(teacher, tmp_path):
     summary = run_recipe(write_recipe(tmp_path, teacher), tmp_path / "run",
-                         sweep=["generate.n=1,2"])
+                         until_stage="generate", sweep=["generate.n=1,2"])
     variants = tmp_path / "run" / "variants"
     assert (variants / "generate.n=2" / "evolve").resolve() == \
         (variants / "baseline" / "evolve").resolve()
