@@ -23,7 +23,7 @@ from distill.data import parse_fields
 from distill.errors import DistillError
 from distill.folders import lock
 from distill.log import log
-from distill.recipe_check import SEED_KEYS, check_recipe
+from distill.recipe_check import EVOLVE_DEFAULTS, SEED_KEYS, check_recipe
 
 STAGES = ("evolve", "generate", "filter", "publish", "train", "eval")
 STATE = "state.json"
@@ -216,8 +216,9 @@ def _evolve(recipe: dict, out: Path) -> dict:
     from distill.datagen import generate
     from distill.filters.pipeline import run_filter
 
-    cfg = {k: v for k, v in (recipe["evolve"] or {}).items() if k != "keep_seeds"}
-    config = cfg.pop("filter", "problem")
+    cfg = {**EVOLVE_DEFAULTS, **(recipe["evolve"] or {})}
+    cfg.pop("keep_seeds")
+    prompt, config = cfg.pop("prompt"), cfg.pop("filter")
     seeds = {k: v for k, v in (recipe["generate"] or {}).items() if k in SEED_KEYS}
     source = seeds.pop("source", None)
     if "task" in seeds:
@@ -226,10 +227,9 @@ def _evolve(recipe: dict, out: Path) -> dict:
         raise DistillError("recipe generate: give a source (a file) or a task (e.g. gsm8k): "
                            "evolve writes new problems from its problems")
     teacher = recipe.get("teacher") or {}
-    result = generate(cfg.pop("prompt", "gsm8k-evol"), str(source),
-                      str(out / "evolve" / "generate"), model=teacher.get("model"),
-                      backend=teacher.get("backend", "auto"), base_url=teacher.get("base_url"),
-                      **seeds, **cfg)
+    result = generate(prompt, str(source), str(out / "evolve" / "generate"),
+                      model=teacher.get("model"), backend=teacher.get("backend", "auto"),
+                      base_url=teacher.get("base_url"), **seeds, **cfg)
     kept = run_filter(out / "evolve" / "generate", out / "evolve" / "filter", config=config)
     return {"seeds": len(_seeds(out)), "rows": result.rows_total,
             "generated": result.rows_written, "tokens": result.tokens,
@@ -251,7 +251,7 @@ def _evolved_problems(recipe: dict, out: Path) -> Path:
     columns = ("id", "question", "gold", "parent_id", "parent_question", "evolved_by")
     rows = [{k: r.get(k) for k in columns}
             for r in io.read_rows(out / "evolve" / "filter" / "kept")]
-    if (recipe["evolve"] or {}).get("keep_seeds", True):
+    if {**EVOLVE_DEFAULTS, **(recipe["evolve"] or {})}["keep_seeds"]:
         rows += _seeds(out)
     if not rows:
         raise DistillError(f"recipe evolve: no new problem was kept (see "

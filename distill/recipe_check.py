@@ -23,6 +23,8 @@ DATA_KEYS = {"data", "split", "subset", "revision", "field"}
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "n", "seed", "logprobs", "stop")
 # Keys of the generate section that pick its problems: evolve's seeds (``recipe._evolve``).
 SEED_KEYS = ("source", *TASK_KEYS, "subset", "revision", "fields")
+# The evolve section's own keys (besides generate's options), with their defaults.
+EVOLVE_DEFAULTS = {"prompt": "gsm8k-evol", "filter": "problem", "keep_seeds": True}
 
 
 SECTIONS = ("teacher", "student", "evolve", "generate", "filter", "publish", "train", "eval")
@@ -81,13 +83,14 @@ def _evolve(where: str, cfg: dict, recipe: dict) -> None:
     for key in sorted(set(cfg) & set(SEED_KEYS)):
         raise DistillError(f"{where}: {key!r} picks the seed problems: set it in generate: "
                            "(evolve writes new problems from the generate section's problems)")
-    if not isinstance(cfg.get("keep_seeds", True), bool):
+    cfg = {**EVOLVE_DEFAULTS, **cfg}
+    if not isinstance(cfg["keep_seeds"], bool):
         raise DistillError(f"{where}: keep_seeds: true or false, not {cfg['keep_seeds']!r}")
-    if not isinstance(cfg.get("filter", "problem"), str):
+    if not isinstance(cfg["filter"], str):
         raise DistillError(f"{where}: filter: a filter preset or YAML file, not "
                            f"{cfg['filter']!r}")
     try:
-        pf = load_prompt(cfg.get("prompt", "gsm8k-evol"))
+        pf = load_prompt(cfg["prompt"])
     except DistillError as e:
         raise DistillError(f"{where}: {e}") from None
     if pf.kind != "problem":
@@ -189,7 +192,7 @@ ALLOWED = {
                                 "base_url", "out") | set(TASK_KEYS),
     "evolve": lambda: (_params("distill.datagen.generate:generate", "model", "backend",
                                 "base_url", "out", "tasks") - set(SEED_KEYS))
-    | {"keep_seeds", "filter"},
+    | set(EVOLVE_DEFAULTS),
     "filter": lambda: {"config", "stages"} | DATA_KEYS,
     "publish": lambda: _params("distill.publish.publish:publish", "in_dir", "out",
                                "data_options") | DATA_KEYS,
