@@ -162,10 +162,10 @@ def _report(out: Path, runs: list[tuple[str, Path, dict]]) -> dict:
     accuracy = {r["run"]: r for r in result["runs"]}
     rows = []
     for name, folder, summary in runs:
-        seconds = {s: 0.0 for s in COST_STAGES}
+        seconds: dict[str, float] = {}
         shared, generated, trained = set(), 0, 0
         for stage, info in _stages(summary):
-            seconds[stage] += info.get("seconds") or 0.0
+            seconds[stage] = seconds.get(stage, 0.0) + (info.get("seconds") or 0.0)
             if "shared" in info:
                 shared.add(stage)
             numbers = info.get("result") or {}
@@ -189,11 +189,12 @@ def _report(out: Path, runs: list[tuple[str, Path, dict]]) -> dict:
 
 
 def _markdown(rows: list[dict]) -> str:
+    stages = [s for s in COST_STAGES if any(s in r["seconds"] for r in rows)]
     lines = ["# Sweep", "",
              "| variant | accuracy [95% CI] | vs baseline [95% CI] | "
-             + " | ".join(f"{s} min" for s in COST_STAGES)
+             + " | ".join(f"{s} min" for s in stages)
              + " | total h | generated tokens | trained tokens | shared with another variant |",
-             "|---|---|---|" + "---:|" * (len(COST_STAGES) + 3) + "---|"]
+             "|---|---|---|" + "---:|" * (len(stages) + 3) + "---|"]
     for r in rows:
         acc = "-" if r["accuracy"] is None else \
             f"{r['accuracy']:.3f} [{r['accuracy_ci'][0]:.3f}, {r['accuracy_ci'][1]:.3f}]"
@@ -201,7 +202,7 @@ def _markdown(rows: list[dict]) -> str:
             (f"{r['difference']:+.3f} [{r['difference_ci'][0]:+.3f}, "
              f"{r['difference_ci'][1]:+.3f}]")
         lines.append(f"| {r['variant']} | {acc} | {diff} | "
-                     + " | ".join(f"{r['seconds'][s] / 60:.1f}" for s in COST_STAGES)
+                     + " | ".join(f"{r['seconds'].get(s, 0.0) / 60:.1f}" for s in stages)
                      + f" | {r['hours']:.2f} | {r['generated_tokens']} | {r['trained_tokens']} "
                      f"| {', '.join(r['shared']) or '-'} |")
     lines += ["", ("Each key varies alone against the baseline (every swept key at its first "

@@ -143,6 +143,7 @@ def test_sweep_shares_the_generation_and_compares_the_variants(tiny_model, tmp_p
     assert rows["baseline"]["seconds"]["train"] > 0
     md = (out / "sweep.md").read_text()
     assert all(f"| {v} |" in md for v in rows) and "compare/accuracy.png" in md
+    assert "| train min |" in md and "evolve min" not in md  # the stages the variants ran
 
     capsys.readouterr()  # a rerun skips every stage of every variant
     run_recipe(path, out, sweep=["train.max_steps=1,2", "rounds=1,2"])
