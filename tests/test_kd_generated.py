@@ -171,8 +171,8 @@ def test_kd_and_sft_drop_the_same_exemplars_and_keep_the_samples_own_turns(gener
     the two exemplars): one-pass KD's prompt is sft's, and both keep the earlier turns."""
     from distill.sft.data import build_examples as sft_examples
 
-    gen, _, _, student, _ = generated
-    made = io.read_rows(gen)
+    gen, filtered, _, student, _ = generated
+    made = io.read_rows(filtered / "kept")
     assert {r["shots"] for r in made} == {2}
     earlier = [{"role": "user", "content": "11+11"}, {"role": "assistant", "content": "#### 22"}]
     data = tmp_path / "chats.jsonl"
