@@ -356,7 +356,7 @@ def _targets(rows: list[dict], config, report: DataReport, failed: dict, lo: int
         if config.drop_few_shot:
             messages = _without_few_shot(messages, row.get("shots"))
             if messages is None:
-                failed[i] = ("have fewer turns than their shots column's exemplars", BAD)
+                failed[i] = ("have a shots column their messages do not hold", BAD)
                 continue
         if config.objective == "step_by_step":
             answer = completion[span[0]:span[1]]
@@ -388,6 +388,8 @@ def _without_few_shot(messages: list[dict], shots: int | None) -> list[dict] | N
     system = messages[:1] if messages[0]["role"] == "system" and len(messages) > 1 else []
     if shots is None:
         return system + messages[-1:]
+    if isinstance(shots, bool) or not isinstance(shots, int) or shots < 0:
+        return None
     rest = messages[len(system) + 2 * shots:]
     return system + rest if rest and rest[0]["role"] == "user" else None
 

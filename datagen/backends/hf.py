@@ -67,7 +67,7 @@ class HFBackend(Backend):
             stop_strings=sampling.stop or None, tokenizer=self.tokenizer,
             return_dict_in_generate=True, output_logits=sampling.logprobs > 0,
             logits_processor=constrain,
-            stopping_criteria=StoppingCriteriaList([_Budgets(width, budgets)]),
+            stopping_criteria=StoppingCriteriaList([_Budgets(width, budgets, self.lm.device)]),
         )
         results = []
         for i, req in enumerate(requests):
@@ -112,11 +112,11 @@ class HFBackend(Backend):
 class _Budgets(StoppingCriteria):
     """Stops each row of a batch once it has generated its own budget of tokens."""
 
-    def __init__(self, width: int, budgets: list[int]):
-        self.width, self.budgets = width, torch.tensor(budgets)
+    def __init__(self, width: int, budgets: list[int], device):
+        self.width, self.budgets = width, torch.tensor(budgets, device=device)
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
-        return (input_ids.shape[1] - self.width >= self.budgets).to(input_ids.device)
+        return input_ids.shape[1] - self.width >= self.budgets
 
 
 def _as_list(x) -> list:
