@@ -193,6 +193,17 @@ def test_drop_few_shot_keeps_the_turns_the_sample_had(tiny_model, tmp_path, prob
         old = {k: v for k, v in row.items() if k != "shots"}
         assert prompt_ids(old, drop_few_shot=True) == prompt_ids(
             {**row, "messages": [had[0], critique]})
+    # publish keeps the column: a published conversation trains the same
+    from distill.publish.publish import publish
+    from distill.sft.data import load_rows
+
+    publish(tmp_path / "out", tmp_path / "pub", test_size=0)
+    published, _, _ = load_rows(tmp_path / "pub")
+    by_id = {r["id"]: r for r in got}
+    assert len(published) == len(got)
+    for row in published:
+        assert prompt_ids(row, drop_few_shot=True) == prompt_ids(by_id[row["id"]],
+                                                                 drop_few_shot=True)
     for shots in (4, -1, "2"):
         with pytest.raises(DistillError, match="1 rows have a shots column their messages do not"):
             prompt_ids({**got[0], "shots": shots}, drop_few_shot=True)
