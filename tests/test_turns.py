@@ -1,7 +1,7 @@
 """Tool-integrated reasoning and follow-up turns (``distill.datagen.turns``) on real models: a
 tiny teacher that learned one TIR trace by heart (``tir_teacher``) and the tiny random model,
 on the hf backend and on a real vllm engine; then the filter, eval and training masks on what
-they wrote."""
+they wrote (the embedded SmolLM2 on both backends: test_smollm2_generation.py)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ from distill.filters.pipeline import run_filter
 from distill.sft.config import build_config
 from distill.sft.data import build_examples
 
-REPO = Path(__file__).resolve().parents[1]
 QUESTION = "Tom has 3 apples and buys 5 more. How many?"
 CALLS = [{"code": "print(6 * 7)\n", "output": "42", "error": None},
          {"code": "print(1 / 0)\n", "output": "", "error": "ZeroDivisionError: division by zero"},
@@ -344,34 +343,3 @@ def test_vllm_writes_the_same_traces_as_hf(teacher, hf_teacher, source, tmp_path
     assert by_backend[0] == by_backend[1] and len(by_backend[0]) == 3
     assert all(calls == CALLS[:2] for _, calls, _ in by_backend[0].values())
 
-
-@pytest.mark.slow
-def test_smollm2_reasons_with_python(tmp_path):
-    """The embedded SmolLM2-135M on gsm8k-tir, greedy: it writes a program for the egg cartons,
-    which runs, and goes on after its output."""
-    out = tmp_path / "out"
-    generate("gsm8k-tir", str(REPO / "examples/problems.jsonl"), str(out), backend="hf", limit=2,
-             temperature=0, max_tokens=300, progress=False)
-    got = rows(out)
-    assert len(got) == 2 and any(r["tool_calls"] for r in got)
-    for r in got:
-        for call in r["tool_calls"]:
-            assert f"```output\n{call['error'] or call['output']}\n```\n" in r["completion"]
-        assert r["finish_reason"] in ("stop", "length")
-
-
-@pytest.mark.slow
-def test_smollm2_solves_then_revises(tmp_path):
-    """The embedded SmolLM2-135M on gsm8k-cot-revise: its answer, then the check-and-revise
-    turn, in one row per sample."""
-    out = tmp_path / "out"
-    generate("gsm8k-cot-revise", str(REPO / "examples/problems.jsonl"), str(out), backend="hf",
-             limit=1, n=2, max_tokens=48, progress=False)
-    got = rows(out)
-    assert len(got) == 2 and sorted(r["sample_index"] for r in got) == [0, 1]
-    revise = load_prompt("gsm8k-cot-revise").turns[0].strip()
-    for r in got:
-        roles = [m["role"] for m in r["messages"]]
-        assert roles == ["system", "user", "assistant", "user"]
-        assert r["messages"][3]["content"] == revise and r["messages"][2]["content"]
-        assert r["completion"] and r["completion"] != r["messages"][2]["content"]
