@@ -221,6 +221,7 @@ def _read_files(name: str, files: list[Path], kind: str, folder: Path | None = N
         raise DistillError(f"{name}: mixes {', '.join(sorted(suffixes))} files; read one kind "
                            "at a time (a glob such as DIR/*.jsonl)")
     suffix = suffixes.pop()
+    literal = [glob.escape(str(f)) for f in files]  # `datasets` globs them: "[" in a folder name
     try:
         if suffix in (".json", ".txt"):
             parts = [_read_small(f) for f in files]
@@ -228,7 +229,7 @@ def _read_files(name: str, files: list[Path], kind: str, folder: Path | None = N
         elif suffix == ".parquet":
             features = _parquet_features(files)
             if _parquet_rows(files):
-                ds = datasets.load_dataset("parquet", data_files=[str(f) for f in files],
+                ds = datasets.load_dataset("parquet", data_files=literal,
                                            split="train", features=features)
             else:  # load_dataset refuses a split of 0 rows; the schema is all there is
                 ds = datasets.Dataset.from_dict({k: [] for k in features}, features=features)
@@ -238,12 +239,12 @@ def _read_files(name: str, files: list[Path], kind: str, folder: Path | None = N
             with open(files[0], newline="", encoding="utf-8") as f:
                 header = next(csv.reader(f), [])
             features = datasets.Features({c: datasets.Value("string") for c in header})
-            ds = datasets.load_dataset("csv", data_files=[str(f) for f in files], split="train",
+            ds = datasets.load_dataset("csv", data_files=literal, split="train",
                                        features=features, keep_default_na=False)
         else:
             for f in files:
                 _check_utf8(f)  # pyarrow's JSON reader lets bad bytes through
-            ds = datasets.load_dataset("json", data_files=[str(f) for f in files], split="train")
+            ds = datasets.load_dataset("json", data_files=literal, split="train")
     except DistillError:
         raise
     except Exception as e:  # noqa: BLE001 (the loaders raise many types): name the file

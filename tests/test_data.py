@@ -45,6 +45,15 @@ def test_every_source_format_reads_the_same_rows_with_field_mapping(tmp_path, ki
     assert [str(r.fields["gold"]) for r in rows] == [r["solution"] for r in ROWS]
 
 
+@pytest.mark.parametrize("kind", ["jsonl", "csv", "parquet", "parquet_folder"])
+def test_a_folder_name_with_glob_characters_is_read_as_it_is(tmp_path, kind):
+    """A sweep variant's folder (``variants/rounds=[{}, {...}]``) holds "[" and "{"."""
+    folder = tmp_path / 'rounds=[{}, {"generate": {"shots": 0}}]'
+    folder.mkdir()
+    rows = load_source(write(folder, kind), fields={"question": "problem"})
+    assert [r.fields["question"] for r in rows] == [r["problem"] for r in ROWS]
+
+
 def test_txt_source_is_one_topic_per_line_skipping_comments(tmp_path):
     p = tmp_path / "topics.txt"
     p.write_text("# topics\nphotosynthesis\n\ncompound interest\n")
