@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -54,7 +55,7 @@ def sweep_variants(recipe: dict, flags: list[str], path: Path | str) -> list[tup
         for v in values[1:]:
             name, v = _name(key, v)
             variants.append((name, _set(base, key, v, where), where))
-    names = [name for name, _, _ in variants]
+    names = [folder_name(name) for name, _, _ in variants]
     if len(set(names)) < len(names):
         raise DistillError(f"{path}: sweep: two variants are named "
                            f"{next(n for n in names if names.count(n) > 1)!r}")
@@ -64,6 +65,13 @@ def sweep_variants(recipe: dict, flags: list[str], path: Path | str) -> list[tup
         except DistillError as e:
             raise DistillError(f"{where}: {e}") from None
     return [(name, variant) for name, variant, _ in variants]
+
+
+def folder_name(name: str) -> str:
+    """A variant's folder: its name with every run of characters other than letters, digits
+    and ``.,=+-`` as one ``-`` (readers such as ``datasets`` and vLLM glob their paths, so
+    ``rounds=[{}, {...}]`` would not be found)."""
+    return re.sub(r"[^\w.,=+-]+", "-", name).strip("-") or "variant"
 
 
 def _value(text: str):
@@ -130,7 +138,7 @@ def run_sweep(variants: list[tuple[str, dict]], out: Path, from_stage: str | Non
 
     runs, started = [], io.now()
     for name, recipe in variants:
-        folder = out / "variants" / name.replace("/", "_")
+        folder = out / "variants" / folder_name(name)
         folder.mkdir(parents=True, exist_ok=True)
         log(f"[sweep] {name} into {folder}")
         summary = run_one(recipe, folder, [s for s in STAGES if s in recipe], from_stage,

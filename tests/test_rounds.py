@@ -185,7 +185,7 @@ def test_bad_sweeps_and_rounds_name_the_key(tiny_model, tmp_path, capsys):
 
 
 def test_a_sweep_value_may_change_several_options_of_a_section(tiny_model, tmp_path):
-    from distill.sweep import sweep_variants
+    from distill.sweep import folder_name, sweep_variants
 
     base = yaml.safe_load(recipe(tmp_path, tiny_model).read_text())
     block = {"train": [{}, {"max_steps": 2, "learning_rate": 0.1}]}
@@ -202,5 +202,10 @@ def test_a_sweep_value_may_change_several_options_of_a_section(tiny_model, tmp_p
     with pytest.raises(DistillError, match="two variants are named 'fast'"):
         sweep_variants({**base, "sweep": {"train": [{}, {"variant": "fast", "max_steps": 1},
                                                     {"variant": "fast", "max_steps": 2}]}}, [], "r")
+    rounds = dict(sweep_variants({**base, "sweep": {"rounds": [1, [{}, {"generate": {"n": 2}}]]}},
+                                 [], "r"))
+    name = 'rounds=[{}, {"generate": {"n": 2}}]'
+    assert list(rounds) == ["baseline", name]
+    assert folder_name(name) == "rounds=-,-generate-n-2"  # readers glob their paths: no [ { "
     with pytest.raises(DistillError, match="give train.KEY, .* or a mapping of train options"):
         sweep_variants(base, ["train=1,2"], "r.yaml")
