@@ -62,6 +62,7 @@ def row_schema(logprobs: bool, output: bool = False, tools: bool = False) -> pa.
     cols = [("id", pa.string()), ("source_id", pa.string()), ("sample_index", pa.int32()),
             ("question", pa.string()), ("gold", pa.string()), ("template", pa.string()),
             ("kind", pa.string()), ("task", pa.string()), ("messages", pa.list_(message)),
+            ("shots", pa.int32()),
             ("completion", pa.string()), ("finish_reason", pa.string()),
             ("prompt_tokens", pa.int32()), ("tokens", pa.int32()), ("model", pa.string()),
             ("backend", pa.string()), ("sampling", pa.string()), ("source", pa.string())]
@@ -240,6 +241,7 @@ def _row(item: Item, k: int, c: Completion, pf: PromptFile, backend: str, model_
         "question": str(f.get("question") or f.get("instruction") or item.messages[-1]["content"]),
         "gold": None if gold is None else str(gold), "template": pf.name, "kind": pf.kind,
         "task": f.get("task"), "messages": getattr(c, "messages", None) or item.messages,
+        "shots": len(pf.few_shot),
         "completion": c.text,
         "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens, "tokens": c.tokens,
         "model": model_name, "backend": backend, "sampling": sampling_json,

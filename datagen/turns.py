@@ -8,6 +8,10 @@ call (two where some continue an assistant message and some start one), runs the
 that round produced at once on a thread pool, and drops the samples that finished: a round
 waits for its slowest program (at most ``TOOL_TIMEOUT``), never for one program after
 another, and a finished sample costs nothing more.
+
+``max_tokens`` is the budget of a whole turn: each call of a turn asks for what is left of it.
+A sample whose next prompt (a follow-up turn, or its trace after a tool's output) leaves the
+model's context no room for a token ends there, with finish_reason ``length``.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from distill import tools
-from distill.datagen.backends import Backend, Completion, Request, Sampling
+from distill.datagen.backends import Backend, Completion, PromptLimit, Request, Sampling
 from distill.datagen.prompts import PromptFile
 from distill.errors import DistillError
+from distill.log import log
 from distill.sandbox import run_program
 
 TOOL_TIMEOUT = 5.0  # seconds per program, as the execute filter
@@ -55,11 +60,14 @@ class _Sample:
     calls: int = 0
     finish: str | None = None  # set when done
 
-    def request(self) -> Request:
+    def request(self, max_tokens: int) -> Request:
+        """The next call: a new turn, or the assistant message going on; ``max_tokens``: the
+        turn's budget, of which the call gets what is left."""
+        left = max_tokens - self.turn_tokens
         if not self.text:
-            return Request(self.messages, 1, self.seed)
+            return Request(self.messages, 1, self.seed, max_tokens=left)
         return Request(self.messages + [{"role": "assistant", "content": self.text}], 1,
-                       self.seed, continue_final=True)
+                       self.seed, continue_final=True, max_tokens=left)
 
 
 def generate(engine: Backend, requests: list[Request], sampling: Sampling, pf: PromptFile,
@@ -81,12 +89,13 @@ def generate(engine: Backend, requests: list[Request], sampling: Sampling, pf: P
     for s, c in zip(flat, firsts):
         s.prompt_tokens = c.prompt_tokens
     _advance(pf, sampling, list(zip(flat, firsts)))
-    while waiting := [s for s in flat if s.finish is None]:
+    limit = engine.prompt_limit()
+    while waiting := _fitting([s for s in flat if s.finish is None], limit, sampling.max_tokens):
         results = []
         for go_on in (False, True):  # vllm renders a batch one way: new or continued
             group = [s for s in waiting if bool(s.text) == go_on]
             if group:
-                done = engine.generate([s.request() for s in group], call)
+                done = engine.generate([s.request(sampling.max_tokens) for s in group], call)
                 results += [(s, c[0]) for s, c in zip(group, done)]
         _advance(pf, sampling, results)
     return [[_trace(s) for s in group] for group in samples]
@@ -124,6 +133,31 @@ def _advance(pf: PromptFile, sampling: Sampling, results: list[tuple[_Sample, Co
             for (s, code), call in zip(programs, pool.map(_run, [c for _, c in programs])):
                 s.tool_calls.append(call)
                 s.text += tools.output_block(call["error"] or call["output"])
+
+
+def _fitting(samples: list[_Sample], limit: PromptLimit | None,
+             max_tokens: int) -> list[_Sample]:
+    """The samples whose next prompt fits the model's context (``limit``; None: unknown) with
+    room for a token; the others end with finish_reason length (a follow-up turn that does not
+    fit is taken back: the row ends at the answer before it), and one line says so."""
+    if limit is None:
+        return samples
+    fit, over = [], []
+    for s in samples:
+        request = s.request(max_tokens)
+        tokens = limit.too_long(request.messages, continue_final=request.continue_final)
+        if tokens is None:
+            fit.append(s)
+            continue
+        over.append(tokens)
+        s.finish = "length"
+        if not s.text:
+            s.text, s.messages = s.outputs.pop(), s.messages[:-2]
+    if over:
+        log(f"generate: {len(over)} samples outgrew the model's context ({limit.context}, "
+            f"{limit.source}) at a follow-up turn or after a tool's output (next prompt: up to "
+            f"{max(over)} tokens); their rows end there, with finish_reason length")
+    return fit
 
 
 def _run(code: str) -> dict:

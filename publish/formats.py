@@ -10,7 +10,7 @@ from distill.errors import DistillError
 FORMATS = ("messages", "prompt-completion", "alpaca", "sharegpt")
 # Row columns a published row keeps next to its format's columns (those the input has).
 METADATA = ("id", "source_id", "sample_index", "question", "gold", "answer", "correct", "kind",
-            "task", "template", "model", "finish_reason", "prompt_tokens", "tokens",
+            "task", "template", "shots", "model", "finish_reason", "prompt_tokens", "tokens",
             "token_ids", "top_ids", "top_logprobs")  # the last 3: one-pass KD
 
 

@@ -61,9 +61,10 @@ class DistillSFTConfig(SFTConfig):
     rationale_prefix: str = field(default="[rationale] ", metadata={
         "help": "step_by_step: put before the last user message to ask for the rationale."})
     drop_few_shot: bool = field(default=False, metadata={
-        "help": "Train on the system message and the last user message only, dropping the "
-        "few-shot exemplar turns of the teacher's prompt (context distillation: the student "
-        "learns to answer zero-shot what the teacher answered with exemplars)."})
+        "help": "Drop the few-shot exemplar turns of the teacher's prompt, keeping the system "
+        "message and the turns the sample had (the row's shots column says how many exemplars; "
+        "rows without it keep the last message only): context distillation, the student "
+        "learns to answer zero-shot what the teacher answered with exemplars."})
     answer_span_field: str = field(default="answer_span", metadata={
         "help": "Column with [start, end] character offsets of the answer in the completion."})
     # Fail closed

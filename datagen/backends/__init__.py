@@ -74,12 +74,14 @@ class Sampling:
 class Request:
     """One prompt: its chat messages, how many samples, and its own seed (so a row does not
     depend on which batch it fell into, where the backend allows). ``continue_final``: the
-    last message is a partial assistant message to go on from, not a turn to answer."""
+    last message is a partial assistant message to go on from, not a turn to answer.
+    ``max_tokens``: this request's token budget, below the sampling's (None: the sampling's)."""
 
     messages: list[dict]
     n: int
     seed: int
     continue_final: bool = False
+    max_tokens: int | None = None
 
 
 @dataclass
@@ -121,10 +123,13 @@ class PromptLimit:
     source: str
     chat_template: str | None = None
 
-    def too_long(self, messages: list[dict]) -> int | None:
-        """The prompt's token count when it leaves no room for a generated token, else None."""
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                                  tokenize=False, chat_template=self.chat_template)
+    def too_long(self, messages: list[dict], continue_final: bool = False) -> int | None:
+        """The prompt's token count when it leaves no room for a generated token, else None;
+        ``continue_final``: the prompt goes on from its last (assistant) message."""
+        text = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=not continue_final,
+            continue_final_message=continue_final, tokenize=False,
+            chat_template=self.chat_template)
         if len(text.encode()) + 16 < self.context:  # a token is at least one byte: it fits
             return None
         tokens = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])

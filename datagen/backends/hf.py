@@ -2,12 +2,14 @@
 
 Sampling is seeded once per call from the first request's seed, so with temperature > 0 a
 row depends on the batch it fell into; greedy output does not. A structured output
-constraint (``Sampling.output``) goes through xgrammar's logits processor.
+constraint (``Sampling.output``) goes through xgrammar's logits processor. A request's own
+``max_tokens`` stops its rows there while the rest of the batch goes on.
 """
 
 from __future__ import annotations
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from distill.chat import ensure_chat_template
 from distill.datagen.backends import (
@@ -49,6 +51,8 @@ class HFBackend(Backend):
         batch = self.tokenizer(texts, return_tensors="pt", padding=True,
                                add_special_tokens=False).to(self.lm.device)
         prompt_lens = batch["attention_mask"].sum(dim=1).tolist()
+        width = batch["input_ids"].shape[1]
+        budgets = [r.max_tokens or sampling.max_tokens for r in requests for _ in range(n)]
         greedy = sampling.temperature == 0
         if not greedy:
             torch.manual_seed(requests[0].seed)
@@ -56,23 +60,23 @@ class HFBackend(Backend):
                                   self.lm.config.get_text_config().vocab_size)] \
             if sampling.output else None
         out = self.lm.generate(
-            **batch, max_new_tokens=sampling.max_tokens, do_sample=not greedy,
+            **batch, max_new_tokens=max(budgets), do_sample=not greedy,
             temperature=None if greedy else sampling.temperature,
             top_p=None if greedy else sampling.top_p, top_k=None,
             pad_token_id=self.tokenizer.pad_token_id,
             stop_strings=sampling.stop or None, tokenizer=self.tokenizer,
             return_dict_in_generate=True, output_logits=sampling.logprobs > 0,
             logits_processor=constrain,
+            stopping_criteria=StoppingCriteriaList([_Budgets(width, budgets, self.lm.device)]),
         )
-        width = batch["input_ids"].shape[1]
         results = []
         for i, req in enumerate(requests):
             samples = []
             for j in range(req.n):
                 k = i * n + j
                 logits = [step[k] for step in out.logits] if sampling.logprobs else None
-                samples.append(self._completion(out.sequences[k, width:], prompt_lens[k],
-                                                sampling, logits))
+                ids = out.sequences[k, width:width + budgets[k]]  # then pads, once stopped
+                samples.append(self._completion(ids, prompt_lens[k], sampling, logits))
             results.append(samples)
         return results
 
@@ -103,6 +107,16 @@ class HFBackend(Backend):
             completion.top_logprobs = top.values.tolist()
             completion.token_ids = gen
         return completion
+
+
+class _Budgets(StoppingCriteria):
+    """Stops each row of a batch once it has generated its own budget of tokens."""
+
+    def __init__(self, width: int, budgets: list[int], device):
+        self.width, self.budgets = width, torch.tensor(budgets, device=device)
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        return input_ids.shape[1] - self.width >= self.budgets
 
 
 def _as_list(x) -> list:

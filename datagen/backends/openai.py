@@ -84,7 +84,7 @@ class OpenAIBackend(Backend):
         n = 1 if sampling.temperature == 0 else req.n
         body = {"model": self.model, "messages": req.messages, "n": n, "seed": req.seed,
                 "temperature": sampling.temperature, "top_p": sampling.top_p,
-                "max_tokens": sampling.max_tokens}
+                "max_tokens": req.max_tokens or sampling.max_tokens}
         extra = {}
         if sampling.stop:
             body["stop"] = sampling.stop

@@ -58,7 +58,8 @@ class VLLMBackend(Backend):
         greedy = sampling.temperature < 1e-5  # vLLM refuses n > 1 here: sample once, repeat
         params = [SamplingParams(n=1 if greedy else r.n, seed=r.seed,
                                  temperature=sampling.temperature, top_p=sampling.top_p,
-                                 max_tokens=sampling.max_tokens, stop=list(sampling.stop) or None,
+                                 max_tokens=r.max_tokens or sampling.max_tokens,
+                                 stop=list(sampling.stop) or None,
                                  logprobs=sampling.logprobs or None,
                                  structured_outputs=sampling.output and vllm_params(sampling.output))
                   for r in requests]

@@ -172,7 +172,7 @@ def build_examples(rows, tokenizer, config, generation: Generation, *, verbose: 
     failed: dict[int, tuple[str, str]] = {}
     weights = np.array([0.0, *config.span_weights()])
     if not isinstance(rows, list):  # the columns a sequence is built from, not the signals
-        rows = rows.select_columns([c for c in ("id", "messages", "completion",
+        rows = rows.select_columns([c for c in ("id", "messages", "shots", "completion",
                                                 config.answer_span_field)
                                     if c in rows.column_names]).to_list()
     out = {"input_ids": [], "labels": [], "span_ids": []}
