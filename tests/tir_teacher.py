@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tiny import build_tiny_model
+from tiny import build_tiny_model, learn_by_heart
 
 SYSTEM = "Use Python for arithmetic."
 USER = "Problem: {{ question }}"
@@ -31,33 +31,10 @@ def prompt_file(folder: Path, name: str = "tir-test", max_tool_calls: int = 4,
 
 def build_tir_teacher(folder: Path, questions: list[str], steps: int = 150) -> Path:
     """Write the tiny model trained on ``TRACE`` after each of ``questions`` to ``folder``."""
-    import torch
-    from transformers import AutoTokenizer, LlamaForCausalLM
-
     traces = [TRACE.format(first=first) for first in (40, 41, 43)]
     chats = [[{"role": "system", "content": SYSTEM},
               {"role": "user", "content": USER.replace("{{ question }}", q)},
               {"role": "assistant", "content": trace}] for q in questions for trace in traces]
     build_tiny_model(folder, corpus=[*traces, SYSTEM, *questions] * 10, vocab_size=300,
                      hidden=64, layers=2, heads=2, split_digits=True)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = LlamaForCausalLM.from_pretrained(folder)
-    texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in chats]
-    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-    torch.manual_seed(0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a model this small trains 30x faster on one thread than on two
-    try:
-        for _ in range(steps):
-            model(**batch, labels=labels).loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-            decay.step()
-    finally:
-        torch.set_num_threads(threads)
-    model.eval()
-    model.save_pretrained(folder)
-    return folder
+    return learn_by_heart(folder, chats, steps)
