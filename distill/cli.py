@@ -270,7 +270,18 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: finished shards are kept; rerun the same command to resume",
               file=sys.stderr)
         return 130
+    finally:
+        _leave_process_group()
     return code or 0
+
+
+def _leave_process_group() -> None:
+    """Under ``accelerate launch``: leave the process group before exit; left to the
+    interpreter's teardown, its threads now and then abort a finished run ("terminate called
+    without an active exception")."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
