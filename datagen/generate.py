@@ -52,7 +52,7 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
              subset: str | None = None, revision: str | None = None,
              batch_size: int | None = None,
              shots: int | None = None, regenerate: bool = False, overwrite: bool = False,
-             backend_options: dict | None = None, engine_args: dict | None = None,
+             cache: bool = False, backend_options: dict | None = None, engine_args: dict | None = None,
              progress: bool = True,
              executor: str = "local", ray_address: str | None = None,
              ray_workers: int | None = None) -> GenerateResult:
@@ -62,7 +62,9 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
     ``ray_address``; the rows, shards, manifest and resume are the local path's.
     ``engine_args``: vLLM's ``EngineArgs`` fields for the vllm backend (``--engine-arg``).
     ``out`` must be new, empty or a generate output (``overwrite``: move what else it holds
-    aside), and one generate at a time writes it (``distill.folders.claim``)."""
+    aside), and one generate at a time writes it (``distill.folders.claim``). Rows in ``out``
+    outside this plan stop the run (the next stage would read them), unless ``out`` is a
+    ``cache`` its readers pick their rows from by id (eval's generations)."""
     start = time.perf_counter()
     if executor not in ("local", "ray"):
         raise DistillError(f"executor must be local or ray, not {executor!r}")
@@ -83,7 +85,7 @@ def generate(prompt: str, source: str, out: str, *, model: str | None = None,
                          temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
                          logprobs=logprobs, fields=fields, tasks=tasks, shuffle=shuffle,
                          split=split, subset=subset, revision=revision, shots=shots,
-                         regenerate=regenerate, context=context)
+                         regenerate=regenerate, cache=cache, context=context)
         manifest = plan.manifest
         schema = row_schema(plan.sampling.logprobs > 0, output=plan.pf.output is not None,
                             tools=bool(plan.pf.tools))

@@ -85,6 +85,7 @@ def make_plan(prompt: str, source: str, out: str | Path, *, model: str | None = 
               fields: dict[str, str] | None = None, tasks: list[str] | None = None,
               shuffle: bool = False, split: str = "train", subset: str | None = None,
               revision: str | None = None, shots: int | None = None, regenerate: bool = False,
+              cache: bool = False,
               context: Callable[[], PromptLimit | None] | None = None) -> Plan:
     """Render every source row, check that each prompt fits the model's context (``context``
     gives the limit, or None where unknown), check what ``out`` already holds, and mark its
@@ -111,6 +112,8 @@ def make_plan(prompt: str, source: str, out: str | Path, *, model: str | None = 
     _check_reuse(out, key, regenerate)
 
     done = io.read_ids(out) if (out / io.DATA_DIR).exists() else set()
+    if not cache:
+        done = _check_stale(out, done, items, sampling.n, regenerate)
     for item in items:
         item.missing = [k for k in range(sampling.n) if row_id(item.key, k) not in done]
     pending = [it for it in items if it.missing]
@@ -278,6 +281,25 @@ def _check_reuse(out: Path, key: dict, regenerate: bool) -> None:
         return
     raise DistillError(f"{out}: its rows were made with other settings ({what}); nothing was "
                        "reused. Pass --regenerate to discard them, or choose another --out")
+
+
+def _check_stale(out: Path, done: set[str], items: list[Item], n: int,
+                 regenerate: bool) -> set[str]:
+    """``done``, the ids of the rows in ``out``; stop when some are not in this plan (their
+    problem left the source, or ``n`` shrank): later stages would read them as this run's
+    (``regenerate``: discard them all, only the shards generate wrote)."""
+    stale = done - {row_id(it.key, k) for it in items for k in range(n)}
+    if not stale:
+        return done
+    if regenerate:
+        log(f"{out}: {len(stale)} rows are not in this plan; --regenerate: discarding "
+            f"{len(done)} existing rows")
+        io.remove_shards(out)
+        return set()
+    raise DistillError(f"{out}: {len(stale)} of its {len(done)} rows are not in this plan "
+                       "(their problems left the source, or n shrank) and would be read as "
+                       "this run's; nothing was generated. Pass --regenerate to discard them, "
+                       "or choose another --out")
 
 
 def _manifest(pf: PromptFile, source: str, key: dict, sampling: Sampling, total: int,

@@ -53,7 +53,8 @@ def _add_generate(sub) -> None:
     p.add_argument("--concurrency", type=int, help="openai: requests in flight")
     add_backend_flags(p)
     p.add_argument("--regenerate", action="store_true",
-                   help="discard rows in --out made with other settings and start over")
+                   help="discard the rows in --out (made with other settings, or not in this plan) "
+                        "and start over")
     add_overwrite(p)
     p.add_argument("--no-progress", action="store_true")
     _add_executor(p, "engines (default: one per GPU or tensor-parallel group, else per CPU)")

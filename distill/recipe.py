@@ -23,7 +23,7 @@ from distill.data import parse_fields
 from distill.errors import DistillError
 from distill.folders import lock
 from distill.log import log
-from distill.recipe_check import EVOLVE_DEFAULTS, SEED_KEYS, check_recipe
+from distill.recipe_check import EVOLVE_DEFAULTS, SEED_KEYS, TASK_KEYS, check_recipe
 
 STAGES = ("evolve", "generate", "filter", "publish", "train", "eval")
 STATE = "state.json"
@@ -106,6 +106,8 @@ def _run_stages(recipe: dict, out: Path, declared: list[str], from_stage: str | 
         if stage == "evolve":  # its seeds are the generate section's problems
             settings["seeds"] = {k: v for k, v in (recipe["generate"] or {}).items()
                                  if k in SEED_KEYS}
+        if stage in ("evolve", "generate") and held_out_slice(recipe) is not None:
+            settings["held_out"] = held_out_slice(recipe)  # the problems it leaves out
         text = json.dumps(settings, sort_keys=True, default=str)
         text = text.replace(str(home), "<home>") if home is not None else text
         fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -168,11 +170,23 @@ def _link(link: Path, target: Path) -> None:
     link.symlink_to(Path(os.path.relpath(target, link.parent)), target_is_directory=True)
 
 
-def _task_file(cfg: dict, path: Path, default_split: str | None) -> Path:
+def _task_file(cfg: dict, path: Path, default_split: str | None,
+               held_out: set[str] = frozenset()) -> Path:
     """Write a slice of a task (``task``, ``split``, ``subset``, ``revision``, ``field``,
     ``shuffle``, ``shuffle_seed``, ``offset``, ``limit``, popped from ``cfg``) to a jsonl
     file. The same slicing on both sides keeps training problems and held-out eval items
-    apart."""
+    apart; a problem whose text is a ``held_out`` key (``_question_key``) is left out too."""
+    rows = _task_rows(cfg, default_split)
+    kept = [r for r in rows if _question_key(r["question"]) not in held_out]
+    if len(kept) < len(rows):
+        log(f"[{path.parent.name}] {len(rows) - len(kept)} of {len(rows)} problems left out: "
+            "the text of a held-out eval item")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({**r, "gold": r["answer"]}) + "\n" for r in kept))
+    return path
+
+
+def _task_rows(cfg: dict, default_split: str | None) -> list[dict]:
     import random
 
     from distill.tasks import load_task
@@ -183,53 +197,82 @@ def _task_file(cfg: dict, path: Path, default_split: str | None) -> Path:
     if cfg.pop("shuffle", False):
         random.Random(cfg.pop("shuffle_seed", 0)).shuffle(rows)
     start, limit = cfg.pop("offset", 0), cfg.pop("limit", None)
-    rows = rows[start:None if limit is None else start + limit]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({**r, "gold": r["answer"]}) + "\n" for r in rows))
-    return path
+    return rows[start:None if limit is None else start + limit]
+
+
+def held_out_slice(recipe: dict) -> dict | None:
+    """The eval section's task slice (``offset``/``shuffle``: held-out items), else None."""
+    cfg = recipe.get("eval") or {}
+    if not {"offset", "shuffle"} & set(cfg):
+        return None
+    keys = (*TASK_KEYS, "subset", "revision", "field")
+    return {**{k: cfg[k] for k in keys if k in cfg},
+            "task": cfg.get("data") or cfg.get("task", "gsm8k")}
+
+
+def held_out(recipe: dict) -> set[str]:
+    """The held-out eval items' question keys: generate and evolve leave out problems with
+    the same text (MAWPS, for one, repeats problems under other ids)."""
+    cfg = held_out_slice(recipe)
+    return set() if cfg is None else \
+        {_question_key(r["question"]) for r in _task_rows(cfg, default_split=None)}
+
+
+def _question_key(question: str) -> str:
+    """A question's words and numbers, run together: case, spacing, punctuation, apostrophes
+    and thousands separators aside ("Fred 's 6,359 cards ." = "Fred's 6359 cards.")."""
+    from distill.filters.decontaminate import normalize_words
+
+    return "".join(normalize_words(question))
 
 
 def _generate(recipe: dict, out: Path) -> dict:
-    from distill.datagen import generate
-
     cfg = dict(recipe["generate"] or {})
-    source = cfg.pop("source", None)
     if "evolve" in recipe:  # the problems evolve kept (and the seeds), as the source file
         source = _evolved_problems(recipe, out)
         cfg = {k: v for k, v in cfg.items() if k not in SEED_KEYS}
-    elif "task" in cfg:  # problems from a task loader, written as the stage's source file
-        source = _task_file(cfg, out / "problems.jsonl", default_split="train")
-    if source is None:
-        raise DistillError("recipe generate: give a source (a file) or a task (e.g. gsm8k)")
-    teacher = recipe.get("teacher") or {}
-    result = generate(cfg.pop("prompt", "gsm8k-cot"), str(source), str(out / "generate"),
-                      model=teacher.get("model"), backend=teacher.get("backend", "auto"),
-                      base_url=teacher.get("base_url"), **cfg)
+    else:
+        source = _problems(recipe, cfg, out / "problems.jsonl")
+    result = _teacher_generate(recipe, cfg.pop("prompt", "gsm8k-cot"), source,
+                               out / "generate", **cfg)
     return {"rows": result.rows_total, "generated": result.rows_written,
             "tokens": result.tokens, "finish_reasons": result.finish_reasons}
+
+
+def _problems(recipe: dict, cfg: dict, path: Path) -> str | Path:
+    """The generate section's problems (``cfg``: its keys, those that pick them popped): its
+    source file, or its task slice written to ``path`` less the held-out items."""
+    source = cfg.pop("source", None)
+    if "task" in cfg:
+        source = _task_file(cfg, path, default_split="train", held_out=held_out(recipe))
+    if source is None:
+        raise DistillError("recipe generate: give a source (a file) or a task (e.g. gsm8k)")
+    return source
+
+
+def _teacher_generate(recipe: dict, prompt: str, source: str | Path, folder: Path, **options):
+    """``distill generate`` with the recipe's teacher."""
+    from distill.datagen import generate
+
+    teacher = recipe.get("teacher") or {}
+    return generate(prompt, str(source), str(folder), model=teacher.get("model"),
+                    backend=teacher.get("backend", "auto"), base_url=teacher.get("base_url"),
+                    **options)
 
 
 def _evolve(recipe: dict, out: Path) -> dict:
     """New problems from the generate section's problems (the seeds, read as generate reads
     them): a problem prompt writes them into ``evolve/generate``, a filter (the ``problem``
     preset unless ``filter`` names another) reads them out into ``evolve/filter``."""
-    from distill.datagen import generate
     from distill.filters.pipeline import run_filter
 
     cfg = {**EVOLVE_DEFAULTS, **(recipe["evolve"] or {})}
     cfg.pop("keep_seeds")
     prompt, config = cfg.pop("prompt"), cfg.pop("filter")
     seeds = {k: v for k, v in (recipe["generate"] or {}).items() if k in SEED_KEYS}
-    source = seeds.pop("source", None)
-    if "task" in seeds:
-        source = _task_file(seeds, out / "evolve" / "seeds.jsonl", default_split="train")
-    if source is None:
-        raise DistillError("recipe generate: give a source (a file) or a task (e.g. gsm8k): "
-                           "evolve writes new problems from its problems")
-    teacher = recipe.get("teacher") or {}
-    result = generate(prompt, str(source), str(out / "evolve" / "generate"),
-                      model=teacher.get("model"), backend=teacher.get("backend", "auto"),
-                      base_url=teacher.get("base_url"), **seeds, **cfg)
+    source = _problems(recipe, seeds, out / "evolve" / "seeds.jsonl")
+    result = _teacher_generate(recipe, prompt, source, out / "evolve" / "generate",
+                               **seeds, **cfg)
     kept = run_filter(out / "evolve" / "generate", out / "evolve" / "filter", config=config)
     return {"seeds": len(_seeds(out)), "rows": result.rows_total,
             "generated": result.rows_written, "tokens": result.tokens,

@@ -88,10 +88,11 @@ def _later_round(recipe: dict, spec: dict, out: Path, k: int) -> dict:
 def _problems(first: dict, path: Path) -> list[dict]:
     """Round 1's problems (``first``: its recipe): its task slice, written again to ``path``,
     or its source file."""
-    from distill.recipe import _task_file
+    from distill.recipe import _task_file, held_out
 
     cfg = dict(first["generate"] or {})
-    path = _task_file(cfg, path, default_split="train") if "task" in cfg else cfg.get("source")
+    path = _task_file(cfg, path, default_split="train", held_out=held_out(first)) \
+        if "task" in cfg else cfg.get("source")
     if path is None or not str(path).endswith(".jsonl"):
         raise DistillError(f"rounds: round 2 on samples round 1's problems again: give "
                            f"generate a task or a .jsonl source, not {path}")

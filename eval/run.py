@@ -115,7 +115,7 @@ def evaluate(model: str | None, task: str, out: str | Path, *, prompt: str | Non
                 res = generate(str(pf.path), str(items_path), str(out / "generations" / name),
                                model=gen_model, backend=engine, n=k, temperature=t,
                                max_tokens=max_tokens, seed=seed, shots=shots,
-                               regenerate=regenerate,
+                               regenerate=regenerate, cache=True,
                                backend_options=options, progress=progress)
                 if res.rows_written:
                     speed[name] = {"tokens": res.tokens, "seconds": round(res.seconds, 3),

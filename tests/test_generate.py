@@ -74,6 +74,20 @@ def test_rerun_with_other_sampling_refuses_then_regenerates(hf, problems, tmp_pa
     assert "discarding 2 existing rows" in capsys.readouterr().err
 
 
+def test_rows_outside_the_plan_are_refused_not_read_as_this_runs(hf, problems, tmp_path,
+                                                                   capsys):
+    out = tmp_path / "out"
+    run(hf, problems, out, limit=3, n=2)
+    with pytest.raises(DistillError, match=r"2 of its 6 rows are not in this plan.*--regenerate"):
+        run(hf, problems, out, limit=2, n=2)  # the third problem left the source
+    with pytest.raises(DistillError, match=r"3 of its 6 rows are not in this plan"):
+        run(hf, problems, out, limit=3)  # n shrank
+    assert len(io.read_rows(out)) == 6  # nothing lost
+    result = run(hf, problems, out, limit=2, n=2, regenerate=True)
+    assert result.rows_written == len(io.read_rows(out)) == 4
+    assert "2 rows are not in this plan; --regenerate: discarding 6" in capsys.readouterr().err
+
+
 def test_duplicate_source_rows_are_generated_once(hf, tmp_path):
     src = tmp_path / "dup.jsonl"
     src.write_text('{"question": "1+1?"}\n{"question": "2+2?"}\n{"question": "1+1?"}\n')

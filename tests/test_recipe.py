@@ -97,3 +97,40 @@ def test_training_problems_and_held_out_items_come_from_one_shuffled_order(tmp_p
     assert train == {"n": 4}  # slicing options are consumed, the rest goes to the stage
     again = _task_file({**common, "offset": 0, "limit": 50}, tmp_path / "c.jsonl", "train")
     assert again.read_text().splitlines() == a
+
+
+def test_generate_leaves_out_the_held_out_items_and_their_repeats(tmp_path):
+    """MAWPS repeats problems under other ids, spaced or punctuated otherwise: a training
+    problem with a held-out item's text is left out with the item itself."""
+    from distill.recipe import _question_key, _task_file, held_out
+
+    common = {"task": "mawps", "split": "test", "shuffle": True, "shuffle_seed": 0}
+    spec = {"generate": {**common, "offset": 0, "limit": 1200},
+            "eval": {**common, "offset": 300, "limit": 300, "shots": 0}}
+    keys = held_out(spec)
+    problems = _task_file(dict(spec["generate"]), tmp_path / "p.jsonl", "train", held_out=keys)
+    rows = [json.loads(x) for x in problems.read_text().splitlines()]
+    items = [json.loads(x) for x in
+             _task_file(dict(spec["eval"]), tmp_path / "e.jsonl", None).read_text().splitlines()]
+    assert len(keys) == len({_question_key(r["question"]) for r in items})
+    assert not {r["id"] for r in rows} & {r["id"] for r in items}
+    assert not {_question_key(r["question"]) for r in rows} & keys
+    assert len(rows) == 875  # 900 outside items 300-599, 25 of them repeat a held-out item
+    assert _question_key("Fred has 40 baseball cards. Keith bought 22 of Fred's  cards?") == \
+        _question_key("Fred has 40 baseball cards . Keith bought 22 of Fred 's cards ?")
+    assert held_out({"eval": {"task": "mawps", "limit": 5}}) == set()  # no slice: no held-out
+
+
+def test_a_recipe_never_samples_its_held_out_items(tiny_model, tmp_path, capsys):
+    common = {"task": "mawps", "split": "test", "shuffle": True, "shuffle_seed": 0}
+    generate = {**common, "offset": 0, "limit": 8, "n": 1, "max_tokens": 4, "progress": False}
+    evals = {**common, "offset": 4, "limit": 4, "backend": "hf", "max_tokens": 4}
+    path, out = recipe(tmp_path, tiny_model, generate=generate, eval=evals), tmp_path / "run"
+    summary = run_recipe(path, out, until_stage="generate")
+    assert summary["stages"]["generate"]["result"]["rows"] == 4  # items 4-7 are eval's
+    assert "4 of 8 problems left out: the text of a held-out eval item" in capsys.readouterr().err
+    # other held-out items: other problems to sample, so generate runs again
+    run_recipe(recipe(tmp_path, tiny_model, generate=generate, eval={**evals, "offset": 6}),
+               out, until_stage="generate")
+    assert "[generate] running" in capsys.readouterr().err
+    assert len((out / "problems.jsonl").read_text().splitlines()) == 6
