@@ -179,7 +179,7 @@ def _task_file(cfg: dict, path: Path, default_split: str | None,
     rows = _task_rows(cfg, default_split)
     kept = [r for r in rows if _question_key(r["question"]) not in held_out]
     if len(kept) < len(rows):
-        log(f"[{path.parent.name}] {len(rows) - len(kept)} of {len(rows)} problems left out: "
+        log(f"[{path.stem}] {len(rows) - len(kept)} of {len(rows)} problems left out: "
             "the text of a held-out eval item")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps({**r, "gold": r["answer"]}) + "\n" for r in kept))
