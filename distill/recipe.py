@@ -106,8 +106,8 @@ def _run_stages(recipe: dict, out: Path, declared: list[str], from_stage: str | 
         if stage == "evolve":  # its seeds are the generate section's problems
             settings["seeds"] = {k: v for k, v in (recipe["generate"] or {}).items()
                                  if k in SEED_KEYS}
-        if stage in ("evolve", "generate") and held_out_slice(recipe) is not None:
-            settings["held_out"] = held_out_slice(recipe)  # the problems it leaves out
+        if stage in ("evolve", "generate") and (held := held_out_slice(recipe)) is not None:
+            settings["held_out"] = held  # the problems it leaves out
         text = json.dumps(settings, sort_keys=True, default=str)
         text = text.replace(str(home), "<home>") if home is not None else text
         fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -232,14 +232,14 @@ def _generate(recipe: dict, out: Path) -> dict:
         source = _evolved_problems(recipe, out)
         cfg = {k: v for k, v in cfg.items() if k not in SEED_KEYS}
     else:
-        source = _problems(recipe, cfg, out / "problems.jsonl")
+        source = _problem_source(recipe, cfg, out / "problems.jsonl")
     result = _teacher_generate(recipe, cfg.pop("prompt", "gsm8k-cot"), source,
                                out / "generate", **cfg)
     return {"rows": result.rows_total, "generated": result.rows_written,
             "tokens": result.tokens, "finish_reasons": result.finish_reasons}
 
 
-def _problems(recipe: dict, cfg: dict, path: Path) -> str | Path:
+def _problem_source(recipe: dict, cfg: dict, path: Path) -> str | Path:
     """The generate section's problems (``cfg``: its keys, those that pick them popped): its
     source file, or its task slice written to ``path`` less the held-out items."""
     source = cfg.pop("source", None)
@@ -270,7 +270,7 @@ def _evolve(recipe: dict, out: Path) -> dict:
     cfg.pop("keep_seeds")
     prompt, config = cfg.pop("prompt"), cfg.pop("filter")
     seeds = {k: v for k, v in (recipe["generate"] or {}).items() if k in SEED_KEYS}
-    source = _problems(recipe, seeds, out / "evolve" / "seeds.jsonl")
+    source = _problem_source(recipe, seeds, out / "evolve" / "seeds.jsonl")
     result = _teacher_generate(recipe, prompt, source, out / "evolve" / "generate",
                                **seeds, **cfg)
     kept = run_filter(out / "evolve" / "generate", out / "evolve" / "filter", config=config)
