@@ -280,7 +280,8 @@ def _check_reuse(out: Path, key: dict, regenerate: bool) -> None:
         io.remove_shards(out)
         return
     raise DistillError(f"{out}: its rows were made with other settings ({what}); nothing was "
-                       "reused. Pass --regenerate to discard them, or choose another --out")
+                       "reused. Pass --regenerate (a recipe: `regenerate: true` in the stage's "
+                       "section) to discard them, or choose another --out")
 
 
 def _check_stale(out: Path, done: set[str], items: list[Item], n: int,
@@ -298,8 +299,9 @@ def _check_stale(out: Path, done: set[str], items: list[Item], n: int,
         return set()
     raise DistillError(f"{out}: {len(stale)} of its {len(done)} rows are not in this plan "
                        "(their problems left the source, or n shrank) and would be read as "
-                       "this run's; nothing was generated. Pass --regenerate to discard them, "
-                       "or choose another --out")
+                       "this run's; nothing was generated. Pass --regenerate (a recipe: "
+                       "`regenerate: true` in the stage's section) to discard them, or choose "
+                       "another --out")
 
 
 def _manifest(pf: PromptFile, source: str, key: dict, sampling: Sampling, total: int,

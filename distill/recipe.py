@@ -178,6 +178,10 @@ def _task_file(cfg: dict, path: Path, default_split: str | None,
     apart; a problem whose text is a ``held_out`` key (``_question_key``) is left out too."""
     rows = _task_rows(cfg, default_split)
     kept = [r for r in rows if _question_key(r["question"]) not in held_out]
+    if rows and not kept:
+        raise DistillError(f"recipe: all {len(rows)} problems of the {path.stem} slice are "
+                           "held-out eval items or repeat one; give it other items "
+                           "(offset/limit) than eval's")
     if len(kept) < len(rows):
         log(f"[{path.stem}] {len(rows) - len(kept)} of {len(rows)} problems left out: "
             "the text of a held-out eval item")

@@ -6,6 +6,7 @@ import pytest
 import yaml
 from conftest import REPO
 
+from distill import io
 from distill.cli import main
 from distill.errors import DistillError
 from distill.recipe import run_recipe
@@ -134,3 +135,15 @@ def test_a_recipe_never_samples_its_held_out_items(tiny_model, tmp_path, capsys)
                out, until_stage="generate")
     assert "[generate] running" in capsys.readouterr().err
     assert len((out / "problems.jsonl").read_text().splitlines()) == 6
+    # fewer problems: the rows of those gone would be read as this run's; the recipe's way out
+    fewer = recipe(tmp_path, tiny_model, generate=generate, eval={**evals, "offset": 2})
+    with pytest.raises(DistillError, match="4 of its 6 rows are not in this plan.*"
+                                           "`regenerate: true` in the stage's section"):
+        run_recipe(fewer, out, until_stage="generate")
+    assert len(io.read_ids(out / "generate")) == 6  # nothing lost
+    summary = run_recipe(recipe(tmp_path, tiny_model, generate={**generate, "regenerate": True},
+                                eval={**evals, "offset": 2}), out, until_stage="generate")
+    assert summary["stages"]["generate"]["result"]["rows"] == 4  # items 0, 1, 6 and 7
+    with pytest.raises(DistillError, match="all 8 problems of the problems slice are held-out"):
+        run_recipe(recipe(tmp_path, tiny_model, generate=generate, eval={**evals, "offset": 0,
+                                                                          "limit": 8}), out)
