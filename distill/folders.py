@@ -25,8 +25,9 @@ from pathlib import Path
 from distill.errors import DistillError
 
 LOCK = ".distill.lock"
-# Markers that distill wrote before they carried a kind (train runs before 0.2).
-UNMARKED = {"distill_sft.json": "train"}
+# Markers that distill wrote before they carried a kind (train runs before 0.2, compare
+# reports before 0.3).
+UNMARKED = {"distill_sft.json": "train", "compare.json": "compare"}
 TMP = ".tmp"  # per-writer scratch space (``distill.io``); never a user's file by itself
 
 
@@ -91,6 +92,22 @@ def refuse_input(out: Path, inputs, flag: str = "--out") -> None:
             raise DistillError(f"{flag} {out}: would overwrite the input {path} (it is, holds "
                                "or lies inside it); a command never writes into its input: "
                                "choose another folder")
+
+
+def own_file(path: str | Path, mark: str, command: str, *, inputs=(), flag: str) -> Path:
+    """Stop unless ``path`` (one output file) is new or was written by ``distill command``
+    (its first 4 kB hold ``mark``): a user's file is never rewritten, nor an input."""
+    path = Path(path)
+    refuse_input(path, inputs, flag)
+    if path.is_dir():
+        raise DistillError(f"{flag} {path}: is a folder; give a file name")
+    if path.exists():
+        with open(path, "rb") as f:
+            head = f.read(4096)
+        if mark.encode() not in head:
+            raise DistillError(f"{flag} {path}: a file distill {command} did not write; "
+                               "choose another name (it is left as it is)")
+    return path
 
 
 @contextmanager

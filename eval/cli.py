@@ -70,6 +70,7 @@ def register(sub) -> None:
     c.add_argument("--max-texts", type=int, default=64)
     c.add_argument("--max-length", type=int, default=256, help="tokens per held-out text")
     c.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap resamples")
+    add_overwrite(c)
     c.set_defaults(func=_compare)
 
 
@@ -96,7 +97,7 @@ def _compare(args) -> None:
         check_number(name, value, 1)
     result = compare(args.runs, args.compare_out, teacher=args.teacher, texts=args.texts,
                      max_texts=args.max_texts, max_length=args.max_length,
-                     bootstrap=args.bootstrap)
+                     bootstrap=args.bootstrap, overwrite=args.overwrite)
     for r in result["runs"]:
         lo, hi = r["accuracy_ci"]
         line = f"{r['run']:<24} accuracy {r['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]"

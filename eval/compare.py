@@ -13,6 +13,9 @@ from pathlib import Path
 from distill import io
 from distill.errors import DistillError
 from distill.eval import metrics as M
+from distill.folders import claim
+
+KIND = "compare"
 
 
 @dataclass
@@ -41,13 +44,14 @@ def load_run(path: str | Path) -> Run:
 def compare(run_dirs: list[str | Path], out: str | Path, *, teacher: str | Path | None = None,
             texts: str | Path | None = None, max_texts: int = 64, max_length: int = 256,
             bootstrap: int = M.BOOTSTRAP_SAMPLES, seed: int = 0,
-            labels: list[str] | None = None) -> dict:
+            labels: list[str] | None = None, overwrite: bool = False) -> dict:
     """Compare eval runs; ``teacher`` (default: the first run) is the reference for
     retention (student / teacher accuracy on shared items, paired bootstrap interval) and
     answer agreement. ``texts`` (a .txt/.jsonl/... file of held-out texts) adds logit
     divergence between the teacher's and each student's model. Writes ``out``/compare.md,
-    compare.html, compare.json and the plots; returns what compare.json holds. ``labels``
-    name the runs of ``run_dirs`` (default: their folder names)."""
+    compare.html, compare.json and the plots (``out`` is claimed: see ``distill.folders``);
+    returns what compare.json holds. ``labels`` name the runs of ``run_dirs`` (default: their
+    folder names)."""
     if not run_dirs:
         raise DistillError("eval compare needs at least one run folder")
     runs = [load_run(d) for d in run_dirs]
@@ -59,8 +63,13 @@ def compare(run_dirs: list[str | Path], out: str | Path, *, teacher: str | Path 
         r for r in runs if r.path.resolve() == Path(teacher).resolve())
     _unique_labels(runs)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with claim(out, "eval compare", KIND, marker="compare.json",
+               inputs=[*run_dirs, teacher, texts], overwrite=overwrite):
+        return _compare(runs, ref, out, texts, max_texts, max_length, bootstrap, seed)
 
+
+def _compare(runs: list[Run], ref: Run, out: Path, texts, max_texts: int, max_length: int,
+             bootstrap: int, seed: int) -> dict:
     rows = []
     for run in runs:
         m = run.metrics
@@ -73,7 +82,7 @@ def compare(run_dirs: list[str | Path], out: str | Path, *, teacher: str | Path 
         if run is not ref:
             row.update(_versus(run, ref, bootstrap, seed))
         rows.append(row)
-    result = {"teacher": ref.label, "runs": rows,
+    result = {"kind": KIND, "teacher": ref.label, "runs": rows,
               "pareto": pareto_front([(r["run"], r["params"], r["accuracy"]) for r in rows])}
     if texts is not None:
         from distill.eval.divergence import divergence

@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 from string import Template
 
+from distill.folders import own_file
 from distill.log import pct
 from distill.publish.show import drop_reason, load_view, row_lengths, texts
 
@@ -19,8 +20,11 @@ def write_html(path: str | Path, out_file: str | Path, max_rows: int = 1000,
                seed: int = 0, options: dict | None = None) -> Path:
     """Write the page for DIR to ``out_file``; at most ``max_rows`` rows are embedded (a
     sample that keeps every drop reason), and the page says how many there are in all.
-    ``options``: how ``path`` is read (``show.load_view``)."""
+    ``options``: how ``path`` is read (``show.load_view``). An existing ``out_file`` must be
+    such a page: a user's file is never rewritten."""
     v = load_view(path, options)
+    out = own_file(out_file, GENERATOR, "show --html",
+                   inputs=[path, v.path], flag="--html")
     sample = _sample(v.rows, max_rows, seed)
     data = {"rows": [_page_row(r) for r in sample], "total": len(v.rows)}
     statuses = [s for s in ("kept", "dropped") if any(r["_status"] == s for r in v.rows)]
@@ -49,7 +53,6 @@ def write_html(path: str | Path, out_file: str | Path, max_rows: int = 1000,
         sampled=html.escape(f"{len(sample)} of {len(v.rows)} rows embedded"
                             + (" (a sample)" if len(sample) < len(v.rows) else "")),
         data=json.dumps(data, ensure_ascii=False).replace("<", "\\u003c"))
-    out = Path(out_file)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     return out
@@ -151,8 +154,10 @@ def _svg_hist(metric: str, series: dict[str, list[int]], bins: int = 30) -> str:
                              "</figcaption></figure>")
 
 
+GENERATOR = '<meta name="generator" content="distill show">'  # marks the pages show wrote
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
+<meta name="generator" content="distill show">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>$title</title>
 <style>

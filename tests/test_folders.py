@@ -320,3 +320,53 @@ def test_a_second_run_of_a_recipe_in_one_folder_stops_at_once(tmp_path):
     with lock(out, "run"), pytest.raises(DistillError, match=f"distill run, pid {os.getpid()}"):
         run_recipe(path, out)
     assert sorted(p.name for p in out.iterdir()) == []  # nothing ran
+
+
+def test_report_and_model_writers_keep_a_users_files(tiny_model, tmp_path, capsys):
+    """eval compare, analyze, student design and init own their --out as the stages do: a
+    folder of a user's files is refused and left as it was, --overwrite moves it aside, their
+    own folder is written again, and an input is never the output."""
+    from test_analysis import write_run
+
+    runs = [write_run(tmp_path / name, 1000, [True, False], 10.0) for name in ("a", "b")]
+    for run in runs:  # as `distill eval` writes it
+        metrics = json.loads((run / "metrics.json").read_text())
+        (run / "metrics.json").write_text(json.dumps({**metrics, "accuracy_ci": [0.1, 0.9],
+                                                          "mean_tokens": 5.0}))
+    commands = {
+        "eval compare": ["eval", "compare", *runs, "--bootstrap", "50"],
+        "analyze compression": ["analyze", "compression", *runs],
+        "student design": ["student", "design", "--teacher", tiny_model, "--ratio", "1"],
+        "student init": ["student", "init", "--teacher", tiny_model, "--config", tiny_model],
+    }
+    for command, args in commands.items():
+        out = tmp_path / command.replace(" ", "-")
+        before = user_folder(out)
+        code, err = cli(capsys, *args, "--out", out)
+        assert code == 2 and snapshot(out) == before, command
+        assert f"holds files distill {command} did not write" in err
+        assert cli(capsys, *args, "--out", out, "--overwrite")[0] == 0
+        assert snapshot(aside_of(out)) == before  # moved aside, not lost
+        assert cli(capsys, *args, "--out", out)[0] == 0, command  # its own folder: again
+    model = snapshot(Path(tiny_model))
+    for args in (commands["student init"] + ["--out", tiny_model],
+                 commands["eval compare"] + ["--out", runs[0] / "report"]):
+        code, err = cli(capsys, *args)
+        assert code == 2 and "would overwrite the input" in err, args
+    assert snapshot(Path(tiny_model)) == model and not (runs[0] / "report").exists()
+
+
+def test_show_html_never_rewrites_a_users_file(distilled, tmp_path, capsys):
+    _, filtered = distilled
+    page = tmp_path / "page.html"
+    page.write_text("<html>my page</html>\n")
+    code, err = cli(capsys, "show", "--data", filtered, "--html", page)
+    assert code == 2 and f"--html {page}: a file distill show --html did not write" in err
+    assert page.read_text() == "<html>my page</html>\n"
+    own = tmp_path / "own.html"
+    assert cli(capsys, "show", "--data", filtered, "--html", own)[0] == 0
+    assert cli(capsys, "show", "--data", filtered, "--html", own, "--max-rows", "2")[0] == 0
+    assert "2 of 24 rows embedded" in own.read_text()
+    code, err = cli(capsys, "show", "--data", filtered, "--html", filtered / "page.html")
+    assert code == 2 and "would overwrite the input" in err
+    assert not (filtered / "page.html").exists()

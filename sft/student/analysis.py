@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from distill.errors import DistillError
+from distill.folders import claim
 
 TOP_K = (1, 5, 10)
 
@@ -146,10 +147,13 @@ def compression_markdown(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_analysis(out: str | Path, name: str, data: dict, markdown: str) -> Path:
-    """``out``/``name``.json and ``name``.md; returns the markdown path."""
+def write_analysis(out: str | Path, name: str, data: dict, markdown: str, *, inputs=(),
+                   overwrite: bool = False) -> Path:
+    """``out``/``name``.json (``"kind": name``) and ``name``.md, in a folder ``distill analyze
+    name`` claims (see ``distill.folders``); returns the markdown path."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
-    (out / f"{name}.md").write_text(markdown)
+    with claim(out, f"analyze {name}", name, marker=f"{name}.json", inputs=inputs,
+               overwrite=overwrite):
+        (out / f"{name}.json").write_text(json.dumps({"kind": name, **data}, indent=2) + "\n")
+        (out / f"{name}.md").write_text(markdown)
     return out / f"{name}.md"

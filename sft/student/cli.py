@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from distill.flags import renamed
+from distill.folders import add_overwrite
 
 SUFFIXES = {"k": 1e3, "m": 1e6, "b": 1e9}
 
@@ -51,6 +52,7 @@ def register(sub) -> None:
     d.add_argument("--multiple-of", type=int, default=64,
                    help="round the intermediate size to a multiple of this (default 64)")
     d.add_argument("--out", help="write the student's config.json (and design.md) here")
+    add_overwrite(d)
     d.set_defaults(func=_design)
 
     i = verbs.add_parser(
@@ -69,6 +71,7 @@ def register(sub) -> None:
     i.add_argument("--layers", type=_list_of(int), help="teacher block for each student block, e.g. "
                    "0,4,8,11 (default: spread evenly from first to last)")
     i.add_argument("--seed", type=int, default=0, help="seed of the fresh tensors")
+    add_overwrite(i)
     i.set_defaults(func=_init)
 
     a = sub.add_parser("analyze", help="teacher temperature profile; compression table")
@@ -86,6 +89,7 @@ def register(sub) -> None:
     t.add_argument("--max-texts", type=int, default=64)
     t.add_argument("--max-length", type=int, default=256, help="tokens per text")
     t.add_argument("--out", help="write temperatures.md and temperatures.json here")
+    add_overwrite(t)
     t.set_defaults(func=_temperatures)
 
     c = verbs.add_parser(
@@ -95,6 +99,7 @@ def register(sub) -> None:
     c.add_argument("runs", nargs="+", metavar="RUN_DIR")
     c.add_argument("--teacher", help="the teacher's eval run (default: the first RUN_DIR)")
     c.add_argument("--out", help="write compression.md and compression.json here")
+    add_overwrite(c)
     c.set_defaults(func=_compression)
 
 
@@ -105,14 +110,14 @@ def _design(args) -> None:
                             multiple_of=args.multiple_of)
     print(design.table(), end="")
     if args.out:
-        print(f"-> {design.save(args.out)}")
+        print(f"-> {design.save(args.out, overwrite=args.overwrite)}")
 
 
 def _init(args) -> None:
     from distill.sft.student.design import init_student
 
     print(init_student(args.teacher, args.config, args.out, layers=args.layers,
-                       seed=args.seed).summary())
+                       seed=args.seed, overwrite=args.overwrite).summary())
 
 
 def _temperatures(args) -> None:
@@ -127,7 +132,9 @@ def _temperatures(args) -> None:
     text = temperatures_markdown(profile)
     print(text, end="")
     if args.out:
-        print(f"-> {write_analysis(args.out, 'temperatures', profile, text)}")
+        md = write_analysis(args.out, "temperatures", profile, text,
+                            inputs=[args.texts, args.teacher], overwrite=args.overwrite)
+        print(f"-> {md}")
 
 
 def _compression(args) -> None:
@@ -137,5 +144,7 @@ def _compression(args) -> None:
     text = compression_markdown(table)
     print(text, end="")
     if args.out:
-        print(f"-> {write_analysis(args.out, 'compression', table, text)}")
+        md = write_analysis(args.out, "compression", table, text,
+                            inputs=[*args.runs, args.teacher], overwrite=args.overwrite)
+        print(f"-> {md}")
 

@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.errors import DistillError
+from distill.folders import claim
 from distill.models import count_parameters, resolve_model
 from distill.sft.kd.features import uniform_layers
 
 KEEP = ("depth", "width", "balanced")
+DESIGN_KIND, INIT_KIND = "student-design", "student-init"  # what their folders' markers say
 # Per family: which attention projections have biases (a config field, True or False) and
 # whether q/k get a per-head RMSNorm. Others are refused rather than miscounted.
 FAMILIES = {
@@ -114,11 +116,18 @@ class StudentDesign:
     def compression(self) -> float:
         return self.teacher_params / self.student_params
 
-    def save(self, out: str | Path) -> Path:
-        """Write the student's ``config.json`` (and ``design.md``) to folder ``out``."""
+    def save(self, out: str | Path, overwrite: bool = False) -> Path:
+        """Write the student's ``config.json``, ``design.md`` and ``design.json`` (the
+        parameter counts) to folder ``out``, which it claims (see ``distill.folders``)."""
         out = Path(out)
-        self.student.save_pretrained(out)
-        (out / "design.md").write_text(self.table())
+        with claim(out, "student design", DESIGN_KIND, marker="design.json",
+                   overwrite=overwrite):
+            self.student.save_pretrained(out)
+            (out / "design.md").write_text(self.table())
+            (out / "design.json").write_text(json.dumps(
+                {"kind": DESIGN_KIND, "keep": self.keep, "target_params": self.target_params,
+                 "student_params": self.student_params,
+                 "teacher_params": self.teacher_params}, indent=2) + "\n")
         return out / "config.json"
 
 
@@ -229,11 +238,12 @@ class InitReport:
 
 
 def init_student(teacher, config, out: str | Path, *, layers: list[int] | None = None,
-                 seed: int = 0) -> InitReport:
+                 seed: int = 0, overwrite: bool = False) -> InitReport:
     """Build the student of ``config`` (a config source, see ``load_model_config``) from
     ``teacher``'s weights (a model folder or hub id; None: the embedded default) and write it,
-    the teacher's tokenizer, ``init_report.json`` and ``init_report.md`` to ``out``.
-    ``layers``: the teacher block each student block starts from (default: uniform)."""
+    the teacher's tokenizer, ``init_report.json`` and ``init_report.md`` to ``out`` (claimed:
+    see ``distill.folders``). ``layers``: the teacher block each student block starts from
+    (default: uniform)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -281,15 +291,18 @@ def init_student(teacher, config, out: str | Path, *, layers: list[int] | None =
             entries.append(_entry(name, status, source if status != "fresh" else None, tensor,
                                   t_state[source].shape if status != "fresh" else None))
     out = Path(out)
-    student.save_pretrained(out)
-    AutoTokenizer.from_pretrained(teacher_path).save_pretrained(out)
-    if t_model.generation_config is not None:
-        t_model.generation_config.save_pretrained(out)
-    report = InitReport(out, str(teacher_path), list(layers), entries)
-    (out / "init_report.json").write_text(json.dumps(
-        {"teacher": report.teacher, "layers": report.layers, "counts": report.counts(),
-         "tensors": entries}, indent=2) + "\n")
-    (out / "init_report.md").write_text(report.markdown())
+    with claim(out, "student init", INIT_KIND, marker="init_report.json",
+               inputs=[teacher_path, config if isinstance(config, (str, Path)) else None],
+               overwrite=overwrite):
+        student.save_pretrained(out)
+        AutoTokenizer.from_pretrained(teacher_path).save_pretrained(out)
+        if t_model.generation_config is not None:
+            t_model.generation_config.save_pretrained(out)
+        report = InitReport(out, str(teacher_path), list(layers), entries)
+        (out / "init_report.json").write_text(json.dumps(
+            {"kind": INIT_KIND, "teacher": report.teacher, "layers": report.layers,
+             "counts": report.counts(), "tensors": entries}, indent=2) + "\n")
+        (out / "init_report.md").write_text(report.markdown())
     return report
 
 
