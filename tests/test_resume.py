@@ -52,3 +52,26 @@ def test_sigkill_then_rerun_gives_exactly_the_uninterrupted_rows(tiny_model, tmp
     assert sorted(map(key, resumed)) == sorted(map(key, uninterrupted))
     assert io.read_manifest(killed)["status"] == "complete"
     assert not (killed / io.TMP_DIR).exists()
+
+
+def test_a_run_resumed_over_shards_of_an_older_version_reads_as_one_dataset(tiny_model,
+                                                                              tmp_path):
+    """Shards written before the ``shots`` column existed, then new ones: generate resumes,
+    and filter reads the folder with ``shots`` null in the old rows."""
+    from distill.cli import main
+
+    source = tmp_path / "problems.jsonl"
+    source.write_text("".join(json.dumps({"question": f"What is {i} plus {i}?",
+                                          "answer": str(2 * i)}) + "\n" for i in range(4)))
+    out = tmp_path / "gen"
+    args = command(source, out, tiny_model)[3:]
+    assert main(args + ["--limit", "2"]) == 0
+    for old in io.shard_paths(out):  # as 0.2 wrote them
+        pq.write_table(pq.read_table(old).drop_columns(["shots"]), old)
+    assert main(args) == 0
+    assert len(io.read_rows(out)) == 4
+    assert main(["filter", "--data", str(out), "--out", str(tmp_path / "f"), "--config",
+                 "cot"]) == 0
+    rows = io.read_rows(tmp_path / "f" / "kept") + io.read_rows(tmp_path / "f" / "dropped")
+    assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in io.read_rows(out))
+    assert sorted(r["shots"] for r in rows if r["shots"] is not None) == [0, 0]
