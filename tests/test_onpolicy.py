@@ -170,13 +170,7 @@ def test_vllm_sampling_without_cuda_is_refused_in_one_line(pair, tmp_path, capsy
 def served_teacher(tmp_path_factory):
     """A toy teacher vLLM can serve (head size 32) behind a real `vllm serve`; yields (its
     folder, its URL)."""
-    import subprocess
-    import sys
-    import time
-
-    import httpx
-    from processes import process_group
-    from test_openai_backend import VLLM_SERVE, free_port
+    from processes import vllm_serve
     from test_sft_toy import addition
     from transformers import AutoModelForCausalLM
 
@@ -189,24 +183,9 @@ def served_teacher(tmp_path_factory):
     with torch.no_grad():
         model.get_input_embeddings().weight.mul_(8.0)  # peaked, as sharp_teacher
     model.save_pretrained(teacher)
-    port, log = free_port(), root / "serve.log"
-    cmd = [sys.executable, "-c", VLLM_SERVE, "serve", str(teacher), "--host", "127.0.0.1",
-           "--port", str(port), "--enforce-eager", "--max-model-len", "256", "--dtype",
-           "float32"]
-    with open(log, "wb") as out, process_group(cmd, grace=30, stdout=out,
-                                                 stderr=subprocess.STDOUT) as proc:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
-                pytest.fail(f"vllm serve did not come up (exit {proc.poll()}):\n{tail}")
-            time.sleep(1)
-        yield teacher, f"http://127.0.0.1:{port}"
+    with vllm_serve(str(teacher), root / "serve.log", "--max-model-len", "256", "--dtype",
+                    "float32") as url:
+        yield teacher, url
 
 
 def top1_forward_kl(student, teacher, rows) -> float:

