@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 
-from distill.datagen.backends import Request, Sampling, get_backend
+from distill.datagen.backends import Request, Sampling, backend_options_for, get_backend
 from distill.datagen.prompts import load_prompt
 from distill.datagen.structured import parse as parse_output
 from distill.filters.base import Stage
@@ -29,7 +29,9 @@ def parse_score(text: str) -> float | None:
 
 class Score(Stage):
     """Adds ``score`` (and the judge's reply, ``score_reply``); with ``threshold``, drops rows
-    scored below it or left unscored."""
+    scored below it or left unscored. The judge's backend takes what ``distill generate``'s
+    does: ``batch_size``, ``backend_options`` (``api_key_env``, ``timeout``, ``max_retries``,
+    ``concurrency``, ...) and vLLM's ``engine_args``."""
 
     name = "score"
     scope = "row"  # each row alone; the rows it is given go to the judge in batches
@@ -38,9 +40,14 @@ class Score(Stage):
 
     def __init__(self, model: str | None = None, backend: str = "auto",
                  base_url: str | None = None, prompt: str = "judge-quality",
-                 threshold: float | None = None, max_tokens: int | None = None):
+                 threshold: float | None = None, max_tokens: int | None = None,
+                 batch_size: int | None = None, backend_options: dict | None = None,
+                 engine_args: dict | None = None):
         super().__init__()
-        self.model, self.backend, self.base_url = model, backend, base_url
+        self.model, self.backend = model, backend
+        # checked now, before any row is read: as `distill generate` checks its flags
+        self.options = backend_options_for(backend, base_url, batch_size, backend_options,
+                                           engine_args)
         self.prompt = load_prompt(prompt)
         self.sampling = Sampling(**{**self.prompt.sampling,
                                     **({"max_tokens": max_tokens} if max_tokens else {}), "n": 1},
@@ -52,8 +59,7 @@ class Score(Stage):
         if not rows:
             return []
         if self.engine is None:  # opened once for every batch of the run; ``close`` ends it
-            options = {"base_url": self.base_url} if self.base_url else {}
-            self.engine = get_backend(self.backend, resolve_model(self.model), **options)
+            self.engine = get_backend(self.backend, resolve_model(self.model), **self.options)
         replies = []
         for i in range(0, len(rows), self.engine.batch_size):
             batch = rows[i:i + self.engine.batch_size]

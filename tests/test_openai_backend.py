@@ -302,3 +302,21 @@ def test_api_key_env_sends_the_key(scripted, problems, tmp_path, monkeypatch, ca
     monkeypatch.setenv("MY_KEY", "sk-from-env")
     assert main(args + ["--out", str(tmp_path / "b"), "--max-retries", "0"]) == 0
     assert state["posts"][0][1] == "Bearer sk-from-env"
+
+
+def test_score_judges_through_a_server_that_needs_a_key(scripted, monkeypatch):
+    """The score stage's judge takes generate's backend options: here the key of a server."""
+    from distill.filters.score import Score
+
+    url, state = scripted
+    state["ok"] = completion(['{"justification": "right", "score": 8}'])
+    monkeypatch.setenv("JUDGE_KEY", "sk-judge")
+    judge = Score(model="m", backend="openai", base_url=url,
+                  backend_options={"api_key_env": "JUDGE_KEY", "max_retries": 0})
+    kept, _ = judge.apply([{"id": "1", "question": "2 + 3?", "completion": "2 + 3 = 5"}])
+    assert kept[0]["score"] == 8 and state["posts"][-1][1] == "Bearer sk-judge"
+    with pytest.raises(DistillError, match="--engine-arg is for --backend vllm, not hf"):
+        Score(model="m", backend="hf", engine_args={"max_model_len": 512})
+    with pytest.raises(DistillError, match="the environment variable NO_SUCH_KEY is not set"):
+        Score(model="m", backend="openai", base_url=url,
+              backend_options={"api_key_env": "NO_SUCH_KEY"})
