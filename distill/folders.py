@@ -25,9 +25,11 @@ from pathlib import Path
 from distill.errors import DistillError
 
 LOCK = ".distill.lock"
-# Markers that distill wrote before they carried a kind (train runs before 0.2, compare
-# reports before 0.3).
-UNMARKED = {"distill_sft.json": "train", "compare.json": "compare"}
+# Markers that distill wrote before they carried a kind (train runs before 0.2; compare,
+# student init and analyze reports before 0.3).
+UNMARKED = {"distill_sft.json": "train", "compare.json": "compare",
+            "init_report.json": "student-init", "temperatures.json": "temperatures",
+            "compression.json": "compression"}
 TMP = ".tmp"  # per-writer scratch space (``distill.io``); never a user's file by itself
 
 

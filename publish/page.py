@@ -39,6 +39,7 @@ def write_html(path: str | Path, out_file: str | Path, max_rows: int = 1000,
                   for s in (statuses or [None])}
         hist += _svg_hist(metric, series)
     page = Template(PAGE).substitute(
+        generator=GENERATOR,
         title=html.escape(f"distill show: {v.path}"),
         heading=html.escape(str(v.path)), kind=html.escape(v.kind),
         facts="".join(f"<div class='fact'><b>{html.escape(v_)}</b><span>{html.escape(k)}"
@@ -157,7 +158,7 @@ def _svg_hist(metric: str, series: dict[str, list[int]], bins: int = 30) -> str:
 GENERATOR = '<meta name="generator" content="distill show">'  # marks the pages show wrote
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<meta name="generator" content="distill show">
+$generator
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>$title</title>
 <style>

@@ -51,7 +51,8 @@ def register(sub) -> None:
                    "layers; balanced: shrink both by one factor (default)")
     d.add_argument("--multiple-of", type=int, default=64,
                    help="round the intermediate size to a multiple of this (default 64)")
-    d.add_argument("--out", help="write the student's config.json (and design.md) here")
+    d.add_argument("--out", help="write the student's config.json (with design.md and "
+                   "design.json) here")
     add_overwrite(d)
     d.set_defaults(func=_design)
 
