@@ -348,6 +348,10 @@ def test_report_and_model_writers_keep_a_users_files(tiny_model, tmp_path, capsy
         assert cli(capsys, *args, "--out", out, "--overwrite")[0] == 0
         assert snapshot(aside_of(out)) == before  # moved aside, not lost
         assert cli(capsys, *args, "--out", out)[0] == 0, command  # its own folder: again
+    report = tmp_path / "eval-compare" / "compare.json"  # as written before it had a kind
+    report.write_text(json.dumps({k: v for k, v in json.loads(report.read_text()).items()
+                                  if k != "kind"}))
+    assert cli(capsys, *commands["eval compare"], "--out", report.parent)[0] == 0
     model = snapshot(Path(tiny_model))
     for args in (commands["student init"] + ["--out", tiny_model],
                  commands["eval compare"] + ["--out", runs[0] / "report"]):
