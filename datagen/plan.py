@@ -259,6 +259,10 @@ def _row(item: Item, k: int, c: Completion, pf: PromptFile, backend: str, model_
     return row
 
 
+REGENERATE = ("Pass --regenerate (a recipe: `regenerate: true` in the stage's section) to "
+              "discard them, or choose another --out")
+
+
 def _check_reuse(out: Path, key: dict, regenerate: bool) -> None:
     """Stop when the rows in ``out`` were made with other settings (``regenerate``: discard
     them, only the shards generate wrote) or when two rows share an id."""
@@ -280,8 +284,7 @@ def _check_reuse(out: Path, key: dict, regenerate: bool) -> None:
         io.remove_shards(out)
         return
     raise DistillError(f"{out}: its rows were made with other settings ({what}); nothing was "
-                       "reused. Pass --regenerate (a recipe: `regenerate: true` in the stage's "
-                       "section) to discard them, or choose another --out")
+                       f"reused. {REGENERATE}")
 
 
 def _check_stale(out: Path, done: set[str], items: list[Item], n: int,
@@ -299,9 +302,7 @@ def _check_stale(out: Path, done: set[str], items: list[Item], n: int,
         return set()
     raise DistillError(f"{out}: {len(stale)} of its {len(done)} rows are not in this plan "
                        "(their problems left the source, or n shrank) and would be read as "
-                       "this run's; nothing was generated. Pass --regenerate (a recipe: "
-                       "`regenerate: true` in the stage's section) to discard them, or choose "
-                       "another --out")
+                       f"this run's; nothing was generated. {REGENERATE}")
 
 
 def _manifest(pf: PromptFile, source: str, key: dict, sampling: Sampling, total: int,
