@@ -348,6 +348,9 @@ def test_report_and_model_writers_keep_a_users_files(tiny_model, tmp_path, capsy
     report.write_text(json.dumps({k: v for k, v in json.loads(report.read_text()).items()
                                   if k != "kind"}))
     assert cli(capsys, *commands["eval compare"], "--out", report.parent)[0] == 0
+    with lock(report.parent, "eval compare"):  # a second compare into it meanwhile
+        code, err = cli(capsys, *commands["eval compare"], "--out", report.parent)
+    assert code == 2 and "another writer is at work in it" in err
     model = snapshot(Path(tiny_model))
     for args in (commands["student init"] + ["--out", tiny_model],
                  commands["eval compare"] + ["--out", runs[0] / "report"]):
