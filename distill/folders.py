@@ -13,6 +13,7 @@ published, uploaded and loaded with it), never deleted.
 
 from __future__ import annotations
 
+import argparse
 import errno
 import fcntl
 import json
@@ -37,9 +38,12 @@ OVERWRITE_HELP = ("write into --out even when it holds files this command did no
                   "moved aside to OUT.replaced-<timestamp>/, never deleted")
 
 
-def add_overwrite(parser) -> None:
-    """The ``--overwrite`` flag, the same in every writing command."""
-    parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+def add_overwrite(parser, verb: bool = False) -> None:
+    """The ``--overwrite`` flag, the same in every writing command. ``verb``: the parser is a
+    verb under a command that has the flag too, and the command's value stands unless the verb
+    is given it (``distill eval --overwrite compare ...``)."""
+    parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP,
+                        **({"default": argparse.SUPPRESS} if verb else {}))
 
 
 @contextmanager

@@ -70,7 +70,7 @@ def register(sub) -> None:
     c.add_argument("--max-texts", type=int, default=64)
     c.add_argument("--max-length", type=int, default=256, help="tokens per held-out text")
     c.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap resamples")
-    add_overwrite(c)
+    add_overwrite(c, verb=True)
     c.set_defaults(func=_compare)
 
 

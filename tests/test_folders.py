@@ -348,6 +348,10 @@ def test_report_and_model_writers_keep_a_users_files(tiny_model, tmp_path, capsy
     report.write_text(json.dumps({k: v for k, v in json.loads(report.read_text()).items()
                                   if k != "kind"}))
     assert cli(capsys, *commands["eval compare"], "--out", report.parent)[0] == 0
+    first = tmp_path / "flag-first"  # --overwrite before the verb counts too
+    before = user_folder(first)
+    assert cli(capsys, "eval", "--overwrite", *commands["eval compare"][1:], "--out", first)[0] == 0
+    assert snapshot(aside_of(first)) == before
     with lock(report.parent, "eval compare"):  # a second compare into it meanwhile
         code, err = cli(capsys, *commands["eval compare"], "--out", report.parent)
     assert code == 2 and "another writer is at work in it" in err
