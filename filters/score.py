@@ -47,7 +47,7 @@ class Score(Stage):
         self.model, self.backend = model, backend
         # checked now, before any row is read: as `distill generate` checks its flags
         self.options = backend_options_for(backend, base_url, batch_size, backend_options,
-                                           engine_args)
+                                           engine_args, keys=True)
         self.prompt = load_prompt(prompt)
         self.sampling = Sampling(**{**self.prompt.sampling,
                                     **({"max_tokens": max_tokens} if max_tokens else {}), "n": 1},

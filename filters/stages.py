@@ -42,7 +42,7 @@ def build_stages(spec: list, where: str = "stages") -> list[Stage]:
             stage = cls(**(options or {}))
             stage.options = dict(options or {})
             stages.append(stage)
-        except TypeError as e:
+        except (TypeError, DistillError) as e:  # a wrong option, or a value the stage refuses
             raise DistillError(f"{where}[{i}] ({name}): {e}".replace("__init__() ", "")) from None
     return stages
 

@@ -103,6 +103,8 @@ def test_cli_filter_old_positionals_keep_the_same_rows_with_a_notice(generated, 
     (["parse", "sparkle"], "unknown filter stage 'sparkle'"),
     ([{"quality": {"min_charz": 3}}], r"stages\[0\] \(quality\): .*min_charz"),
     ([{"parse": {}, "verify": {}}], r"stages\[0\]: a stage is a name or a one-key mapping"),
+    (["parse", {"score": {"backend": "hf", "engine_args": {"max_model_len": 512}}}],
+     r"stages\[1\] \(score\): engine_args is for backend: vllm, not hf"),
 ])
 def test_bad_filter_configs_are_named(generated, tmp_path, stages, match):
     with pytest.raises(DistillError, match=match):

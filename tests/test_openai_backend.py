@@ -315,7 +315,7 @@ def test_score_judges_through_a_server_that_needs_a_key(scripted, monkeypatch):
                   backend_options={"api_key_env": "JUDGE_KEY", "max_retries": 0})
     kept, _ = judge.apply([{"id": "1", "question": "2 + 3?", "completion": "2 + 3 = 5"}])
     assert kept[0]["score"] == 8 and state["posts"][-1][1] == "Bearer sk-judge"
-    with pytest.raises(DistillError, match="--engine-arg is for --backend vllm, not hf"):
+    with pytest.raises(DistillError, match="engine_args is for backend: vllm, not hf"):
         Score(model="m", backend="hf", engine_args={"max_model_len": 512})
     with pytest.raises(DistillError, match="the environment variable NO_SUCH_KEY is not set"):
         Score(model="m", backend="openai", base_url=url,

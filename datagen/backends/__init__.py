@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -192,11 +193,28 @@ def get_backend(name: str, model: str, **options) -> Backend:
     raise DistillError(f"unknown backend {name!r}; choose auto, vllm, openai or hf")
 
 
+# The YAML keys of the command-line flags, for refusals of settings read from a file.
+KEYS = {"--backend": "backend:", "--base-url": "base_url", "--engine-arg": "engine_args",
+        "--tensor-parallel-size": "tensor_parallel_size", "--concurrency": "concurrency",
+        "--timeout": "timeout", "--max-retries": "max_retries", "--api-key-env": "api_key_env"}
+
+
 def backend_options_for(backend: str, base_url: str | None, batch_size: int | None,
-                        extra: dict | None, engine_args: dict | None = None) -> dict:
+                        extra: dict | None, engine_args: dict | None = None,
+                        keys: bool = False) -> dict:
     """Constructor options for a backend from the common flags, checking they fit it;
     ``engine_args`` (vLLM's ``EngineArgs`` fields) are checked and typed here, before any
-    model loads."""
+    model loads. ``keys``: the settings came from a YAML file, and a refusal names its keys
+    (``engine_args``), not the flags (``--engine-arg``)."""
+    try:
+        return _options_for(backend, base_url, batch_size, extra, engine_args)
+    except DistillError as e:
+        if not keys:
+            raise
+        raise DistillError(re.sub("|".join(KEYS), lambda m: KEYS[m.group()], str(e))) from None
+
+
+def _options_for(backend, base_url, batch_size, extra, engine_args) -> dict:
     options = dict(extra or {})
     if base_url:
         if backend != "openai":
