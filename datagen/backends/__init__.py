@@ -195,6 +195,7 @@ def get_backend(name: str, model: str, **options) -> Backend:
 
 # The YAML keys of the command-line flags, for refusals of settings read from a file.
 KEYS = {"--backend": "backend:", "--base-url": "base_url", "--engine-arg": "engine_args",
+        "--teacher": "model",
         "--tensor-parallel-size": "tensor_parallel_size", "--concurrency": "concurrency",
         "--timeout": "timeout", "--max-retries": "max_retries", "--api-key-env": "api_key_env"}
 
