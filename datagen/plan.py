@@ -36,7 +36,7 @@ from distill.datagen.structured import parse as parse_output
 from distill.errors import DistillError
 from distill.log import log
 from distill.log import progress as progress_bar
-from distill.models import DEFAULT_MODEL, resolve_model
+from distill.models import DEFAULT_MODEL, model_files, resolve_model
 
 # Settings that change what a row says; a rerun must match them to reuse rows.
 ROW_KEY = ("model", "prompt_sha256", "temperature", "top_p", "max_tokens", "stop", "seed",
@@ -107,7 +107,8 @@ def make_plan(prompt: str, source: str, out: str | Path, *, model: str | None = 
         _check_lengths(items, prompt_limit)
     model_name = model or DEFAULT_MODEL
     out = Path(out)
-    key = {"model": model_name, "prompt_sha256": pf.sha256,
+    key = {"model": model_name, "model_files": model_files(model_name),
+           "prompt_sha256": pf.sha256,
            **{k: v for k, v in sampling.to_dict().items() if k in ROW_KEY}, "shots": shots}
     _check_reuse(out, key, regenerate)
 
@@ -274,10 +275,13 @@ def _check_reuse(out: Path, key: dict, regenerate: bool) -> None:
                            f"of another row (two writers at once?); run `distill check {out} "
                            "--repair` to keep the first row of each id, then rerun")
     old = (io.read_manifest(out) or {}).get("row_key", {})
-    changed = {k: (old.get(k), v) for k, v in key.items() if old.get(k) != v}
+    changed = {k: (old.get(k), v) for k, v in key.items()
+               if old.get(k) != v and (k in old or k != "model_files")}  # not recorded before 0.3
     if not changed:
         return
-    what = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in changed.items())
+    what = "; ".join("the model's files: changed since (trained again, or replaced)"
+                     if k == "model_files" else f"{k}: {a!r} then, {b!r} now"
+                     for k, (a, b) in changed.items())
     if regenerate:
         log(f"{out}: settings changed ({what}); --regenerate: discarding "
             f"{len(io.read_ids(out))} existing rows")

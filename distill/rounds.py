@@ -126,6 +126,9 @@ def _generate_unsolved(recipe: dict, out: Path, *, first: dict, earlier: list[Pa
     (out / "problems.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     log(f"[generate] {len(rows)} problems, {len(done)} solved in earlier rounds"
         + (" (sampled again: problems: all)" if every else ""))
+    # the sampler is the last round's student, in this run: rows of an earlier training of it
+    # are discarded, not reused
+    recipe = {**recipe, "generate": {"regenerate": True, **recipe["generate"]}}
     return {"problems": len(rows), **_generate(recipe, out)}
 
 

@@ -30,7 +30,7 @@ from distill.datagen.backends import (
 from distill.errors import DistillError
 from distill.eval import metrics as M
 from distill.folders import claim
-from distill.models import DEFAULT_MODEL, count_parameters, resolve_model
+from distill.models import DEFAULT_MODEL, count_parameters, model_files, resolve_model
 from distill.tasks import default_split, load_task
 
 GREEDY, SAMPLES = "greedy", "samples"
@@ -105,8 +105,8 @@ def evaluate(model: str | None, task: str, out: str | Path, *, prompt: str | Non
         sample_t = temperature if temperature is not None else (
             pf.sampling.get("temperature") or SAMPLING_TEMPERATURE)
         passes = [(GREEDY, 1, 0.0)] + ([(SAMPLES, n, sample_t)] if n > 1 else [])
-        todo = [p for p in passes if regenerate or not _complete(out / "generations" / p[0],
-                                                                 len(rows) * p[1])]
+        todo = [p for p in passes if not _complete(out / "generations" / p[0],
+                                                   len(rows) * p[1], gen_model)]
         engine = backend if isinstance(backend, Backend) or not todo else get_backend(
             backend, model_path, **options)  # one engine for both passes
         speed = {}
@@ -257,10 +257,12 @@ def _write_items(out: Path, items: list[dict], metrics: dict) -> None:
         "versions": metrics["versions"]}, len(items) or 1)
 
 
-def _complete(folder: Path, expected: int) -> bool:
+def _complete(folder: Path, expected: int, model: str | None) -> bool:
+    """``folder`` holds every generation, made by ``model`` as its files are now."""
     manifest = io.read_manifest(folder)
     return bool(manifest and manifest.get("status") == "complete"
-                and manifest.get("rows", 0) >= expected)
+                and manifest.get("rows", 0) >= expected
+                and manifest.get("row_key", {}).get("model_files") in (None, model_files(model)))
 
 
 def _engine_params(engine) -> int | None:

@@ -9,6 +9,7 @@ from conftest import REPO
 from distill import io
 from distill.cli import main
 from distill.errors import DistillError
+from distill.models import model_files
 from distill.recipe import run_recipe
 
 
@@ -67,6 +68,16 @@ def test_recipe_runs_every_stage_then_skips_them(tiny_model, tmp_path, capsys):
     run_recipe(path, out, from_stage="train", until_stage="train")
     err = capsys.readouterr().err
     assert "[train] running" in err and "[eval]" not in err and err.count("skipped") == 3
+
+    # a changed train reruns train and eval: the student's answers come from its new weights,
+    # not from the folder of the last student's
+    train = {**yaml.safe_load(path.read_text())["train"], "max_steps": 3}
+    run_recipe(recipe(tmp_path, tiny_model, eval=changed, train=train), out)
+    err = capsys.readouterr().err
+    assert "[train] running" in err and "[eval] running" in err
+    answers = io.read_manifest(out / "eval" / "student" / "generations" / "greedy")
+    assert answers["row_key"]["model_files"] == model_files(str(out / "train"))
+    assert len(io.read_rows(out / "eval" / "student" / "generations" / "greedy")) == 2
 
 
 def test_bad_recipes_are_named(tmp_path, tiny_model):

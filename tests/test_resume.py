@@ -75,3 +75,38 @@ def test_a_run_resumed_over_shards_of_an_older_version_reads_as_one_dataset(tiny
     rows = io.read_rows(tmp_path / "f" / "kept") + io.read_rows(tmp_path / "f" / "dropped")
     assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in io.read_rows(out))
     assert sorted(r["shots"] for r in rows if r["shots"] is not None) == [0, 0]
+
+
+def test_a_teacher_trained_again_is_not_resumed_over(tiny_model, tmp_path, capsys):
+    """Rows of a local model's earlier weights are never mixed with its new ones: generate
+    refuses, keeping them, and --regenerate starts over. A folder from before the weights
+    were recorded resumes."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    from distill.cli import main
+
+    teacher = shutil.copytree(tiny_model, tmp_path / "teacher")
+    source = tmp_path / "problems.jsonl"
+    source.write_text("".join(json.dumps({"question": f"What is {i} plus {i}?",
+                                          "answer": str(2 * i)}) + "\n" for i in range(3)))
+    out = tmp_path / "gen"
+    args = command(source, out, str(teacher))[3:]
+    assert main(args + ["--limit", "1"]) == 0
+    manifest = io.read_manifest(out)
+    del manifest["row_key"]["model_files"]  # as 0.2 wrote it
+    io.write_manifest(out, manifest)
+    assert main(args + ["--limit", "2"]) == 0 and len(io.read_rows(out)) == 2
+
+    model = AutoModelForCausalLM.from_pretrained(teacher)  # trained again, saved in place
+    model.model.embed_tokens.weight.data.mul_(2)
+    model.save_pretrained(teacher)
+    before = sorted(r["completion"] for r in io.read_rows(out))
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "the model's files: changed since" in capsys.readouterr().err
+    assert sorted(r["completion"] for r in io.read_rows(out)) == before  # nothing lost
+    assert main(args + ["--regenerate"]) == 0
+    assert "discarding 2 existing rows" in capsys.readouterr().err
+    assert len(io.read_rows(out)) == 3
